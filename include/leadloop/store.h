@@ -1,0 +1,147 @@
+/*
+ * The LMDB store: one environment shared by leadloopd, leadloop-mailer and the leadloop CLI.
+ *
+ * Named databases (keys big-endian so that key order is time order):
+ *   events          seq (u64)             -> event record (event.h), appended with MDB_APPEND
+ *   contact_events  contact id (u64)      -> seq (u64), MDB_DUPSORT|MDB_DUPFIXED
+ *   visitor_events  visitor id (16 bytes) -> seq (u64), MDB_DUPSORT|MDB_DUPFIXED
+ *   visitors        visitor id            -> ll_visitor_rec_t (packed, fixed layout, below)
+ *   contacts        contact id (u64)      -> contact JSON: {"email","created","updated","fields":{..},"flags":[..]}
+ *   emails          lower-cased email     -> contact id (u64)
+ *   meta            text key              -> value ("schema" = "1", "next_contact" = u64)
+ * Later modules (scoring, mailer) add their own databases through ll_store_dbi().
+ *
+ * Contacts are JSON because their fields are open-ended and edited rarely; events are binary
+ * because they are written at request rate.
+ *
+ * Concurrency: LMDB allows one write transaction at a time across processes; readers never
+ * block. A store handle is used from one thread at a time for writing; read transactions may
+ * be opened from any thread (MDB_NOTLS).
+ *
+ * Durability: commits are synced (no MDB_NOSYNC) unless LL_STORE_NOSYNC is passed, which only
+ * the durability benchmark does.
+ */
+#ifndef LEADLOOP_STORE_H
+#define LEADLOOP_STORE_H
+
+#include <lmdb.h>
+#include "leadloop/common.h"
+#include "leadloop/event.h"
+
+typedef struct st_ll_store_t ll_store_t;
+
+typedef enum {
+    LL_DB_EVENTS,
+    LL_DB_CONTACT_EVENTS,
+    LL_DB_VISITOR_EVENTS,
+    LL_DB_VISITORS,
+    LL_DB_CONTACTS,
+    LL_DB_EMAILS,
+    LL_DB_META,
+    LL_DB__MAX
+} ll_db_t;
+
+enum {
+    LL_STORE_RDONLY = 1,
+    LL_STORE_NOSYNC = 2
+};
+
+/** A transaction: the LMDB handle is public so that tracker modules can add their own puts. */
+typedef struct st_ll_txn_t {
+    MDB_txn *txn;
+    ll_store_t *store;
+    int rdonly;
+} ll_txn_t;
+
+/**
+ * Opens (creating when missing) the environment in dir (created 0700 when missing).
+ * mapsize 0 means the default (1 GiB). On failure *out is NULL and err names the path.
+ */
+int ll_store_open(const char *dir, size_t mapsize, int flags, ll_store_t **out, char *err, size_t errlen);
+void ll_store_close(ll_store_t *s);
+MDB_env *ll_store_env(ll_store_t *s);
+MDB_dbi ll_store_dbi(ll_store_t *s, ll_db_t db);
+/** Opens (creating) an extra named database, for modules beyond this header. */
+int ll_store_open_db(ll_store_t *s, const char *name, unsigned flags, MDB_dbi *out);
+
+int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t);
+/** Commits; on failure the transaction is gone and the code is LL_EFULL or LL_ESTORE. */
+int ll_txn_commit(ll_txn_t *t);
+void ll_txn_abort(ll_txn_t *t);
+/** Maps an LMDB return code to LL_*: MDB_MAP_FULL/ENOSPC -> LL_EFULL, MDB_NOTFOUND -> LL_ENOTFOUND. */
+int ll_store_err(int mdb_rc);
+
+/** Big-endian helpers for keys. */
+void ll_be64_put(uint8_t *p, uint64_t v);
+uint64_t ll_be64_get(const uint8_t *p);
+void ll_be32_put(uint8_t *p, uint32_t v);
+uint32_t ll_be32_get(const uint8_t *p);
+
+/* ---- events ---- */
+
+/**
+ * Appends an encoded record: assigns the next seq (patched into rec), puts it with MDB_APPEND
+ * and indexes it by visitor and contact (when set in the record).
+ */
+int ll_event_append(ll_txn_t *t, void *rec, size_t len, uint64_t *seq);
+/** Reads one event; ev points into the map, valid until the transaction ends. */
+int ll_event_get(ll_txn_t *t, uint64_t seq, ll_event_t *ev);
+uint64_t ll_event_last_seq(ll_txn_t *t);
+
+/* ---- contacts ---- */
+
+/** A contact profile, decoded. fields_json owns a JSON object text ("{}" when empty). */
+typedef struct st_ll_contact_t {
+    uint64_t id;
+    char email[256];
+    uint64_t created_us, updated_us;
+    char *fields_json; /* malloc'd, free with ll_contact_clear */
+    uint32_t flags;    /* LL_CF_* */
+} ll_contact_t;
+
+enum {
+    LL_CF_UNSUBSCRIBED = 1u << 0,
+    LL_CF_BOUNCED = 1u << 1,
+    LL_CF_DO_NOT_CONTACT = 1u << 2
+};
+
+void ll_contact_clear(ll_contact_t *c);
+/**
+ * Normalises an email address into out (lower-case, trimmed) and checks its shape
+ * (one @, non-empty local part and domain with a dot, no spaces or controls, at most 254 bytes).
+ * LL_EINVAL when it is not an address.
+ */
+int ll_email_normalize(const char *in, size_t n, char out[256]);
+int ll_contact_find(ll_txn_t *t, const char *email, uint64_t *id);
+int ll_contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c);
+/**
+ * Creates the contact for email when missing, then merges fields_json (a JSON object of
+ * string/number values; NULL for none) into its profile. *created tells which happened.
+ */
+int ll_contact_upsert(ll_txn_t *t, const char *email, const char *fields_json, uint64_t *id, int *created);
+/** Writes c back (fields_json, flags); updates `updated`. */
+int ll_contact_put(ll_txn_t *t, ll_contact_t *c);
+
+/* ---- visitors ---- */
+
+typedef struct st_ll_visitor_rec_t {
+    uint64_t contact;
+    uint64_t first_us, last_us;
+    char country[3];
+} ll_visitor_rec_t;
+
+int ll_visitor_get(ll_txn_t *t, const ll_visitor_id_t *v, ll_visitor_rec_t *out);
+int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *v, const ll_visitor_rec_t *rec);
+
+/* ---- iteration ---- */
+
+/** Called for each event; return non-zero to stop. ev is valid only during the call. */
+typedef int (*ll_event_cb)(const ll_event_t *ev, void *ctx);
+/** Events of one contact in seq order. */
+int ll_events_of_contact(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx);
+/** Events of one visitor in seq order. */
+int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx);
+/** All events from seq `from` on, in order. */
+int ll_events_scan(ll_txn_t *t, uint64_t from, ll_event_cb cb, void *ctx);
+
+#endif

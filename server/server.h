@@ -1,0 +1,154 @@
+/*
+ * leadloopd internals shared by the files of server/ (not a cross-component contract).
+ *
+ * Threads: N event-loop threads (h2o evloop, one context each, SO_REUSEPORT listeners) parse,
+ * classify and encode events; one writer thread commits them in batches (writer.c). A request
+ * that stores events is answered only after its batch commits: the handler hands a
+ * ll_pending_t to the writer and returns without responding; the writer posts it back through
+ * h2o_multithread to the request's own loop, which responds if the request is still alive.
+ *
+ * Ownership of a pending item: created and freed on its loop thread; while queued, only the
+ * writer reads its records and writes its results. The request may die meanwhile (client
+ * gone, HTTP/2 reset): a dispose guard on req->pool clears item->req, and the item lives on
+ * until it comes back from the writer.
+ */
+#ifndef LEADLOOP_SERVER_H
+#define LEADLOOP_SERVER_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <stdatomic.h>
+#include "leadloop/config.h"
+#include "leadloop/event.h"
+#include "leadloop/geo.h"
+#include "leadloop/store.h"
+#include "leadloop/token.h"
+
+/* ---- logging (STYLE.md 8) ---- */
+extern int ll_log_level;
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));  /* adds strerror(errno) */
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* ---- endpoints and metrics ---- */
+typedef enum {
+    EP_CLICK, EP_OPEN, EP_SNIPPET, EP_BEACON, EP_PIXEL, EP_FORM, EP_HEALTH, EP_METRICS, EP_OTHER, EP__MAX
+} ll_endpoint_t;
+
+typedef enum {
+    REJ_BAD_TOKEN, REJ_BAD_JSON, REJ_BAD_UTF8, REJ_TOO_LARGE, REJ_UNKNOWN_FORM, REJ_HONEYPOT, REJ_RATE_LIMIT,
+    REJ_BAD_EMAIL, REJ_BAD_REQUEST, REJ_METHOD, REJ_OVERLOAD, REJ_STORE_FAILED, REJ_PRIVACY, REJ__MAX
+} ll_reject_t;
+
+void ll__metrics_request(ll_endpoint_t ep, int status);
+void ll__metrics_reject(ll_reject_t why);
+void ll__metrics_stored(int type, size_t n);
+void ll__metrics_batch(size_t events, uint64_t commit_us);
+void ll__metrics_lost(ll_endpoint_t ep, size_t n);   /* acknowledged-before-commit or failed */
+void ll__metrics_render(ll_buf_t *out);
+
+/* ---- the server as a whole ---- */
+typedef struct st_ll_server_t {
+    ll_config_t conf;
+    ll_store_t *store;
+    ll_keyring_t *keys;
+    ll_geo_db_t *geo;
+    h2o_iovec_t snippet;    /* /t.js body with the config substituted */
+    char snippet_etag[40];
+    char public_host[256];
+} ll_server_t;
+
+extern ll_server_t ll_srv;
+
+/* ---- per-request context helpers (http.c) ---- */
+typedef struct st_ll_reqinfo_t {
+    ll_ip_t ip;             /* client, full (for geo) */
+    ll_geo_t geo;
+    ll_visitor_id_t visitor;
+    int visitor_new;        /* no valid cookie: a new id was made */
+    int cls;
+    uint32_t reasons;
+} ll_reqinfo_t;
+
+/** Resolves client ip (trusted XFF), geo, cookie visitor and classification for req. */
+void ll__reqinfo(h2o_req_t *req, int from_snippet, ll_reqinfo_t *ri);
+/** Fills the request-derived parts of ev (time, visitor, class, geo, truncated ip, ua). */
+void ll__event_from_req(h2o_req_t *req, ll_reqinfo_t *ri, ll_event_t *ev, uint8_t ipbuf[16], char asnbuf[16]);
+/** Sets the UTM fields of ev from the query string of url (pointers into pool memory). */
+void ll__event_utm(h2o_mem_pool_t *pool, ll_event_t *ev, ll_str_t url);
+/** Percent-decodes s ('+' is a space) into pool memory, NUL-terminated. */
+ll_str_t ll__url_decode(h2o_mem_pool_t *pool, const char *s, size_t n);
+/** Set-Cookie for the visitor, re-issued on every hit. */
+void ll__set_visitor_cookie(h2o_req_t *req, const ll_visitor_id_t *v);
+/** Finds a header by lower-case name; returns its value or an empty iovec. */
+h2o_iovec_t ll__header(h2o_req_t *req, const h2o_token_t *token);
+h2o_iovec_t ll__header_str(h2o_req_t *req, const char *name);
+/** Simple responses: status with a short text/plain reason. */
+void ll__respond_text(h2o_req_t *req, ll_endpoint_t ep, int status, const char *reason, const char *body);
+void ll__respond_gif(h2o_req_t *req, ll_endpoint_t ep);
+/** CORS headers echoing a well-formed Origin (beacons and forms are read cross-origin). */
+void ll__cors(h2o_req_t *req);
+/** 1 when the request is a browser navigation (a plain HTML form post) rather than fetch/XHR. */
+int ll__is_navigation(h2o_req_t *req);
+
+extern const uint8_t ll_gif[43];
+
+/* ---- pending responses and the writer (writer.c) ---- */
+typedef struct st_ll_loop_t ll_loop_t;
+typedef struct st_ll_pending_t ll_pending_t;
+typedef void (*ll_pending_cb)(ll_pending_t *p, h2o_req_t *req); /* req NULL: request gone */
+
+struct st_ll_pending_t {
+    h2o_multithread_message_t super;
+    ll_pending_t *next;          /* writer queue */
+    ll_loop_t *loop;
+    h2o_req_t *req;              /* NULL once the request is gone or answered early */
+    struct st_ll_guard_t *guard;
+    h2o_timeout_entry_t deadline; /* clicks and opens answer anyway past click_deadline_ms */
+    ll_endpoint_t ep;
+    ll_pending_cb on_done;
+    /* records: concatenated encoded events; offsets in rec_off */
+    ll_buf_t recs;
+    size_t rec_off[64];
+    size_t nrecs;
+    char *email;                 /* form: normalised email to upsert and bind */
+    char *fields_json;
+    int bind;
+    /* results, written by the writer */
+    int result;                  /* 0 or LL_E* */
+    uint64_t contact;
+    /* response data kept by the handler */
+    char *location;              /* clicks and forms */
+    ll_visitor_id_t visitor;
+    int answered_early;          /* the deadline passed and the loop answered before the commit */
+};
+
+/** A new pending item bound to req (with its dispose guard). Caller adds records. */
+ll_pending_t *ll__pending_new(h2o_req_t *req, ll_endpoint_t ep, ll_pending_cb on_done);
+/** Adds one encoded event. LL_ETOOBIG past 64 events or the byte cap. */
+int ll__pending_add(ll_pending_t *p, const ll_event_t *ev);
+/**
+ * Queues p for the writer. With deadline set, on_done runs early (with req) if the commit has
+ * not returned within click_deadline_ms; the later commit result then only counts.
+ * Returns LL_ENOMEM when the queue is over its cap (p is freed; the caller responds).
+ */
+int ll__pending_submit(ll_pending_t *p, int deadline);
+void ll__pending_free(ll_pending_t *p);
+
+int ll__writer_start(void);
+void ll__writer_stop(void);   /* drains the queue, then joins */
+ll_loop_t *ll__loop_current(h2o_context_t *ctx);
+ll_loop_t *ll__loop_new(h2o_context_t *ctx);
+
+/* ---- handlers ---- */
+int ll__on_click(h2o_req_t *req, h2o_iovec_t token);
+int ll__on_open(h2o_req_t *req, h2o_iovec_t token);
+int ll__on_beacon(h2o_req_t *req);
+int ll__on_pixel(h2o_req_t *req);
+int ll__on_form(h2o_req_t *req, h2o_iovec_t form_id);
+int ll__on_snippet(h2o_req_t *req);
+int ll__snippet_load(const char *path);
+
+#endif

@@ -1,0 +1,366 @@
+/*
+ * Tracking endpoints: signed clicks (/c/), email opens (/o/), the beacon (/e), the no-script
+ * pixel (/e.gif) and the snippet (/t.js).
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <jansson.h>
+#include <openssl/sha.h>
+#include "server.h"
+
+#define BEACON_MAX_EVENTS 50
+
+/* ---- clicks ---- */
+
+/* The destination with the visitor handed over (`_llv=`), so that the snippet on another
+ * domain adopts the same visitor. Inserted before any fragment. */
+static char *handoff_url(const char *url, const ll_visitor_id_t *v)
+{
+    char hex[33];
+    ll_visitor_to_hex(v, hex);
+    size_t n = strlen(url);
+    const char *hash = strchr(url, '#');
+    size_t before = hash ? (size_t)(hash - url) : n;
+    char sep = memchr(url, '?', before) ? '&' : '?';
+    char *out = ll_malloc(n + 40);
+    snprintf(out, n + 40, "%.*s%c_llv=%s%s", (int)before, url, sep, hex, hash ? hash : "");
+    return out;
+}
+
+static void click_redirect(h2o_req_t *req, ll_pending_t *p)
+{
+    ll__set_visitor_cookie(req, &p->visitor);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0, NULL,
+                          H2O_STRLIT("no-referrer-when-downgrade"));
+    ll__metrics_request(EP_CLICK, 302);
+    h2o_send_redirect(req, 302, "Found", p->location, strlen(p->location));
+}
+
+static void on_click_done(ll_pending_t *p, h2o_req_t *req)
+{
+    if (p->result != 0 && !p->answered_early)
+        ll__metrics_lost(EP_CLICK, p->nrecs);
+    /* A person is never kept from their destination by the store: redirect whatever happened. */
+    if (req != NULL)
+        click_redirect(req, p);
+}
+
+int ll__on_click(h2o_req_t *req, h2o_iovec_t b64)
+{
+    ll_token_t tok;
+    if (ll_token_verify(ll_srv.keys, LL_TOK_CLICK, b64.base, b64.len, &tok) != 0) {
+        ll__metrics_reject(REJ_BAD_TOKEN);
+        ll__respond_text(req, EP_CLICK, 404, "Not Found", "not found\n");
+        return 0;
+    }
+    ll_reqinfo_t ri;
+    ll_event_t ev = {0};
+    uint8_t ip[16];
+    char asn[16];
+    ll__reqinfo(req, 0, &ri);
+    ll__event_from_req(req, &ri, &ev, ip, asn);
+    ev.type = LL_EV_CLICK;
+    ev.contact = tok.contact;
+    ev.send = tok.send;
+    ev.link = tok.link;
+    ev.f[LL_F_URL] = ll_str(tok.url, tok.url_len);
+    h2o_iovec_t ref = ll__header(req, H2O_TOKEN_REFERER);
+    ev.f[LL_F_REFERRER] = ll_str(ref.base, ref.len);
+    ll__event_utm(&req->pool, &ev, ev.f[LL_F_URL]);
+
+    ll_pending_t *p = ll__pending_new(req, EP_CLICK, on_click_done);
+    p->visitor = ri.visitor;
+    p->location = handoff_url(tok.url, &ri.visitor);
+    /* Machines (prefetchers, crawlers) are logged but never bind a browser to a person. */
+    p->bind = ri.cls == LL_CLASS_HUMAN || ri.cls == LL_CLASS_UNKNOWN;
+    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 1) != 0) {
+        ll__metrics_reject(REJ_OVERLOAD);
+        ll__metrics_lost(EP_CLICK, 1);
+        click_redirect(req, p);
+        ll__pending_free(p);
+    }
+    return 0;
+}
+
+/* ---- opens ---- */
+
+static void on_gif_done(ll_pending_t *p, h2o_req_t *req)
+{
+    if (p->result != 0 && !p->answered_early)
+        ll__metrics_lost(p->ep, p->nrecs);
+    if (req != NULL)
+        ll__respond_gif(req, p->ep);
+}
+
+int ll__on_open(h2o_req_t *req, h2o_iovec_t tail)
+{
+    ll_token_t tok;
+    /* Always the GIF: an email never shows a broken image, whatever the token. */
+    if (tail.len < 4 || memcmp(tail.base + tail.len - 4, ".gif", 4) != 0 ||
+        ll_token_verify(ll_srv.keys, LL_TOK_OPEN, tail.base, tail.len - 4, &tok) != 0) {
+        ll__metrics_reject(REJ_BAD_TOKEN);
+        ll__respond_gif(req, EP_OPEN);
+        return 0;
+    }
+    ll_reqinfo_t ri;
+    ll_event_t ev = {0};
+    uint8_t ip[16];
+    char asn[16];
+    ll__reqinfo(req, 0, &ri);
+    ll__event_from_req(req, &ri, &ev, ip, asn);
+    ev.type = LL_EV_OPEN;
+    ev.contact = tok.contact;
+    ev.send = tok.send;
+    /* Mail clients and proxies fetch pixels without cookies: a visitor id here would be noise. */
+    memset(&ev.visitor, 0, sizeof(ev.visitor));
+    ll_pending_t *p = ll__pending_new(req, EP_OPEN, on_gif_done);
+    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 1) != 0) {
+        ll__metrics_reject(REJ_OVERLOAD);
+        ll__metrics_lost(EP_OPEN, 1);
+        ll__respond_gif(req, EP_OPEN);
+        ll__pending_free(p);
+    }
+    return 0;
+}
+
+/* ---- beacon ---- */
+
+static void on_beacon_done(ll_pending_t *p, h2o_req_t *req)
+{
+    if (req == NULL)
+        return;
+    if (p->result != 0) {
+        ll__metrics_reject(REJ_STORE_FAILED);
+        ll__respond_text(req, p->ep, 503, "Service Unavailable", "store unavailable\n");
+        return;
+    }
+    ll__set_visitor_cookie(req, &p->visitor);
+    ll__cors(req);
+    if (p->ep == EP_PIXEL) {
+        ll__respond_gif(req, EP_PIXEL);
+    } else {
+        ll__metrics_request(EP_BEACON, 204);
+        req->res.status = 204;
+        req->res.reason = "No Content";
+        h2o_send_inline(req, "", 0);
+    }
+}
+
+static ll_str_t json_str(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_string(v) ? ll_str(json_string_value(v), json_string_length(v)) : ll_str(NULL, 0);
+}
+
+static void bad_request(h2o_req_t *req, ll_endpoint_t ep, ll_reject_t why, const char *body)
+{
+    ll__metrics_reject(why);
+    ll__respond_text(req, ep, 400, "Bad Request", body);
+}
+
+/* Adds one beacon event; returns a reason text for a 400, or NULL. */
+static const char *beacon_event(h2o_req_t *req, ll_pending_t *p, ll_reqinfo_t *ri, json_t *e)
+{
+    static const int allowed[] = {LL_EV_PAGEVIEW, LL_EV_ENGAGE, LL_EV_OUTBOUND, LL_EV_DOWNLOAD, LL_EV_CUSTOM};
+    if (!json_is_object(e))
+        return "each event must be an object\n";
+    ll_str_t t = json_str(e, "t");
+    int type = t.len ? ll_event_type_parse(t.base, t.len) : 0, ok = 0;
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+        ok |= type == allowed[i];
+    if (!ok)
+        return "unknown event type\n";
+    ll_event_t ev = {0};
+    uint8_t ip[16];
+    char asn[16];
+    ll__event_from_req(req, ri, &ev, ip, asn);
+    ev.type = (uint8_t)type;
+    ev.f[LL_F_URL] = json_str(e, "u");
+    ev.f[LL_F_REFERRER] = json_str(e, "r");
+    ev.f[LL_F_TITLE] = json_str(e, "ti");
+    ll__event_utm(&req->pool, &ev, ev.f[LL_F_URL]);
+    json_t *d = json_object_get(e, "d");
+    char *data = NULL;
+    if (json_is_object(d)) {
+        data = json_dumps(d, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (data == NULL || strlen(data) > ll_event_field_limit(LL_F_DATA)) {
+            free(data);
+            return "event data too large\n";
+        }
+        ev.f[LL_F_DATA] = ll_str(data, strlen(data));
+    }
+    int rc = ll__pending_add(p, &ev);
+    free(data);
+    return rc == 0 ? NULL : "batch too large\n";
+}
+
+int ll__on_beacon(h2o_req_t *req)
+{
+    json_error_t jerr;
+    /* JSON from text/plain (sendBeacon, no preflight) or an urlencoded `d=` field. */
+    h2o_iovec_t body = req->entity;
+    if (body.base == NULL || body.len == 0) {
+        bad_request(req, EP_BEACON, REJ_BAD_JSON, "empty body\n");
+        return 0;
+    }
+    json_t *root = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        int utf8 = !ll_utf8_valid(body.base, body.len);
+        json_decref(root);
+        bad_request(req, EP_BEACON, utf8 ? REJ_BAD_UTF8 : REJ_BAD_JSON,
+                    utf8 ? "body is not valid UTF-8\n" : "body is not a JSON object\n");
+        return 0;
+    }
+    json_t *events = json_object_get(root, "e");
+    if (!json_is_array(events) || json_array_size(events) == 0 || json_array_size(events) > BEACON_MAX_EVENTS) {
+        json_decref(root);
+        bad_request(req, EP_BEACON, REJ_BAD_REQUEST, "\"e\" must be an array of 1 to 50 events\n");
+        return 0;
+    }
+    ll_reqinfo_t ri;
+    ll__reqinfo(req, 1, &ri);
+    /* The snippet's own first-party id wins over the edge cookie: it is what the site sees. */
+    ll_str_t v = json_str(root, "v");
+    if (v.len != 0 && ll_visitor_from_hex(&ri.visitor, v.base, v.len) == 0)
+        ri.visitor_new = 0;
+    ll_pending_t *p = ll__pending_new(req, EP_BEACON, on_beacon_done);
+    p->visitor = ri.visitor;
+    const char *why = NULL;
+    for (size_t i = 0; i < json_array_size(events) && why == NULL; i++)
+        why = beacon_event(req, p, &ri, json_array_get(events, i));
+    json_decref(root);
+    if (why != NULL) {
+        ll__pending_free(p);
+        bad_request(req, EP_BEACON, REJ_BAD_REQUEST, why);
+        return 0;
+    }
+    if (ll__pending_submit(p, 0) != 0) {
+        ll__pending_free(p);
+        ll__metrics_reject(REJ_OVERLOAD);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
+        ll__respond_text(req, EP_BEACON, 503, "Service Unavailable", "overloaded\n");
+    }
+    return 0;
+}
+
+/* GET /e.gif?t=pageview&u=...&r=...&ti=...: the same for pages without JavaScript. */
+int ll__on_pixel(h2o_req_t *req)
+{
+    ll_reqinfo_t ri;
+    ll_event_t ev = {0};
+    uint8_t ip[16];
+    char asn[16];
+    ll__reqinfo(req, 0, &ri);
+    ll__event_from_req(req, &ri, &ev, ip, asn);
+    ev.type = LL_EV_PAGEVIEW;
+    ll_event_t q = {0};
+    if (req->query_at != SIZE_MAX) {
+        h2o_iovec_t query = h2o_iovec_init(req->path.base + req->query_at, req->path.len - req->query_at);
+        static const struct {
+            const char *name;
+            ll_field_t tag;
+        } params[] = {{"u", LL_F_URL}, {"r", LL_F_REFERRER}, {"ti", LL_F_TITLE}, {"t", LL_F_DATA}};
+        for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+            char pat[8];
+            snprintf(pat, sizeof(pat), "%s=", params[i].name);
+            for (size_t off = 1; off < query.len;) {
+                const char *s = query.base + off, *amp = memchr(s, '&', query.len - off);
+                size_t len = amp ? (size_t)(amp - s) : query.len - off;
+                if (len > strlen(pat) && memcmp(s, pat, strlen(pat)) == 0) {
+                    q.f[params[i].tag] = ll__url_decode(&req->pool, s + strlen(pat), len - strlen(pat));
+                }
+                off += len + 1;
+            }
+        }
+    }
+    ev.f[LL_F_URL] = q.f[LL_F_URL];
+    ev.f[LL_F_TITLE] = q.f[LL_F_TITLE];
+    ev.f[LL_F_REFERRER] = q.f[LL_F_REFERRER];
+    if (ev.f[LL_F_URL].len == 0) {
+        h2o_iovec_t ref = ll__header(req, H2O_TOKEN_REFERER);
+        ev.f[LL_F_URL] = ll_str(ref.base, ref.len);
+    }
+    if (q.f[LL_F_DATA].len != 0) {
+        int type = ll_event_type_parse(q.f[LL_F_DATA].base, q.f[LL_F_DATA].len);
+        if (type == LL_EV_PAGEVIEW || type == LL_EV_DOWNLOAD || type == LL_EV_OUTBOUND || type == LL_EV_CUSTOM)
+            ev.type = (uint8_t)type;
+    }
+    for (int f = 1; f < LL_F__MAX; f++)
+        if (ev.f[f].len != 0 && f != LL_F_IP && !ll_utf8_valid(ev.f[f].base, ev.f[f].len)) {
+            ll__metrics_reject(REJ_BAD_UTF8);
+            ll__respond_gif(req, EP_PIXEL); /* still an image: it sits in an <img> */
+            return 0;
+        }
+    ll__event_utm(&req->pool, &ev, ev.f[LL_F_URL]);
+    ll_pending_t *p = ll__pending_new(req, EP_PIXEL, on_beacon_done);
+    p->visitor = ri.visitor;
+    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 0) != 0) {
+        ll__pending_free(p);
+        ll__metrics_reject(REJ_OVERLOAD);
+        ll__respond_gif(req, EP_PIXEL);
+    }
+    return 0;
+}
+
+/* ---- snippet ---- */
+
+int ll__snippet_load(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return LL_EIO;
+    ll_buf_t src, out;
+    ll_buf_init(&src, 1 << 20);
+    ll_buf_init(&out, 1 << 20);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        if (ll_buf_append(&src, chunk, n) != 0)
+            break;
+    fclose(f);
+    char conf[1024];
+    snprintf(conf, sizeof(conf), "{\"dnt\":%s,\"gpc\":%s,\"dl\":\"%s\"}", ll_srv.conf.honor_dnt ? "true" : "false",
+             ll_srv.conf.honor_gpc ? "true" : "false", ll_srv.conf.download_exts ? ll_srv.conf.download_exts : "");
+    const char *mark = src.data ? strstr(src.data, "__LL_CONFIG__") : NULL;
+    if (mark == NULL) {
+        ll_buf_append(&out, src.data ? src.data : "", src.len);
+    } else {
+        ll_buf_append(&out, src.data, mark - src.data);
+        ll_buf_appends(&out, conf);
+        ll_buf_appends(&out, mark + strlen("__LL_CONFIG__"));
+    }
+    ll_buf_free(&src);
+    uint8_t md[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)out.data, out.len, md);
+    ll_srv.snippet_etag[0] = '"';
+    ll_hex_encode(ll_srv.snippet_etag + 1, md, 16);
+    strcat(ll_srv.snippet_etag, "\"");
+    ll_srv.snippet = h2o_iovec_init(out.data, out.len);
+    return 0;
+}
+
+int ll__on_snippet(h2o_req_t *req)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ETAG, NULL, ll_srv.snippet_etag, strlen(ll_srv.snippet_etag));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("public, max-age=3600"));
+    h2o_iovec_t inm = ll__header(req, H2O_TOKEN_IF_NONE_MATCH);
+    if (inm.len != 0 && h2o_strstr(inm.base, inm.len, ll_srv.snippet_etag, strlen(ll_srv.snippet_etag)) != SIZE_MAX) {
+        ll__metrics_request(EP_SNIPPET, 304);
+        req->res.status = 304;
+        req->res.reason = "Not Modified";
+        h2o_send_inline(req, "", 0);
+        return 0;
+    }
+    ll__metrics_request(EP_SNIPPET, 200);
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("application/javascript; charset=utf-8"));
+    h2o_send_inline(req, ll_srv.snippet.base, ll_srv.snippet.len);
+    return 0;
+}

@@ -1,0 +1,262 @@
+/*
+ * The writer thread: group commit of pending events, and the hand-back of each pending item
+ * to the loop that owns its request (see server.h for ownership).
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include "leadloop/ingest.h"
+#include "server.h"
+
+#define QUEUE_CAP 65536 /* pending items; past this, requests are refused rather than queued */
+
+struct st_ll_loop_t {
+    h2o_context_t *ctx;
+    h2o_multithread_receiver_t receiver;
+    h2o_timeout_t deadline;
+};
+
+struct st_ll_guard_t {
+    ll_pending_t *p;
+};
+
+static struct {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    ll_pending_t *head, **tail;
+    size_t len;
+    int stopping;
+    pthread_t thread;
+} q = {.mutex = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .tail = &q.head};
+
+static __thread ll_loop_t *cur_loop;
+
+static void on_guard_dispose(void *_g)
+{
+    struct st_ll_guard_t *g = _g;
+    if (g->p != NULL) {
+        g->p->req = NULL;
+        g->p->guard = NULL;
+        if (h2o_timeout_is_linked(&g->p->deadline))
+            h2o_timeout_unlink(&g->p->deadline);
+    }
+}
+
+/* Detaches p from its request: the request is answered or gone. */
+static h2o_req_t *detach(ll_pending_t *p)
+{
+    h2o_req_t *req = p->req;
+    if (p->guard != NULL)
+        p->guard->p = NULL;
+    p->guard = NULL;
+    p->req = NULL;
+    if (h2o_timeout_is_linked(&p->deadline))
+        h2o_timeout_unlink(&p->deadline);
+    return req;
+}
+
+static void on_deadline(h2o_timeout_entry_t *entry)
+{
+    ll_pending_t *p = H2O_STRUCT_FROM_MEMBER(ll_pending_t, deadline, entry);
+    h2o_req_t *req = detach(p);
+    /* Answered before the commit returned; p->result belongs to the writer until then. The
+     * callbacks that use a deadline (clicks, opens) answer the same whatever the result. */
+    p->answered_early = 1;
+    if (req != NULL)
+        p->on_done(p, req);
+}
+
+static void on_writer_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        ll_pending_t *p = H2O_STRUCT_FROM_MEMBER(ll_pending_t, super.link, messages->next);
+        h2o_linklist_unlink(&p->super.link);
+        h2o_req_t *req = detach(p);
+        if (p->answered_early) {
+            if (p->result != 0)
+                ll__metrics_lost(p->ep, p->nrecs);
+        } else {
+            p->on_done(p, req); /* req may be NULL: the callback counts, does not respond */
+        }
+        ll__pending_free(p);
+    }
+}
+
+ll_loop_t *ll__loop_new(h2o_context_t *ctx)
+{
+    ll_loop_t *l = ll_calloc(1, sizeof(*l));
+    l->ctx = ctx;
+    h2o_multithread_register_receiver(ctx->queue, &l->receiver, on_writer_done);
+    h2o_timeout_init(ctx->loop, &l->deadline, (uint64_t)ll_srv.conf.click_deadline_ms);
+    cur_loop = l;
+    return l;
+}
+
+ll_loop_t *ll__loop_current(h2o_context_t *ctx)
+{
+    return cur_loop;
+}
+
+ll_pending_t *ll__pending_new(h2o_req_t *req, ll_endpoint_t ep, ll_pending_cb on_done)
+{
+    ll_pending_t *p = ll_calloc(1, sizeof(*p));
+    p->loop = cur_loop;
+    p->req = req;
+    p->ep = ep;
+    p->on_done = on_done;
+    p->deadline.cb = on_deadline;
+    ll_buf_init(&p->recs, 256 * 1024);
+    p->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*p->guard), on_guard_dispose);
+    p->guard->p = p;
+    return p;
+}
+
+int ll__pending_add(ll_pending_t *p, const ll_event_t *ev)
+{
+    if (p->nrecs == sizeof(p->rec_off) / sizeof(p->rec_off[0]))
+        return LL_ETOOBIG;
+    size_t off = p->recs.len;
+    int rc = ll_event_encode(ev, &p->recs);
+    if (rc == 0)
+        p->rec_off[p->nrecs++] = off;
+    return rc;
+}
+
+void ll__pending_free(ll_pending_t *p)
+{
+    detach(p);
+    ll_buf_free(&p->recs);
+    free(p->email);
+    free(p->fields_json);
+    free(p->location);
+    free(p);
+}
+
+int ll__pending_submit(ll_pending_t *p, int deadline)
+{
+    pthread_mutex_lock(&q.mutex);
+    if (q.len >= QUEUE_CAP || q.stopping) {
+        pthread_mutex_unlock(&q.mutex);
+        return LL_ENOMEM;
+    }
+    p->next = NULL;
+    *q.tail = p;
+    q.tail = &p->next;
+    q.len++;
+    pthread_cond_signal(&q.cond);
+    pthread_mutex_unlock(&q.mutex);
+    if (deadline)
+        h2o_timeout_link(p->loop->ctx->loop, &p->loop->deadline, &p->deadline);
+    return 0;
+}
+
+static int ingest_item(ll_txn_t *t, ll_pending_t *p)
+{
+    for (size_t i = 0; i < p->nrecs; i++) {
+        size_t end = i + 1 < p->nrecs ? p->rec_off[i + 1] : p->recs.len;
+        ll_ingest_t in = {.rec = (uint8_t *)p->recs.data + p->rec_off[i],
+                          .len = end - p->rec_off[i],
+                          /* only the first record (the form or the click itself) binds */
+                          .email = i == 0 ? p->email : NULL,
+                          .fields_json = i == 0 ? p->fields_json : NULL,
+                          .bind = i == 0 ? p->bind : 0};
+        int rc = ll_ingest(t, &in);
+        if (rc != 0)
+            return rc;
+        if (i == 0)
+            p->contact = in.contact;
+    }
+    return 0;
+}
+
+static void count_stored(ll_pending_t *p)
+{
+    for (size_t i = 0; i < p->nrecs; i++)
+        ll__metrics_stored(ll_event_rec_type(p->recs.data + p->rec_off[i]), 1);
+}
+
+/* Commits a batch. If anything fails the batch is retried one item per transaction, so that
+ * one bad item (or the map filling up mid-batch) fails only the items that cannot be stored. */
+static void commit_batch(ll_pending_t *batch, size_t nevents)
+{
+    ll_txn_t t;
+    uint64_t start = ll_now_us();
+    int rc = ll_txn_begin(ll_srv.store, 0, &t);
+    ll_pending_t *p;
+    for (p = batch; p != NULL && rc == 0; p = p->next)
+        rc = ingest_item(&t, p);
+    if (rc == 0) {
+        rc = ll_txn_commit(&t);
+    } else {
+        ll_txn_abort(&t);
+    }
+    if (rc == 0) {
+        ll__metrics_batch(nevents, ll_now_us() - start);
+        for (p = batch; p != NULL; p = p->next)
+            p->result = 0, count_stored(p);
+        return;
+    }
+    for (p = batch; p != NULL; p = p->next) {
+        start = ll_now_us();
+        if ((p->result = ll_txn_begin(ll_srv.store, 0, &t)) != 0)
+            continue;
+        if ((p->result = ingest_item(&t, p)) != 0) {
+            ll_txn_abort(&t);
+        } else if ((p->result = ll_txn_commit(&t)) == 0) {
+            ll__metrics_batch(p->nrecs, ll_now_us() - start);
+            count_stored(p);
+        }
+        if (p->result != 0)
+            log_warnx("writer: could not store %zu event(s): %s", p->nrecs, ll_strerror(p->result));
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    size_t max = ll_srv.conf.batch_max > 0 ? (size_t)ll_srv.conf.batch_max : 1024;
+    for (;;) {
+        pthread_mutex_lock(&q.mutex);
+        while (q.head == NULL && !q.stopping)
+            pthread_cond_wait(&q.cond, &q.mutex);
+        if (q.head == NULL && q.stopping) {
+            pthread_mutex_unlock(&q.mutex);
+            break;
+        }
+        /* Group commit: take whatever queued while the previous commit ran, up to the cap. */
+        ll_pending_t *batch = q.head, **end = &q.head;
+        size_t n = 0, items = 0;
+        while (*end != NULL && (n == 0 || n + (*end)->nrecs <= max)) {
+            n += (*end)->nrecs;
+            items++;
+            end = &(*end)->next;
+        }
+        q.head = *end;
+        *end = NULL;
+        if (q.head == NULL)
+            q.tail = &q.head;
+        q.len -= items;
+        pthread_mutex_unlock(&q.mutex);
+
+        commit_batch(batch, n);
+        while (batch != NULL) {
+            ll_pending_t *next = batch->next;
+            h2o_multithread_send_message(&batch->loop->receiver, &batch->super);
+            batch = next;
+        }
+    }
+    return NULL;
+}
+
+int ll__writer_start(void)
+{
+    return pthread_create(&q.thread, NULL, writer_main, NULL) == 0 ? 0 : LL_EIO;
+}
+
+void ll__writer_stop(void)
+{
+    pthread_mutex_lock(&q.mutex);
+    q.stopping = 1;
+    pthread_cond_signal(&q.cond);
+    pthread_mutex_unlock(&q.mutex);
+    pthread_join(q.thread, NULL);
+}

@@ -1,0 +1,1504 @@
+#!/usr/bin/env python3
+"""
+Integration suite: starts the real leadloopd on loopback and checks the bytes on the wire,
+then what `leadloop events --json` / `leadloop contact show` say was stored.
+
+Run from the repository root:  python3 tests/integration/run.py [SUBSTRING ...]
+  LEADLOOPD      server binary (default bin/leadloopd)
+  LEADLOOP       CLI binary (default bin/leadloop)
+  LL_TEST_LEAKS  1: keep LeakSanitizer on (default: ASAN_OPTIONS gets detect_leaks=0)
+  LL_TEST_KEEP   1: keep every temporary directory (failed tests always keep theirs)
+
+Each test is a function test_*, run in definition order; output is "ok NAME" or
+"FAIL NAME: reason" followed by the traceback and leadloopd's stderr, and the last line is
+"integration: N passed, N failed". Exit status 1 when anything failed.
+Python 3 standard library only.
+"""
+import base64
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.parse
+
+LEADLOOPD = os.environ.get('LEADLOOPD', 'bin/leadloopd')
+LEADLOOP = os.environ.get('LEADLOOP', 'bin/leadloop')
+CHROME_UA = ('Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) '
+             'Chrome/126.0.0.0 Safari/537.36')
+HEX32 = re.compile(r'[0-9a-f]{32}\Z')
+SET_COOKIE = re.compile(r'_ll=([0-9a-f]{32}); Path=/; Max-Age=(\d+); HttpOnly; SameSite=Lax\Z')
+SANITIZER_MARKS = ('AddressSanitizer', 'LeakSanitizer', 'UndefinedBehaviorSanitizer', 'ThreadSanitizer',
+                   'MemorySanitizer', 'runtime error:', 'SUMMARY: ', 'Segmentation fault', 'stack smashing',
+                   'double free', 'free(): ', 'malloc(): ', 'corrupted ', 'Aborted', 'assertion', 'Assertion')
+GIF_LEN = 43
+
+# Forms most tests configure.
+FORMS = {
+    'contact': {'fields': ['name', 'company'], 'email_field': 'email', 'honeypot': '_hp',
+                'thank_you': 'https://site.example/thanks'},
+    'nothanks': {'fields': ['name'], 'email_field': 'email', 'honeypot': '_hp'},
+}
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def child_env():
+    env = dict(os.environ)
+    if os.environ.get('LL_TEST_LEAKS') != '1':
+        opts = env.get('ASAN_OPTIONS', '')
+        env['ASAN_OPTIONS'] = (opts + ':' if opts else '') + 'detect_leaks=0'
+    return env
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def yaml_str(s):
+    return json.dumps(s)  # a JSON string is a YAML double-quoted scalar
+
+
+def forms_yaml(forms):
+    lines = ['forms:']
+    for fid, f in forms.items():
+        lines.append(f'  {fid}:')
+        for k, v in f.items():
+            if isinstance(v, list):
+                lines.append(f'    {k}: [{", ".join(yaml_str(x) for x in v)}]')
+            else:
+                lines.append(f'    {k}: {yaml_str(v)}')
+    return '\n'.join(lines)
+
+
+def new_visitor():
+    return '%032x' % random.getrandbits(128)
+
+
+def b64d(s):
+    return base64.urlsafe_b64decode(s + '=' * (-len(s) % 4))
+
+
+def b64e(b):
+    return base64.urlsafe_b64encode(b).decode().rstrip('=')
+
+
+def beacon_body(visitor=None, events=None, **ev):
+    if events is None:
+        events = [dict({'t': 'pageview', 'u': 'https://site.example/'}, **ev)]
+    d = {}
+    if visitor is not None:
+        d['v'] = visitor
+    d['e'] = events
+    return json.dumps(d)
+
+
+# ---- HTTP ----
+
+class Resp:
+    def __init__(self, status, reason, headers, body):
+        self.status, self.reason, self.headers, self.body = status, reason, headers, body
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def cookie(self):
+        """The visitor id of the _ll Set-Cookie, checking its attributes; None when absent."""
+        for v in self.all('Set-Cookie'):
+            if v.startswith('_ll='):
+                m = SET_COOKIE.match(v)
+                check(m, f'Set-Cookie is not "_ll=<32 hex>; Path=/; Max-Age=N; HttpOnly; SameSite=Lax": {v!r}')
+                return m.group(1)
+        return None
+
+    def __repr__(self):
+        return f'<{self.status} {self.reason} {self.headers} {self.body[:200]!r}>'
+
+
+def http_request(port, method, path, body=None, headers=None, ua=CHROME_UA, timeout=10):
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        h = {}
+        if ua is not None:
+            h['User-Agent'] = ua
+        h.update(headers or {})
+        if isinstance(body, str):
+            body = body.encode()
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        return Resp(r.status, r.reason, r.getheaders(), data)
+    finally:
+        conn.close()
+
+
+def raw_exchange(port, data, timeout=10, rst=False):
+    """Sends raw bytes, reads until the server closes. Returns (response bytes, how it ended)."""
+    s = socket.create_connection(('127.0.0.1', port), timeout=timeout)
+    chunks, ended = [], 'closed'
+    try:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            ended = 'reset while sending'
+        while True:
+            try:
+                c = s.recv(65536)
+            except ConnectionResetError:
+                ended = 'reset'
+                break
+            except socket.timeout:
+                ended = 'timeout'
+                break
+            if not c:
+                break
+            chunks.append(c)
+    finally:
+        if rst:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        s.close()
+    return b''.join(chunks), ended
+
+
+def parse_raw(data):
+    """(status, [(name, value)] as bytes, head bytes, body) of the first response in data."""
+    head, sep, body = data.partition(b'\r\n\r\n')
+    check(sep, f'no complete response head in {data[:300]!r}')
+    lines = head.split(b'\r\n')
+    m = re.match(rb'HTTP/1\.[01] (\d{3})', lines[0])
+    check(m, f'bad status line {lines[0][:200]!r}')
+    headers = []
+    for ln in lines[1:]:
+        name, colon, value = ln.partition(b':')
+        check(colon, f'malformed response header line {ln[:200]!r}')
+        headers.append((name.strip(), value.strip()))
+    return int(m.group(1)), headers, head, body
+
+
+def expect_refused(port, data, what, allow_statuses=range(400, 500)):
+    """A hostile request must get a 4xx (or the connection closed), never a 2xx/3xx/5xx or a hang."""
+    resp, ended = raw_exchange(port, data, timeout=10)
+    if ended == 'timeout' and not resp:
+        raise TestFailure(f'{what}: no answer within 10 s and the connection stayed open')
+    if not resp:
+        return None  # closed or reset without an answer: acceptable
+    status = int(resp[9:12]) if resp.startswith(b'HTTP/1.') and len(resp) >= 12 and resp[9:12].isdigit() else None
+    check(status is not None, f'{what}: garbage answer {resp[:200]!r}')
+    check(status in allow_statuses, f'{what}: expected 4xx or a closed connection, got {resp[:300]!r}')
+    return status
+
+
+# ---- the server under test ----
+
+SERVERS = []  # started during the current test (for cleanup and stderr on failure)
+
+
+class Server:
+    def __init__(self, conf='', forms=FORMS, data_dir=None, tmp=None, rate=1000):
+        self.tmp = tmp or tempfile.mkdtemp(prefix='ll-it-')
+        self.data = data_dir or os.path.join(self.tmp, 'data')
+        self.conf_extra = conf
+        self.forms = forms
+        self.rate = rate
+        self.proc = None
+        self.port = None
+        self.stderr_files = []
+        self.notes = []
+        SERVERS.append(self)
+
+    @property
+    def base(self):
+        return f'http://127.0.0.1:{self.port}'
+
+    @property
+    def conf(self):
+        return os.path.join(self.tmp, 'leadloop.yaml')
+
+    def write_conf(self):
+        parts = [f'public_url: {yaml_str(self.base)}']
+        if self.rate is not None and 'form_rate_per_min' not in self.conf_extra:
+            parts.append(f'form_rate_per_min: {self.rate}')
+        if self.conf_extra:
+            parts.append(self.conf_extra.strip('\n'))
+        if self.forms:
+            parts.append(forms_yaml(self.forms))
+        with open(self.conf, 'w') as f:
+            f.write('\n'.join(parts) + '\n')
+
+    def start(self, timeout=10):
+        self.port = free_port()
+        self.write_conf()
+        errpath = os.path.join(self.tmp, f'leadloopd.{len(self.stderr_files)}.stderr')
+        self.stderr_files.append(errpath)
+        with open(errpath, 'wb') as errf:
+            self.proc = subprocess.Popen([LEADLOOPD, '-c', self.conf, '-d', self.data, '-l', f'127.0.0.1:{self.port}'],
+                                         stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, env=child_env())
+        deadline = time.time() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self.proc = None
+                raise TestFailure(f'leadloopd exited with {rc} before answering /healthz:\n{self.stderr_tail()}')
+            try:
+                if http_request(self.port, 'GET', '/healthz', timeout=1).status == 200:
+                    return self
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise TestFailure(f'leadloopd did not answer GET /healthz with 200 within {timeout} s')
+            time.sleep(0.05)
+
+    def stderr_text(self):
+        out = []
+        for p in self.stderr_files:
+            try:
+                with open(p, 'rb') as f:
+                    out.append(f.read().decode('utf-8', 'replace'))
+            except OSError:
+                pass
+        return ''.join(out)
+
+    def stderr_tail(self, n=6000):
+        t = self.stderr_text()
+        return t if len(t) <= n else '...' + t[-n:]
+
+    def sanitizer_problems(self):
+        t = self.stderr_text()
+        return [m for m in SANITIZER_MARKS if m in t]
+
+    def stop(self, problems=None):
+        """SIGTERM; the server must have been healthy, exit 0 within 10 s, and print no crash report."""
+        own = problems is None
+        problems = [] if own else problems
+        if self.proc is not None:
+            rc = self.proc.poll()
+            if rc is not None:
+                problems.append(f'leadloopd died during the test (exit status {rc})')
+            else:
+                try:
+                    st = http_request(self.port, 'GET', '/healthz', timeout=5).status
+                    if st != 200:
+                        problems.append(f'GET /healthz at the end answered {st}')
+                except OSError as e:
+                    problems.append(f'GET /healthz at the end failed: {e!r}')
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    rc = self.proc.wait(10)
+                    if rc != 0:
+                        problems.append(f'leadloopd exited with {rc} after SIGTERM (expected 0)')
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+                    problems.append('leadloopd did not exit within 10 s of SIGTERM')
+            self.proc = None
+        marks = self.sanitizer_problems()
+        if marks:
+            problems.append(f'leadloopd stderr shows a crash or sanitizer report ({", ".join(marks)})')
+        if own and problems:
+            raise TestFailure('; '.join(problems) + '\n--- leadloopd stderr ---\n' + self.stderr_tail())
+        return problems
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def cleanup(self):
+        if self.proc is not None:
+            try:
+                self.proc.kill()
+                self.proc.wait(10)
+            except Exception:
+                pass
+            self.proc = None
+
+    def __enter__(self):
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is None:
+            self.stop()
+        else:
+            self.notes.extend(self.stop(problems=[]))
+        return False
+
+    # -- HTTP --
+    def req(self, method, path, body=None, headers=None, **kw):
+        return http_request(self.port, method, path, body, headers, **kw)
+
+    def get(self, path, headers=None, **kw):
+        return self.req('GET', path, None, headers, **kw)
+
+    def post(self, path, body, ctype, headers=None, **kw):
+        h = {'Content-Type': ctype}
+        h.update(headers or {})
+        return self.req('POST', path, body, h, **kw)
+
+    def beacon(self, body, headers=None, **kw):
+        return self.post('/e', body, 'text/plain;charset=UTF-8', headers, **kw)
+
+    def form(self, fid, body, ctype='application/x-www-form-urlencoded', mode='cors', headers=None, **kw):
+        h = {}
+        if mode == 'cors':
+            h.update({'Sec-Fetch-Mode': 'cors', 'Accept': '*/*'})
+        elif mode == 'navigate':
+            h.update({'Sec-Fetch-Mode': 'navigate', 'Accept': 'text/html,application/xhtml+xml,*/*;q=0.8'})
+        h.update(headers or {})
+        if isinstance(body, dict):
+            body = urllib.parse.urlencode(body)
+        return self.post(f'/f/{fid}', body, ctype, h, **kw)
+
+    def raw(self, data, **kw):
+        return raw_exchange(self.port, data, **kw)
+
+    def metrics(self):
+        r = self.get('/metrics')
+        check(r.status == 200, f'GET /metrics answered {r.status}')
+        return r.body.decode()
+
+    def metric(self, series, text=None):
+        text = self.metrics() if text is None else text
+        for line in text.splitlines():
+            if line.startswith(series + ' '):
+                return float(line.split()[-1])
+        return 0.0
+
+    # -- CLI --
+    def cli(self, *args, ok=True, data_dir=None, timeout=30):
+        p = subprocess.run([LEADLOOP, '-d', data_dir or self.data, '-c', self.conf, *args], capture_output=True,
+                           timeout=timeout, env=child_env())
+        if ok and p.returncode != 0:
+            raise TestFailure(f'leadloop {" ".join(args)!r} exited {p.returncode}: {p.stderr.decode(errors="replace")}')
+        return p
+
+    def events(self, *extra):
+        p = self.cli('events', '--json', *extra)
+        out = []
+        for line in p.stdout.decode('utf-8').splitlines():
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    raise TestFailure(f'events --json printed a line that is not JSON: {line[:300]!r}')
+        return out
+
+    def contact_show(self, email):
+        return self.cli('contact', 'show', email).stdout.decode('utf-8')
+
+    def contact_json(self, email):
+        p = self.cli('contact', 'show', email, '--json')
+        return json.loads(p.stdout.decode('utf-8'))
+
+    def link(self, url, to, send=None, data_dir=None):
+        args = ['link', url, '--to', to] + (['--send', str(send)] if send is not None else [])
+        p = self.cli(*args, data_dir=data_dir)
+        line = [ln for ln in p.stdout.decode().splitlines() if ln.strip()][-1].strip()
+        check(line.startswith(self.base + '/c/'), f'leadloop link printed {p.stdout!r}, not {self.base}/c/TOKEN')
+        return line[len(self.base) + 3:]
+
+    def pixel(self, to, send=None):
+        args = ['pixel', '--to', to] + (['--send', str(send)] if send is not None else [])
+        p = self.cli(*args)
+        line = [ln for ln in p.stdout.decode().splitlines() if ln.strip()][-1].strip()
+        check(line.startswith(self.base + '/o/') and line.endswith('.gif'),
+              f'leadloop pixel printed {p.stdout!r}, not {self.base}/o/TOKEN.gif')
+        return line[len(self.base) + 3:-4]
+
+
+def new_events(before, after):
+    seqs = {e['seq'] for e in before}
+    return [e for e in after if e['seq'] not in seqs]
+
+
+def one(evs, what):
+    check(len(evs) == 1, f'expected exactly one {what} event, got {len(evs)}: {evs}')
+    return evs[0]
+
+
+def check_gif(r, what):
+    check(r.status == 200, f'{what}: status {r.status}, expected 200')
+    check(r.body[:6] == b'GIF89a' and len(r.body) == GIF_LEN, f'{what}: not the 43-byte GIF: {r.body[:60]!r}')
+    check('no-store' in (r.header('Cache-Control') or ''), f'{what}: Cache-Control {r.header("Cache-Control")!r}')
+
+
+def check_unchanged(s, before, what):
+    after = s.events()
+    check(after == before, f'{what}: something was stored: {new_events(before, after)[:5]}')
+
+
+def wait_until(pred, timeout=5.0, step=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+# =====================================================================================
+# The contract
+# =====================================================================================
+
+def test_healthz_and_metrics():
+    with Server() as s:
+        r = s.get('/healthz')
+        check(r.status == 200, f'GET /healthz: {r.status}')
+        text = s.metrics()
+        for name in ('leadloop_requests_total', 'leadloop_events_stored_total', 'leadloop_rejects_total',
+                     'leadloop_batch_events_bucket', 'leadloop_commit_seconds_bucket'):
+            check(name in text, f'/metrics has no {name}')
+        for line in text.splitlines():
+            check(line.startswith('#') or re.match(r'[a-z_]+(\{[^}]*\})? [0-9.e+-]+$', line) or line == '',
+                  f'/metrics line is not Prometheus text: {line!r}')
+        stored0 = s.metric('leadloop_events_stored_total{type="pageview"}', text)
+        r = s.beacon(beacon_body(new_visitor()))
+        check(r.status == 204, f'beacon: {r.status} {r.body!r}')
+        text = s.metrics()
+        check(s.metric('leadloop_events_stored_total{type="pageview"}', text) == stored0 + 1,
+              'leadloop_events_stored_total{type="pageview"} did not go up by 1 after one beacon')
+        check(s.metric('leadloop_requests_total{endpoint="beacon",status="204"}', text) >= 1,
+              'leadloop_requests_total{endpoint="beacon",status="204"} not counted')
+        check(s.metric('leadloop_batch_events_count', text) >= 1, 'leadloop_batch_events_count is 0 after a commit')
+
+
+def test_snippet_etag():
+    with Server() as s:
+        r = s.get('/t.js')
+        check(r.status == 200, f'GET /t.js: {r.status}')
+        check((r.header('Content-Type') or '').startswith('application/javascript'),
+              f'Content-Type {r.header("Content-Type")!r}')
+        etag = r.header('ETag')
+        check(etag, 'no ETag')
+        check('public' in (r.header('Cache-Control') or ''), f'Cache-Control {r.header("Cache-Control")!r}')
+        check(len(r.body) > 100, 'the snippet is empty')
+        r2 = s.get('/t.js', {'If-None-Match': etag})
+        check(r2.status == 304, f'If-None-Match with the ETag: {r2.status}, expected 304')
+        check(r2.body == b'', '304 with a body')
+        r3 = s.get('/t.js', {'If-None-Match': '"something-else"'})
+        check(r3.status == 200 and r3.body == r.body, f'If-None-Match with another tag: {r3.status}')
+
+
+def test_click_redirects_and_records():
+    with Server() as s:
+        tok = s.link('https://dest.example/landing?a=1#frag', 'alice@example.com', send=42)
+        tok2 = s.link('https://dest.example/p', 'alice@example.com', send=42)
+        cid = s.contact_json('alice@example.com')['contact']['id']
+        before = s.events()
+        r = s.get('/c/' + tok)
+        check(r.status == 302, f'GET /c/<valid>: {r.status} {r.body!r}')
+        v = r.cookie()
+        check(v, f'no _ll Set-Cookie on the click: {r.headers}')
+        loc = r.header('Location')
+        check(loc == f'https://dest.example/landing?a=1&_llv={v}#frag',
+              f'Location {loc!r}, expected https://dest.example/landing?a=1&_llv={v}#frag')
+        r2 = s.get('/c/' + tok2)
+        v2 = r2.cookie()
+        check(r2.status == 302 and r2.header('Location') == f'https://dest.example/p?_llv={v2}',
+              f'second link: {r2.status} Location {r2.header("Location")!r}')
+        evs = new_events(before, s.events())
+        check(len(evs) == 2, f'expected 2 click events, got {evs}')
+        e = evs[0]
+        check(e['type'] == 'click', f'type {e["type"]}')
+        check(e['visitor'] == v, f'visitor {e["visitor"]} != cookie {v}')
+        check(e['contact'] == cid and e.get('email') == 'alice@example.com', f'contact: {e}')
+        check(e.get('send') == 42 and 'link' in e, f'send/link: {e}')
+        check(e.get('url') == 'https://dest.example/landing?a=1#frag', f'url {e.get("url")!r}')
+        check(e['class'] == 'human', f'class {e["class"]} for a Chrome user agent')
+
+
+def test_click_bad_tokens_404():
+    with Server() as s:
+        url = 'https://dest.example/offer?x=1'
+        tok = s.link(url, 'alice@example.com', send=7)
+        open_tok = s.pixel('alice@example.com', send=7)
+        other_data = os.path.join(s.tmp, 'other-data')
+        other_tok = s.link(url, 'alice@example.com', send=7, data_dir=other_data)
+        check(other_tok != tok, 'two key rings signed the same token')
+        raw = b64d(tok)
+        alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+        cands = []
+        for i in range(len(raw)):  # every byte of the payload and the tag
+            b = bytearray(raw)
+            b[i] ^= 0x01
+            cands.append((f'decoded byte {i} flipped', b64e(bytes(b))))
+        for i, c in enumerate(tok):  # every character of the wire form
+            for delta in (1, 32):
+                alt = alphabet[(alphabet.index(c) ^ delta) if delta == 32 else (alphabet.index(c) + 1) % 64]
+                cands.append((f'char {i} {c!r}->{alt!r}', tok[:i] + alt + tok[i + 1:]))
+        for n in (1, 2, 3, 4, 16, len(tok) // 2):
+            cands.append((f'truncated by {n}', tok[:-n]))
+        cands += [('first char only', tok[:1]), ('extra A', tok + 'A'), ('padding =', tok + '='),
+                  ('padding ==', tok + '=='), ('trailing slash', tok + '/'), ('path below', tok + '/x'),
+                  ('NUL', tok + '%00'), ('another key ring', other_tok), ('an open token at /c/', open_tok),
+                  ('garbage', '!!!!'), ('dots', '..%2f..%2fetc'), ('5000 A', 'A' * 5000),
+                  ('standard base64 chars', tok.replace('-', '+').replace('_', '/') if ('-' in tok or '_' in tok)
+                   else '+/' + tok[2:])]
+        before = s.events()
+        bad0 = s.metric('leadloop_rejects_total{reason="bad_token"}')
+        wrong = []
+        for what, t in cands:
+            if t == tok:
+                continue
+            r = s.get('/c/' + t)
+            if r.status != 404 or r.header('Location') is not None:
+                wrong.append(f'{what}: {r.status} Location={r.header("Location")!r}')
+        check(not wrong, f'{len(wrong)} bad token(s) not answered 404 without Location:\n  ' + '\n  '.join(wrong[:20]))
+        check_unchanged(s, before, 'bad tokens')
+        bad1 = s.metric('leadloop_rejects_total{reason="bad_token"}')
+        n = len([c for c in cands if c[1] != tok])
+        check(bad1 - bad0 >= n, f'leadloop_rejects_total{{reason="bad_token"}} went up by {bad1 - bad0}, expected {n}')
+        r = s.req('HEAD', '/c/' + tok[:-3])
+        check(r.status == 404 and r.header('Location') is None, f'HEAD with a bad token: {r.status}')
+        r = s.get('/c/' + tok)
+        check(r.status == 302, f'the valid token no longer works: {r.status}')
+
+
+def test_open_pixel():
+    with Server() as s:
+        tok = s.pixel('bob@example.com', send=9)
+        click_tok = s.link('https://dest.example/', 'bob@example.com', send=9)
+        cid = s.contact_json('bob@example.com')['contact']['id']
+        before = s.events()
+        r = s.get(f'/o/{tok}.gif')
+        check_gif(r, 'valid open')
+        e = one(new_events(before, s.events()), 'open')
+        check(e['type'] == 'open' and e['contact'] == cid and e.get('send') == 9, f'open event: {e}')
+        before = s.events()
+        raw = bytearray(b64d(tok))
+        raw[len(raw) // 2] ^= 0x40
+        for what, path in [('changed byte', f'/o/{b64e(bytes(raw))}.gif'), ('truncated', f'/o/{tok[:-2]}.gif'),
+                           ('no .gif', f'/o/{tok}'), ('click token', f'/o/{click_tok}.gif'),
+                           ('garbage', '/o/zzz.gif'), ('just .gif', '/o/.gif')]:
+            check_gif(s.get(path), what)
+        check_unchanged(s, before, 'invalid open tokens')
+
+
+def test_beacon_stores_pageview():
+    with Server() as s:
+        v = new_visitor()
+        body = ('{"v":"%s","e":[{"t":"pageview","u":"https://site/p?utm_source=news&utm_campaign=q4",'
+                '"r":"https://ref/","ti":"Title"}]}' % v)
+        before = s.events()
+        r = s.beacon(body)
+        check(r.status == 204, f'POST /e: {r.status} {r.body!r}')
+        check(r.body == b'', '204 with a body')
+        e = one(new_events(before, s.events()), 'pageview')
+        check(e['type'] == 'pageview', f'type {e["type"]}')
+        check(e['visitor'] == v, f'visitor {e["visitor"]}, expected {v}')
+        check(e.get('url') == 'https://site/p?utm_source=news&utm_campaign=q4', f'url {e.get("url")!r}')
+        check(e.get('utm_source') == 'news' and e.get('utm_campaign') == 'q4', f'utm: {e}')
+        check(e.get('referrer') == 'https://ref/' and e.get('title') == 'Title', f'referrer/title: {e}')
+        # Several event types in one batch, with their data objects.
+        before = s.events()
+        body = beacon_body(v, [{'t': 'pageview', 'u': 'https://site/a'},
+                               {'t': 'engage', 'u': 'https://site/a', 'd': {'engaged_ms': 1234, 'scroll': 80}},
+                               {'t': 'download', 'u': 'https://site/a', 'd': {'file': 'https://site/x.pdf'}},
+                               {'t': 'outbound', 'u': 'https://site/a', 'd': {'href': 'https://other/'}},
+                               {'t': 'custom', 'u': 'https://site/a', 'd': {'name': 'calc', 'plan': 'pro'}}])
+        r = s.beacon(body)
+        check(r.status == 204, f'5-event beacon: {r.status} {r.body!r}')
+        evs = new_events(before, s.events())
+        check([e['type'] for e in evs] == ['pageview', 'engage', 'download', 'outbound', 'custom'],
+              f'stored types {[e["type"] for e in evs]}')
+        check(evs[1].get('data') == {'engaged_ms': 1234, 'scroll': 80}, f'engage data {evs[1].get("data")!r}')
+        check(evs[4].get('data', {}).get('name') == 'calc', f'custom data {evs[4].get("data")!r}')
+        check(all(e['visitor'] == v for e in evs), 'visitor not kept on every event of the batch')
+
+
+def test_beacon_rejects_bad_batches():
+    with Server() as s:
+        v = new_visitor()
+        pv = {'t': 'pageview', 'u': 'https://site/'}
+        cases = [
+            ('"e" an object', json.dumps({'v': v, 'e': {'t': 'pageview'}})),
+            ('"e" a string', json.dumps({'v': v, 'e': 'pageview'})),
+            ('"e" missing', json.dumps({'v': v})),
+            ('51 events', beacon_body(v, [pv] * 51)),
+            ('unknown type', beacon_body(v, [{'t': 'nope', 'u': 'https://site/'}])),
+            ('server-only type click', beacon_body(v, [{'t': 'click', 'u': 'https://site/'}])),
+            ('server-only type form', beacon_body(v, [{'t': 'form', 'u': 'https://site/'}])),
+            ('server-only type open', beacon_body(v, [{'t': 'open'}])),
+            ('no type', beacon_body(v, [{'u': 'https://site/'}])),
+            ('numeric type', beacon_body(v, [{'t': 1}])),
+            ('event not an object', beacon_body(v, ['pageview'])),
+            ('one good, one unknown', beacon_body(v, [pv, {'t': 'nope'}])),
+        ]
+        before = s.events()
+        wrong = []
+        for what, body in cases:
+            r = s.beacon(body)
+            if r.status != 400:
+                wrong.append(f'{what}: {r.status} {r.body[:80]!r}')
+        check(not wrong, 'expected 400:\n  ' + '\n  '.join(wrong))
+        check_unchanged(s, before, 'rejected batches')
+        r = s.beacon(beacon_body(v, [pv] * 50))
+        check(r.status == 204, f'50 events (the maximum): {r.status} {r.body!r}')
+        check(len(new_events(before, s.events())) == 50, '50-event batch not stored whole')
+
+
+def test_pixel_e_gif():
+    with Server() as s:
+        before = s.events()
+        q = urllib.parse.urlencode({'t': 'pageview', 'u': 'https://site/nojs?utm_source=news&utm_campaign=q4',
+                                    'r': 'https://ref/', 'ti': 'No JS'})
+        r = s.get('/e.gif?' + q)
+        check_gif(r, 'GET /e.gif')
+        e = one(new_events(before, s.events()), 'pageview')
+        check(e['type'] == 'pageview' and e.get('url') == 'https://site/nojs?utm_source=news&utm_campaign=q4',
+              f'event {e}')
+        check(e.get('utm_source') == 'news' and e.get('title') == 'No JS' and e.get('referrer') == 'https://ref/',
+              f'event {e}')
+        v = r.cookie()
+        check(v is None or e['visitor'] == v, 'visitor differs from the cookie issued')
+
+
+def _form_checks(s, email, before, secrets, fields_expected):
+    evs = new_events(before, s.events())
+    e = one(evs, 'form')
+    check(e['type'] == 'form' and e.get('form') == 'contact', f'form event {e}')
+    check(e.get('email') == email.lower(), f'email {e.get("email")!r}')
+    fields = e.get('fields') or {}
+    check(isinstance(fields, dict), f'fields is not an object: {fields!r}')
+    check(set(fields) <= {'email', 'name', 'company'}, f'unconfigured fields kept: {sorted(fields)}')
+    for k, val in fields_expected.items():
+        check(fields.get(k) == val, f'field {k}: {fields.get(k)!r}, expected {val!r}')
+    check(e['contact'] != 0, 'the form event has no contact')
+    events_text = s.cli('events', '--json').stdout.decode()
+    show = s.contact_show(email)
+    show_json = s.cli('contact', 'show', email, '--json').stdout.decode()
+    with open(os.path.join(s.data, 'data.mdb'), 'rb') as f:
+        mdb = f.read()
+    for sec in secrets:
+        check(sec not in events_text, f'{sec!r} appears in events --json')
+        check(sec not in show and sec not in show_json, f'{sec!r} appears in contact show')
+        check(sec.encode() not in mdb, f'{sec!r} is in data.mdb')
+    check('form' in show, f'contact show does not list the form event:\n{show}')
+    for val in fields_expected.values():
+        check(val in show, f'contact show does not list the profile field {val!r}:\n{show}')
+    cj = json.loads(show_json)
+    check(any(x.get('seq') == e['seq'] for x in cj.get('events', [])), 'the form event is not in the timeline')
+    for k, val in fields_expected.items():
+        check(cj['contact']['fields'].get(k) == val, f'profile field {k}: {cj["contact"]["fields"]}')
+    return e
+
+
+def test_form_urlencoded():
+    with Server() as s:
+        before = s.events()
+        body = {'email': 'Carol@Example.com', 'name': 'Carol', 'company': 'ACME Corp', 'password': 'pw-Zq81-secret',
+                'card': '4111111111111111', 'other': 'dropme-9x'}
+        r = s.form('contact', body)
+        check(r.status == 200, f'POST /f/contact (fetch): {r.status} {r.body!r}')
+        check((r.header('Content-Type') or '').startswith('application/json'), f'Content-Type {r.header("Content-Type")}')
+        check(json.loads(r.body).get('ok') is True, f'body {r.body!r}')
+        _form_checks(s, 'carol@example.com', before, ['pw-Zq81-secret', '4111111111111111', 'dropme-9x'],
+                     {'name': 'Carol', 'company': 'ACME Corp'})
+
+
+def test_form_multipart():
+    with Server() as s:
+        before = s.events()
+        b = '----llboundary7MA4YWxkTrZu0gW'
+        parts = [('email', 'dan@example.com'), ('name', 'Dan Ü'), ('company', 'Dan & Co'),
+                 ('password', 'pw-mp-77-secret'), ('card', '5500005555555559')]
+        body = ''.join(f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in parts)
+        body += (f'--{b}\r\nContent-Disposition: form-data; name="name"; filename="evil.txt"\r\n'
+                 f'Content-Type: text/plain\r\n\r\nfile-content-zz91\r\n--{b}--\r\n')
+        r = s.form('contact', body.encode(), ctype=f'multipart/form-data; boundary={b}')
+        check(r.status == 200, f'multipart post: {r.status} {r.body!r}')
+        check(json.loads(r.body).get('ok') is True, f'body {r.body!r}')
+        _form_checks(s, 'dan@example.com', before, ['pw-mp-77-secret', '5500005555555559', 'file-content-zz91'],
+                     {'name': 'Dan Ü', 'company': 'Dan & Co'})
+
+
+def test_form_json():
+    with Server() as s:
+        before = s.events()
+        body = json.dumps({'email': 'erin@example.com', 'name': 'Erin', 'company': 'E Inc',
+                           'password': 'pw-json-55-secret', 'card': '340000000000009', 'age': 42})
+        r = s.form('contact', body, ctype='application/json')
+        check(r.status == 200, f'JSON post: {r.status} {r.body!r}')
+        check(json.loads(r.body).get('ok') is True, f'body {r.body!r}')
+        _form_checks(s, 'erin@example.com', before, ['pw-json-55-secret', '340000000000009'],
+                     {'name': 'Erin', 'company': 'E Inc'})
+
+
+def test_form_browser_post_redirects():
+    with Server() as s:
+        r = s.form('contact', {'email': 'fay@example.com', 'name': 'Fay'}, mode='navigate')
+        check(r.status == 303, f'browser post: {r.status}, expected 303')
+        check(r.header('Location') == 'https://site.example/thanks', f'Location {r.header("Location")!r}')
+        r = s.form('contact', {'email': 'fay@example.com', 'name': 'Fay'}, mode=None,
+                   headers={'Accept': 'text/html,application/xhtml+xml'})
+        check(r.status == 303 and r.header('Location') == 'https://site.example/thanks',
+              f'browser post without Sec-Fetch-Mode (Accept: text/html): {r.status} {r.header("Location")!r}')
+        r = s.form('contact', {'email': 'fay@example.com', 'name': 'Fay'}, mode='cors')
+        check(r.status == 200, f'fetch post: {r.status}')
+        check((r.header('Content-Type') or '').startswith('application/json'), f'Content-Type {r.header("Content-Type")}')
+        j = json.loads(r.body)
+        check(j.get('ok') is True, f'fetch body {r.body!r}')
+        check(len([e for e in s.events() if e['type'] == 'form']) == 3, 'not every post was stored')
+
+
+def test_form_unknown_id():
+    with Server() as s:
+        before = s.events()
+        wrong = []
+        for fid in ('nope', 'CONTACT', 'contact2', 'contac', 'contact%00', 'x' * 5000, '..%2f..%2fetc',
+                    'contact%20', '%ff%fe'):
+            r = s.form(fid, {'email': 'gus@example.com', 'name': 'Gus'})
+            if r.status != 404:
+                wrong.append(f'/f/{fid[:40]}: {r.status}')
+        check(not wrong, 'unknown form ids not 404: ' + ', '.join(wrong))
+        check_unchanged(s, before, 'unknown form ids')
+
+
+def test_form_honeypot():
+    with Server() as s:
+        before = s.events()
+        r = s.form('contact', {'email': 'bot-hp-1@example.com', 'name': 'Bot', '_hp': 'http://spam.example/'})
+        check(r.status == 200, f'honeypot (fetch): {r.status}, expected the usual 200')
+        r = s.form('contact', {'email': 'bot-hp-2@example.com', 'name': 'Bot', '_hp': 'x'}, mode='navigate')
+        check(r.status in (200, 303), f'honeypot (browser): {r.status}, expected a success status')
+        check_unchanged(s, before, 'honeypot posts')
+        with open(os.path.join(s.data, 'data.mdb'), 'rb') as f:
+            check(b'bot-hp-' not in f.read(), 'the honeypot email reached data.mdb')
+
+
+def test_form_rate_limit():
+    with Server(conf='form_rate_per_min: 3', rate=None) as s:
+        if time.time() % 60 > 55:  # a fixed one-minute window: start the posts inside one minute
+            time.sleep(60.5 - time.time() % 60)
+        for i in range(3):
+            r = s.form('contact', {'email': f'rl{i}@example.com', 'name': 'R'})
+            check(r.status == 200, f'post {i + 1} of 3: {r.status} {r.body!r}')
+        r = s.form('contact', {'email': 'rl3@example.com', 'name': 'R'})
+        check(r.status == 429, f'4th post within the minute: {r.status}, expected 429')
+        ra = r.header('Retry-After')
+        check(ra is not None and ra.isdigit() and int(ra) > 0, f'Retry-After {ra!r}')
+        check(len([e for e in s.events() if e['type'] == 'form']) == 3, 'the refused post was stored')
+
+
+def test_form_invalid_email():
+    with Server() as s:
+        before = s.events()
+        wrong = []
+        for bad in ('not-an-email', 'a@b', 'a b@example.com', '@example.com', 'x@', 'x@example.com\r\nBcc: y@z.com',
+                    'x@@example.com', 'x' * 300 + '@example.com'):
+            r = s.form('contact', {'email': bad, 'name': 'N'})
+            if r.status != 400:
+                wrong.append(f'{bad[:40]!r}: {r.status}')
+        check(not wrong, 'invalid emails not refused with 400: ' + ', '.join(wrong))
+        check_unchanged(s, before, 'invalid emails')
+
+
+def test_form_wrong_method():
+    with Server() as s:
+        for method, path, want in [('GET', '/f/contact', 'POST'), ('GET', '/f/x', 'POST'), ('PUT', '/f/contact', 'POST'),
+                                   ('GET', '/e', 'POST'), ('POST', '/c/abc', 'GET'), ('DELETE', '/t.js', 'GET')]:
+            r = s.req(method, path, b'' if method in ('PUT', 'POST') else None)
+            check(r.status == 405, f'{method} {path}: {r.status}, expected 405')
+            allow = r.header('Allow') or ''
+            check(want in allow, f'{method} {path}: Allow {allow!r} does not name {want}')
+
+
+def test_cli_contact_add():
+    with Server() as s:
+        s.cli('contact', 'add', 'Hal@Example.com', 'name=Hal', 'plan=pro')
+        show = s.contact_show('hal@example.com')
+        check('Hal' in show and 'pro' in show, f'contact show after contact add:\n{show}')
+        j = s.contact_json('hal@example.com')
+        check(j['contact']['email'] == 'hal@example.com' and j['contact']['fields'].get('plan') == 'pro', f'{j}')
+        p = s.cli('contact', 'add', 'not-an-email', ok=False)
+        check(p.returncode != 0, 'contact add accepted an invalid email')
+
+
+# ---- identity ----
+
+def test_identity_click_binds_cookie():
+    with Server() as s:
+        tok = s.link('https://dest.example/x', 'ann@example.com', send=1)
+        cid = s.contact_json('ann@example.com')['contact']['id']
+        r = s.get('/c/' + tok)
+        check(r.status == 302, f'click {r.status}')
+        v = r.cookie()
+        m = re.search(r'[?&]_llv=([0-9a-f]{32})', r.header('Location') or '')
+        check(m and m.group(1) == v, f'_llv in Location {r.header("Location")!r} vs cookie {v}')
+        before = s.events()
+        r = s.beacon(beacon_body(None, u='https://site.example/after-click'), {'Cookie': f'_ll={v}'})
+        check(r.status == 204, f'beacon with the cookie: {r.status}')
+        e = one(new_events(before, s.events()), 'pageview')
+        check(e['visitor'] == v and e['contact'] == cid and e.get('email') == 'ann@example.com',
+              f'beacon with Cookie _ll: visitor/contact {e}')
+        before = s.events()
+        r = s.beacon(beacon_body(m.group(1), u='https://other-domain.example/landing'))
+        check(r.status == 204, f'beacon with v: {r.status}')
+        e = one(new_events(before, s.events()), 'pageview')
+        check(e['visitor'] == v and e['contact'] == cid, f'beacon with "v" from _llv: {e}')
+
+
+def test_identity_attribution():
+    with Server() as s:
+        v = new_visitor()
+        r = s.beacon(beacon_body(v, u='https://site.example/pricing-before-form'))
+        check(r.status == 204, f'anonymous pageview {r.status}')
+        pv = [e for e in s.events() if e.get('url') == 'https://site.example/pricing-before-form']
+        check(len(pv) == 1 and pv[0]['contact'] == 0, f'anonymous pageview: {pv}')
+        r = s.form('contact', {'email': 'ivy@example.com', 'name': 'Ivy'}, headers={'Cookie': f'_ll={v}'})
+        check(r.status == 200, f'form {r.status} {r.body!r}')
+        form = [e for e in s.events() if e['type'] == 'form']
+        check(len(form) == 1 and form[0]['visitor'] == v, f'form event visitor: {form}')
+        cj = s.contact_json('ivy@example.com')
+        seqs = [e['seq'] for e in cj['events']]
+        check(pv[0]['seq'] in seqs, f'contact show timeline {seqs} lacks the earlier pageview {pv[0]["seq"]}')
+        show = s.contact_show('ivy@example.com')
+        check('pageview' in show, f'contact show text lacks the pageview:\n{show}')
+        # And later events of that visitor get the contact.
+        r = s.beacon(beacon_body(v, u='https://site.example/after-form'))
+        e = [e for e in s.events() if e.get('url') == 'https://site.example/after-form']
+        check(len(e) == 1 and e[0]['contact'] == cj['contact']['id'], f'pageview after the form: {e}')
+
+
+def test_identity_forward():
+    with Server() as s:
+        tok_a = s.link('https://dest.example/a', 'amy@example.com', send=1)
+        tok_b = s.link('https://dest.example/b', 'ben@example.com', send=1)
+        ida = s.contact_json('amy@example.com')['contact']['id']
+        idb = s.contact_json('ben@example.com')['contact']['id']
+        r = s.get('/c/' + tok_a)
+        v = r.cookie()
+        check(r.status == 302 and v, f'click A {r.status}')
+        before = s.events()
+        r = s.get('/c/' + tok_b, {'Cookie': f'_ll={v}'})
+        check(r.status == 302, f'click B {r.status}')
+        check(r.cookie() == v, 'the visitor cookie changed on the forwarded click')
+        e = one(new_events(before, s.events()), 'click')
+        check(e['contact'] == idb and e.get('email') == 'ben@example.com', f'forwarded click contact: {e}')
+        check(e.get('forward') is True, f'forwarded click lacks "forward":true: {e}')
+        check(e['visitor'] == v, 'forwarded click visitor')
+        before = s.events()
+        s.beacon(beacon_body(None, u='https://site.example/after-forward'), {'Cookie': f'_ll={v}'})
+        e = one(new_events(before, s.events()), 'pageview')
+        check(e['contact'] == ida, f'visitor no longer with A after the forwarded click: {e}')
+
+
+# ---- client address ----
+
+def test_xff_untrusted():
+    with Server() as s:
+        before = s.events()
+        r = s.beacon(beacon_body(new_visitor()), {'X-Forwarded-For': '203.0.113.77'})
+        check(r.status == 204, f'beacon {r.status}')
+        tok = s.link('https://dest.example/', 'xff@example.com')
+        s.get('/c/' + tok, {'X-Forwarded-For': '203.0.113.77'})
+        evs = new_events(before, s.events())
+        check(len(evs) == 2, f'events {evs}')
+        for e in evs:
+            check(e.get('ip') == '127.0.0.0', f'{e["type"]}: ip {e.get("ip")!r}, expected 127.0.0.0 (XFF from an '
+                                              f'untrusted peer must be ignored)')
+
+
+def test_xff_trusted():
+    with Server(conf='trusted_proxies: ["127.0.0.1/32"]\nipv4_prefix: 24\nipv6_prefix: 48') as s:
+        cases = [('203.0.113.77', '203.0.113.0'),
+                 ('198.51.100.9, 203.0.113.77', '203.0.113.0'),
+                 ('203.0.113.77, 127.0.0.1', '203.0.113.0'),
+                 ('2001:db8:1:2:3:4:5:6', '2001:db8:1:0:0:0:0:0'),
+                 ('not-an-address', '127.0.0.0')]
+        wrong = []
+        for xff, want in cases:
+            before = s.events()
+            r = s.beacon(beacon_body(new_visitor()), {'X-Forwarded-For': xff})
+            check(r.status == 204, f'beacon {r.status}')
+            e = one(new_events(before, s.events()), 'pageview')
+            if e.get('ip') != want:
+                wrong.append(f'XFF {xff!r}: ip {e.get("ip")!r}, expected {want!r}')
+        check(not wrong, '; '.join(wrong))
+
+
+# ---- classification ----
+
+def test_classification():
+    with Server() as s:
+        tok = s.link('https://dest.example/', 'cls@example.com')
+        cases = [('curl', 'GET', {}, 'curl/8.5.0', 'bot', 'bot_ua'),
+                 ('prefetch', 'GET', {'Sec-Purpose': 'prefetch'}, CHROME_UA, 'prefetch', None),
+                 ('HEAD', 'HEAD', {}, CHROME_UA, 'bot', 'head'),
+                 ('headless', 'GET', {}, CHROME_UA.replace('Chrome/', 'HeadlessChrome/'), 'bot', None),
+                 ('Chrome', 'GET', {}, CHROME_UA, 'human', None)]
+        wrong = []
+        for what, method, h, ua, cls, reason in cases:
+            before = s.events()
+            r = s.req(method, '/c/' + tok, None, h, ua=ua)
+            if r.status != 302 or not r.header('Location'):
+                wrong.append(f'{what}: {r.status}, Location {r.header("Location")!r}')
+                continue
+            evs = new_events(before, s.events())
+            if len(evs) != 1:
+                wrong.append(f'{what}: {len(evs)} events')
+                continue
+            e = evs[0]
+            if e['class'] != cls or (reason and reason not in e['reasons']):
+                wrong.append(f'{what}: class {e["class"]} reasons {e["reasons"]}, expected {cls}'
+                             + (f' with {reason}' if reason else ''))
+        check(not wrong, '; '.join(wrong))
+
+
+# =====================================================================================
+# Bad input it must survive
+# =====================================================================================
+
+def test_oversized_body():
+    with Server(conf='max_body: 65536') as s:
+        before = s.events()
+        big = b'{"e":[{"t":"pageview","u":"https://site/' + b'a' * 100000 + b'"}]}'
+        hdr = b'POST /e HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nConnection: close\r\n'
+        expect_refused(s.port, hdr + b'Content-Length: %d\r\n\r\n' % len(big) + big, '100 KB beacon', [413] + list(range(400, 500)))
+        chunked = b''.join(b'%x\r\n%s\r\n' % (len(big[i:i + 8192]), big[i:i + 8192]) for i in range(0, len(big), 8192))
+        expect_refused(s.port, hdr + b'Transfer-Encoding: chunked\r\n\r\n' + chunked + b'0\r\n\r\n', '100 KB chunked beacon')
+        expect_refused(s.port, hdr + b'Content-Length: 1073741824\r\n\r\n' + big[:1000], 'declared 1 GB body')
+        form = urllib.parse.urlencode({'email': 'big@example.com', 'name': 'x' * 200000}).encode()
+        expect_refused(s.port, b'POST /f/contact HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+                       b'Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n' % len(form) + form,
+                       '200 KB form')
+        check_unchanged(s, before, 'oversized bodies')
+        ok = beacon_body(new_visitor(), [{'t': 'pageview', 'u': 'https://site/' + 'b' * 1100}] * 50)
+        check(len(ok) < 65536, 'test bug')
+        r = s.beacon(ok)
+        check(r.status == 204, f'a {len(ok)}-byte beacon (under max_body): {r.status} {r.body!r}')
+
+
+def test_oversized_headers():
+    with Server() as s:
+        def req(extra, path=b'/healthz', method=b'GET'):
+            return method + b' ' + path + b' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' + extra + b'\r\n'
+        expect_refused(s.port, req(b'X-Big: ' + b'a' * 100 * 1024 + b'\r\n'), '100 KB header')
+        expect_refused(s.port, req(b'X-Big: ' + b'a' * 500 * 1024 + b'\r\n'), '500 KB header')
+        expect_refused(s.port, req(b'Cookie: _ll=' + b'a' * 100 * 1024 + b'\r\nContent-Length: 2\r\n', b'/e', b'POST')
+                       + b'{}', '100 KB cookie')
+        expect_refused(s.port, req(b''.join(b'X-H%d: v\r\n' % i for i in range(5000))), '5000 headers')
+        expect_refused(s.port, req(b'', b'/c/' + b'A' * 200 * 1024), '200 KB request target')
+        r = s.get('/healthz')
+        check(r.status == 200, f'healthz after oversized headers: {r.status}')
+
+
+def test_malformed_json():
+    with Server() as s:
+        before = s.events()
+        v = new_visitor()
+        bodies = ['{', '{"v":', 'null', '[]', '"str"', '42', '{"e":[{"t":"pageview"}]} trailing',
+                  "{'e':[{'t':'pageview'}]}", '{"e":[{"t":"pageview"}],}', '[' * 100000, '{"e":' + '[' * 5000,
+                  '{"e":[{"t":"pageview","u":NaN}]}', '{"e":[{"t":"pageview","x":1e999999}]}',
+                  '{"e":[{"t":"pageview","u":"\\ud800"}]}', '{"e":[{"t":"pageview","u":"a\\u0000b"}]}',
+                  '{"e":[{"t":"pageview"}],"e":[{"t":"pageview"}]}', '\x00', ' ', '{"v":"%s","e":[{"t":"pageview",' % v]
+        wrong = []
+        for b in bodies:
+            r = s.beacon(b)
+            if r.status != 400:
+                wrong.append(f'beacon {b[:40]!r}: {r.status}')
+        for b in ['{', '[]', '"x"', 'null', '[' * 100000, '{"email":"j@example.com",}', '{"email":"j@example.com"']:
+            r = s.form('contact', b, ctype='application/json')
+            if r.status != 400:
+                wrong.append(f'form JSON {b[:40]!r}: {r.status}')
+        for b, ct in [('--x\r\nContent-Disposition: form-data; name="email"\r\n\r\nj@example.com', 'multipart/form-data; boundary=x'),
+                      ('no boundary at all', 'multipart/form-data; boundary=zzz'),
+                      ('--x\r\n\r\n', 'multipart/form-data; boundary=x'),
+                      ('--x\r\nContent-Disposition: form-data; name="email"\r\n\r\nj@example.com\r\n--x--\r\n',
+                       'multipart/form-data')]:
+            r = s.form('contact', b, ctype=ct)
+            if r.status != 400:
+                wrong.append(f'multipart {b[:30]!r} ({ct}): {r.status}')
+        check(not wrong, 'expected 400:\n  ' + '\n  '.join(wrong))
+        check_unchanged(s, before, 'malformed JSON')
+
+
+def test_invalid_utf8():
+    with Server() as s:
+        before = s.events()
+        bad0 = s.metric('leadloop_rejects_total{reason="bad_utf8"}')
+        v = new_visitor().encode()
+        wrong = []
+        for seq in (b'\xff\xfe', b'\xc0\xaf', b'\xed\xa0\x80', b'\xe2\x82', b'\xf8\x88\x80\x80\x80', b'\x80'):
+            body = b'{"v":"' + v + b'","e":[{"t":"pageview","u":"https://site/' + seq + b'"}]}'
+            r = s.beacon(body)
+            if r.status != 400:
+                wrong.append(f'beacon with {seq!r}: {r.status}')
+        r = s.form('contact', 'email=u8%40example.com&name=%ff%fe')
+        if r.status != 400:
+            wrong.append(f'urlencoded %ff: {r.status}')
+        mp = (b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\nu8@example.com\r\n'
+              b'--b\r\nContent-Disposition: form-data; name="name"\r\n\r\n\xc0\xaf\r\n--b--\r\n')
+        r = s.form('contact', mp, ctype='multipart/form-data; boundary=b')
+        if r.status != 400:
+            wrong.append(f'multipart raw \\xc0\\xaf: {r.status}')
+        r = s.form('contact', b'{"email":"u8@example.com","name":"\xff"}', ctype='application/json')
+        if r.status != 400:
+            wrong.append(f'JSON form raw \\xff: {r.status}')
+        check(not wrong, 'expected 400:\n  ' + '\n  '.join(wrong))
+        r = s.get('/e.gif?t=pageview&u=https%3A%2F%2Fsite%2F%FF%FE')
+        check_gif(r, '/e.gif with invalid UTF-8')
+        check_unchanged(s, before, 'invalid UTF-8')
+        check(s.metric('leadloop_rejects_total{reason="bad_utf8"}') > bad0, 'bad_utf8 rejects not counted')
+
+
+def test_open_redirect():
+    with Server() as s:
+        refused = []
+        for url in ('javascript:alert(1)', 'JAVASCRIPT:alert(1)', 'http://a/\r\nSet-Cookie: x', 'ftp://files.example/x',
+                    'data:text/html,<script>alert(1)</script>', '//evil.example/', 'http://a/\nLocation: http://evil/',
+                    'http://a/ b', 'http://a/\tb', 'http://a\\@evil.example/', ' http://evil.example/',
+                    'http:evil.example', 'https://' + 'a' * 3000 + '.example/', 'vbscript:msgbox(1)', 'file:///etc/passwd'):
+            p = s.cli('link', url, '--to', 'or@example.com', ok=False)
+            if p.returncode == 0 or b'/c/' in p.stdout:
+                refused.append(f'{url[:50]!r} -> exit {p.returncode} {p.stdout[:120]!r}')
+        check(not refused, 'leadloop link signed a dangerous destination:\n  ' + '\n  '.join(refused))
+        url = 'https://good.example/path?q=1'
+        tok = s.link(url, 'or@example.com')
+        r = s.get('/c/' + tok)
+        check(r.status == 302 and (r.header('Location') or '').startswith(url + '&_llv='),
+              f'valid token: {r.status} {r.header("Location")!r}')
+        raw = b64d(tok)
+        at = raw.find(url.encode())
+        region = range(at, at + len(url)) if at >= 0 else range(len(raw))
+        before = s.events()
+        wrong = []
+        forged = []
+        for i in region:  # change each byte of the destination inside the signed token
+            b = bytearray(raw)
+            b[i] = ord('x') if b[i] != ord('x') else ord('y')
+            forged.append(b64e(bytes(b)))
+        if at >= 0:
+            for evil in ('https://evil.example/pa', 'javascript:alert(1)//x', 'https://good.example/path?q=2'):
+                e = evil.encode()[:len(url)].ljust(len(url), b'/')
+                forged.append(b64e(raw[:at] + e + raw[at + len(url):]))
+        for t in forged:
+            r = s.get('/c/' + t)
+            if r.status != 404 or r.header('Location') is not None:
+                wrong.append(f'{r.status} Location={r.header("Location")!r}')
+        check(not wrong, f'{len(wrong)} forged destination(s) not 404: {wrong[:5]}')
+        check_unchanged(s, before, 'forged destinations')
+
+
+def test_crlf_not_echoed():
+    with Server() as s:
+        def post_form(extra_headers, fid='nothanks'):
+            body = b'email=crlf%40example.com&name=C'
+            req = (b'POST /f/' + fid.encode() + b' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+                   b'Content-Type: application/x-www-form-urlencoded\r\nSec-Fetch-Mode: navigate\r\n'
+                   b'Accept: text/html\r\nUser-Agent: ' + CHROME_UA.encode() + b'\r\n' + extra_headers +
+                   b'Content-Length: %d\r\n\r\n' % len(body) + body)
+            return s.raw(req)
+
+        def check_head(resp, what):
+            if not resp:
+                return None
+            status, headers, head, _ = parse_raw(resp)
+            for name, value in headers:
+                check(b'\r' not in value and b'\n' not in value, f'{what}: CR/LF in header {name!r}')
+                check(not (name.lower() == b'set-cookie' and b'evil' in value), f'{what}: injected Set-Cookie {value!r}')
+                check(name.lower() not in (b'x-injected', b'evil'), f'{what}: injected header {name!r}')
+                if name.lower() == b'location':
+                    check(value.startswith(b'http://') or value.startswith(b'https://'),
+                          f'{what}: Location {value!r} is not http(s)')
+            return status, dict((n.lower(), v) for n, v in headers)
+
+        resp, _ = post_form(b'Referer: http://site.example/p?x=%0d%0aSet-Cookie:%20evil=1&y=%0D%0AX-Injected:%201\r\n')
+        st, h = check_head(resp, 'Referer with %0d%0a')
+        check(st in (200, 303), f'Referer with %0d%0a: status {st}')
+        if st == 303:
+            check(h[b'location'] == b'http://site.example/p?x=%0d%0aSet-Cookie:%20evil=1&y=%0D%0AX-Injected:%201',
+                  f'Location {h[b"location"]!r}')
+        resp, _ = post_form(b'Referer: http://site.example/a\rSet-Cookie: evil=1\r\n')
+        check_head(resp, 'Referer with a bare CR')
+        resp, _ = post_form(b'Referer: http://site.example/a\nX-Injected: 1\r\n')
+        check_head(resp, 'Referer with a bare LF')
+        for ref in (b'javascript:alert(1)', b'data:text/html,x', b'//evil.example/', b'ftp://evil.example/'):
+            resp, _ = post_form(b'Referer: ' + ref + b'\r\n')
+            r = check_head(resp, f'Referer {ref!r}')
+            check(r is None or b'location' not in r[1], f'Referer {ref!r} used as Location {r and r[1].get(b"location")!r}')
+        for ref in (b'http://site.example/\x01x', b'http://site.example/\xff', b'http://a b/', b'http://a/\tb'):
+            resp, _ = post_form(b'Referer: ' + ref + b'\r\n')
+            check_head(resp, f'Referer {ref!r}')
+        # Origin: a good one is echoed, junk never.
+        good = s.beacon(beacon_body(new_visitor()), {'Origin': 'https://site.example'})
+        check(good.header('Access-Control-Allow-Origin') == 'https://site.example',
+              f'a well-formed Origin is not echoed: {good.headers}')
+        junk = [b'javascript:alert(1)', b'null', b'http://a b', b'http://a\x01b', b'http://' + b'a' * 300,
+                b'http://ex\xffample', b'file://', b'http://a\tb', b'*']
+        for origin in junk + [b'http://x%0d%0aSet-Cookie:evil=1']:
+            body = beacon_body(new_visitor()).encode()
+            for path in (b'/e', b'/f/contact'):
+                req = (b'POST ' + path + b' HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\n'
+                       b'Origin: ' + origin + b'\r\nContent-Length: %d\r\n\r\n' % len(body) + body)
+                resp, _ = s.raw(req)
+                r = check_head(resp, f'Origin {origin!r} on {path!r}')
+                if r and origin in junk:
+                    acao = r[1].get(b'access-control-allow-origin')
+                    check(acao is None, f'junk Origin {origin!r} echoed on {path!r}: {acao!r}')
+        # Control characters stored from a beacon come back as valid JSON.
+        v = new_visitor()
+        r = s.beacon(json.dumps({'v': v, 'e': [{'t': 'pageview', 'u': 'https://site/x\r\nSet-Cookie: evil=1\u0001',
+                                                'ti': 'T\u2028'}]}))
+        check(r.status == 204, f'beacon with escaped controls: {r.status}')
+        evs = [e for e in s.events() if e['visitor'] == v]
+        check(len(evs) == 1 and evs[0].get('url') == 'https://site/x\r\nSet-Cookie: evil=1\u0001',
+              f'control characters did not round-trip through events --json: {evs}')
+
+
+def test_garbage_cookies():
+    with Server() as s:
+        tok = s.link('https://dest.example/', 'cookie@example.com')
+        garbage = ['_ll=../../x', '_ll=' + 'a' * 33, '_ll=' + 'b' * 31, '_ll=' + 'g' * 32, '_ll=' + 'c' * 7000,
+                   'x=1; ' + 'y' * 9000 + '; _ll=' + 'd' * 32, '_ll=; _ll=zz', '_ll="' + 'e' * 32 + '"',
+                   '_ll=' + 'f' * 32 + 'ff', '_ll=%' + '0' * 31, '_ll=' + ' ' * 32]
+        wrong = []
+        for c in garbage:
+            for what in ('beacon', 'click'):
+                before = s.events()
+                if what == 'beacon':
+                    r = s.beacon(beacon_body(None), {'Cookie': c})
+                    ok = r.status == 204
+                else:
+                    r = s.get('/c/' + tok, {'Cookie': c})
+                    ok = r.status == 302
+                if not ok:
+                    if not (len(c) > 8192 and 400 <= r.status < 500):
+                        wrong.append(f'{what} with {c[:30]!r}...: {r.status}')
+                    continue
+                try:
+                    v = r.cookie()
+                except TestFailure as e:
+                    wrong.append(f'{what} with {c[:30]!r}: {e}')
+                    continue
+                if v is None:
+                    wrong.append(f'{what} with {c[:30]!r}: no fresh _ll cookie issued')
+                    continue
+                if v in c:
+                    wrong.append(f'{what} with {c[:30]!r}: the garbage was kept as the visitor ({v})')
+                evs = new_events(before, s.events())
+                if len(evs) != 1 or evs[0]['visitor'] != v:
+                    wrong.append(f'{what} with {c[:30]!r}: stored visitor {[e["visitor"] for e in evs]} != cookie {v}')
+        check(not wrong, '\n  '.join([''] + wrong))
+
+
+def test_client_disconnects_before_commit():
+    with Server() as s:
+        v = new_visitor()
+        n = 200
+        for i in range(n):
+            body = beacon_body(v, u=f'https://site.example/gone?m={i}').encode()
+            req = (b'POST /e HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n' % len(body)
+                   + body)
+            sock = socket.create_connection(('127.0.0.1', s.port), timeout=5)
+            sock.sendall(req)
+            if i % 2:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+            sock.close()
+        time.sleep(0.5)
+        r = s.get('/healthz')
+        check(r.status == 200, f'healthz after 200 abandoned beacons: {r.status}')
+        r = s.beacon(beacon_body(v, u='https://site.example/after'))
+        check(r.status == 204, f'a beacon after the abandoned ones: {r.status}')
+        evs = [e for e in s.events() if e['visitor'] == v]
+        gone = [e for e in evs if e.get('url', '').startswith('https://site.example/gone?m=')]
+        check(len(gone) <= n, f'{len(gone)} events stored for {n} requests')
+        seen = set()
+        for e in gone:
+            m = int(e['url'].split('=')[1])
+            check(0 <= m < n and m not in seen and e['type'] == 'pageview', f'bad or duplicate event {e}')
+            seen.add(m)
+        check(any(e.get('url') == 'https://site.example/after' for e in evs), 'the last beacon is not stored')
+
+
+def test_kill9_under_load():
+    s = Server()
+    s.start()
+    v = new_visitor()
+    acked, lock, stop = [], threading.Lock(), threading.Event()
+    sent = [0]
+
+    def worker(i):
+        conn, n = None, 0
+        while not stop.is_set():
+            marker = f'w{i}n{n}'
+            n += 1
+            body = beacon_body(v, u=f'https://site.example/load?m={marker}')
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=5)
+                conn.request('POST', '/e', body=body, headers={'Content-Type': 'text/plain', 'User-Agent': CHROME_UA})
+                r = conn.getresponse()
+                r.read()
+                with lock:
+                    sent[0] += 1
+                    if r.status == 204:
+                        acked.append(marker)
+            except (OSError, http.client.HTTPException):
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.02)
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.2)
+    s.kill9()
+    time.sleep(0.8)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    with lock:
+        acked_now = list(acked)
+    check(len(acked_now) > 20, f'only {len(acked_now)} beacons acknowledged before the kill: the test proves nothing')
+    with s:  # restart on the same data directory (new port)
+        stored = set()
+        for e in s.events():
+            u = e.get('url') or ''
+            if u.startswith('https://site.example/load?m='):
+                stored.add(u.split('=', 1)[1])
+        missing = [m for m in acked_now if m not in stored]
+        check(not missing, f'{len(missing)} of {len(acked_now)} acknowledged beacons lost after kill -9: {missing[:10]}')
+        r = s.beacon(beacon_body(v, u='https://site.example/after-restart'))
+        check(r.status == 204, f'beacon after restart: {r.status}')
+
+
+def test_store_full():
+    tmp = tempfile.mkdtemp(prefix='ll-it-')
+    s = None
+    tried = []
+    for size in ('1m', '2m', '4m', '8m', '16m', '32m', '64m'):
+        cand = Server(conf=f'map_size: {size}', tmp=tmp, data_dir=os.path.join(tmp, 'data-' + size))
+        try:
+            cand.start()
+            s = cand
+            break
+        except TestFailure as e:
+            tried.append(f'{size}: {str(e).splitlines()[0][:200]}')
+            cand.cleanup()
+    check(s is not None, 'no map_size from 1m to 64m lets leadloopd start: ' + '; '.join(tried))
+    with s:
+        tok = s.link('https://dest.example/full', 'full@example.com', send=5)
+        pix = s.pixel('full@example.com', send=5)
+        v = new_visitor()
+        statuses, events_sent, first_fail = [], 0, None
+        deadline = time.time() + 40
+        i = 0
+        while time.time() < deadline and i < 20000:
+            body = beacon_body(v, [{'t': 'pageview', 'u': f'https://site.example/fill/{i}/{j}?' + 'p' * 150}
+                                   for j in range(50)])
+            r = s.beacon(body)
+            statuses.append(r.status)
+            i += 1
+            if r.status != 204:
+                first_fail = r
+                break
+            events_sent += 50
+        check(first_fail is not None, f'the store did not fill after {events_sent} events in 40 s')
+        check(first_fail.status == 503, f'beacon on a full store: {first_fail.status} {first_fail.body!r}, expected 503')
+        # Fill the last pages with small writes, until both beacons and forms are refused.
+        beacon_refused = form_refused = False
+        bad = []
+        for k in range(400):
+            rb = s.beacon(beacon_body(v, u=f'https://site.example/small/{k}'))
+            rf = s.form('contact', {'email': f'full{k}@example.com', 'name': 'F'})
+            if rb.status not in (204, 503) or rf.status not in (200, 503):
+                bad.append((rb.status, rf.status))
+            beacon_refused, form_refused = rb.status == 503, rf.status == 503
+            if beacon_refused and form_refused:
+                break
+        check(not bad, f'unexpected statuses (beacon, form) on a filling store: {bad[:5]}')
+        check(beacon_refused and form_refused, 'small beacons and forms still stored after 400 tries on a full store')
+        r = s.beacon(beacon_body(v, u='https://site.example/after-full'))
+        check(r.status == 503, f'beacon on the full store: {r.status}')
+        r = s.form('contact', {'email': 'late@example.com', 'name': 'L'})
+        check(r.status == 503, f'form on the full store: {r.status}')
+        r = s.form('contact', {'email': 'late2@example.com', 'name': 'L'}, mode='navigate')
+        check(r.status == 503, f'browser form on the full store: {r.status}')
+        t0 = time.time()
+        r = s.get('/c/' + tok)
+        check(r.status == 302 and (r.header('Location') or '').startswith('https://dest.example/full?_llv='),
+              f'click on the full store: {r.status} Location {r.header("Location")!r}')
+        check(time.time() - t0 < 3, f'click on the full store took {time.time() - t0:.1f} s')
+        check_gif(s.get(f'/o/{pix}.gif'), 'open on the full store')
+        text = s.metrics()
+        lost = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('leadloop_events_lost_total{'))
+        failed = s.metric('leadloop_rejects_total{reason="store_failed"}', text)
+        check(lost > 0 or failed > 0, 'neither leadloop_events_lost_total nor rejects store_failed counted the loss')
+        check(s.get('/healthz').status == 200, 'healthz on the full store')
+        s.events()  # the log still reads
+
+
+def _run_server_expect_exit(args, what, timeout=10):
+    p = subprocess.Popen([LEADLOOPD] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=child_env())
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise TestFailure(f'{what}: leadloopd kept running ({timeout} s) instead of exiting; stderr: {err.decode()[:500]}')
+    text = (out + err).decode('utf-8', 'replace')
+    marks = [m for m in SANITIZER_MARKS if m in text]
+    check(not marks, f'{what}: crash/sanitizer report: {text[:2000]}')
+    return p.returncode, text
+
+
+def _bad_conf(tmp, name, text):
+    path = os.path.join(tmp, name)
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def test_bad_config_unknown_key():
+    tmp = tempfile.mkdtemp(prefix='ll-it-')
+    SERVERS.append(Server(tmp=tmp))  # for cleanup of tmp
+    path = _bad_conf(tmp, 'BAD.yaml', 'public_url: "http://127.0.0.1:1"\nlisen: 127.0.0.1:8080\n')
+    rc, text = _run_server_expect_exit(['-c', path, '-d', os.path.join(tmp, 'data'), '-l', f'127.0.0.1:{free_port()}'],
+                                       'unknown key')
+    check(rc != 0, f'leadloopd -c BAD.yaml (unknown key lisen) exited 0: {text}')
+    check('BAD.yaml' in text, f'the message does not name the file: {text!r}')
+    check(re.search(r'BAD\.yaml:2\b|line 2\b', text), f'the message does not name line 2: {text!r}')
+    check('lisen' in text, f'the message does not name the key: {text!r}')
+
+
+def test_bad_config_values():
+    tmp = tempfile.mkdtemp(prefix='ll-it-')
+    SERVERS.append(Server(tmp=tmp))
+    cases = [('map_size', 'map_size: lots'), ('max_body', 'max_body: -5'), ('trusted_proxies',
+             'trusted_proxies: ["300.0.0.1/8"]'), ('ipv4_prefix', 'ipv4_prefix: 40'), ('listen', 'listen: [1, 2]'),
+             ('form_rate_per_min', 'form_rate_per_min: many'), ('public_url', 'public_url: "javascript:alert(1)"'),
+             ('fieldz', 'forms:\n  f1:\n    fieldz: [a]')]
+    wrong = []
+    for i, (key, line) in enumerate(cases):
+        path = _bad_conf(tmp, f'bad{i}.yaml', 'log_level: 1\n' + line + '\n')
+        rc, text = _run_server_expect_exit(['-c', path, '-d', os.path.join(tmp, 'data'), '-l',
+                                            f'127.0.0.1:{free_port()}'], key)
+        want_line = 2 if key != 'fieldz' else 4
+        if rc == 0:
+            wrong.append(f'{line!r}: exit 0')
+        elif f'bad{i}.yaml' not in text or key not in text or not re.search(rf'bad{i}\.yaml:{want_line}\b|line {want_line}\b', text):
+            wrong.append(f'{line!r}: message does not name file, line {want_line} and key: {text.strip()[:200]!r}')
+    path = _bad_conf(tmp, 'syntax.yaml', 'public_url: "unterminated\nlisten: x\n')
+    rc, text = _run_server_expect_exit(['-c', path, '-d', os.path.join(tmp, 'data')], 'YAML syntax error')
+    if rc == 0 or 'syntax.yaml' not in text:
+        wrong.append(f'YAML syntax error: exit {rc}, {text.strip()[:200]!r}')
+    rc, text = _run_server_expect_exit(['-c', os.path.join(tmp, 'missing.yaml'), '-d', os.path.join(tmp, 'data')],
+                                       'missing file')
+    if rc == 0 or 'missing.yaml' not in text:
+        wrong.append(f'missing config file: exit {rc}, {text.strip()[:200]!r}')
+    check(not wrong, '\n  '.join([''] + wrong))
+
+
+def test_bad_listen_address():
+    tmp = tempfile.mkdtemp(prefix='ll-it-')
+    SERVERS.append(Server(tmp=tmp))
+    wrong = []
+    for addr in ('nonsense', '127.0.0.1', '256.1.1.1:80', '127.0.0.1:99999', '127.0.0.1:-1', '127.0.0.1:http',
+                 'localhost:8080', ':8080', '[::1', '127.0.0.1:80:80', ''):
+        rc, text = _run_server_expect_exit(['-d', os.path.join(tmp, 'data'), '-l', addr], f'-l {addr!r}', timeout=5)
+        if rc == 0:
+            wrong.append(f'-l {addr!r}: exit 0')
+    check(not wrong, '; '.join(wrong))
+
+
+def test_stored_fields_bounded():
+    with Server() as s:
+        v = new_visitor()
+        url = 'https://site.example/' + 'é' * 20000
+        title = 'ü' * 5000 + 'x'
+        r = s.beacon(beacon_body(v, [{'t': 'pageview', 'u': url, 'ti': title, 'r': 'https://r/' + '€' * 3000}]),
+                     ua='Mozilla/5.0 ' + 'ж' * 10000 + ' Chrome/126.0.0.0')
+        check(r.status == 204, f'beacon with long fields: {r.status} {r.body!r}')
+        e = one([e for e in s.events() if e['visitor'] == v], 'pageview')
+        for key, sent, limit in (('url', url, 2048), ('title', title, 300), ('ua', None, 512), ('referrer', None, 2048)):
+            val = e.get(key, '')
+            n = len(val.encode())
+            check(n <= limit, f'{key} stored {n} bytes (bound {limit})')
+            check('\ufffd' not in val, f'{key} was cut inside a UTF-8 sequence')
+            if sent is not None:
+                check(sent.startswith(val) and n > limit // 2, f'{key} is not a prefix of what was sent')
+
+
+# =====================================================================================
+
+def main():
+    only = sys.argv[1:]
+    tests = [(n, f) for n, f in list(globals().items()) if n.startswith('test_') and callable(f)]
+    if only:
+        tests = [(n, f) for n, f in tests if any(o in n for o in only)]
+    passed = failed = 0
+    missing = [b for b in (LEADLOOPD, LEADLOOP) if not os.access(b, os.X_OK)]
+    for name, fn in tests:
+        SERVERS.clear()
+        t0 = time.time()
+        err = None
+        if missing:
+            err = f'missing {", ".join(missing)} (run make)'
+        else:
+            try:
+                fn()
+            except Exception as e:
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                err = f'{first}\n{traceback.format_exc()}'
+        for s in SERVERS:
+            s.cleanup()
+        if err is None:
+            passed += 1
+            print(f'ok {name}', flush=True)
+            if os.environ.get('LL_TEST_VERBOSE'):
+                print(f'# {name}: {time.time() - t0:.1f} s', flush=True)
+            if os.environ.get('LL_TEST_KEEP') != '1':
+                for s in SERVERS:
+                    shutil.rmtree(s.tmp, ignore_errors=True)
+        else:
+            failed += 1
+            reason, _, rest = err.partition('\n')
+            print(f'FAIL {name}: {reason}', flush=True)
+            body = rest
+            for s in SERVERS:
+                if s.notes:
+                    body += '\nwhile stopping: ' + '; '.join(s.notes)
+                if s.stderr_files:
+                    body += f'\n--- leadloopd stderr ({s.tmp}) ---\n' + s.stderr_tail(3000)
+            for line in body.rstrip().splitlines():
+                print('    ' + line)
+            sys.stdout.flush()
+    print(f'integration: {passed} passed, {failed} failed', flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+    main()

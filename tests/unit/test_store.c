@@ -1,0 +1,796 @@
+/*
+ * The event codec (tracker/event.c), the LMDB store (tracker/store.c) and the identity rules of
+ * ingest (tracker/ingest.c). Each store test runs in a fresh mkdtemp directory under /tmp,
+ * removed at the end. Run from anywhere.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+#include "leadloop/event.h"
+#include "leadloop/ingest.h"
+#include "leadloop/store.h"
+#include "test.h"
+
+static char tmpdir[64];
+
+static ll_store_t *store_open(void)
+{
+    ll_store_t *s = NULL;
+    char err[256] = "";
+    int rc = ll_store_open(tmpdir, 0, LL_STORE_NOSYNC, &s, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "test_store: %s\n", err);
+    CHECK_EQ_INT(rc, 0);
+    return s;
+}
+
+/* A fresh, empty store directory for each store test. */
+static ll_store_t *store_fresh(void)
+{
+    char cmd[128];
+    if (tmpdir[0] != '\0') {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "test_store: cannot remove %s\n", tmpdir);
+    }
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_store.XXXXXX");
+    if (mkdtemp(tmpdir) == NULL) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    return store_open();
+}
+
+static void vid_set(ll_visitor_id_t *v, uint8_t n)
+{
+    memset(v->b, 0, 16);
+    v->b[0] = 0xaa;
+    v->b[15] = n;
+}
+
+static void set(ll_event_t *ev, int tag, const char *s)
+{
+    ev->f[tag] = ll_str(s, strlen(s));
+}
+
+static int str_eq(ll_str_t a, const char *s)
+{
+    return a.len == strlen(s) && memcmp(a.base, s, a.len) == 0;
+}
+
+/* ---- codec ---- */
+
+static void fill_all(ll_event_t *ev, ll_buf_t *owned)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->type = LL_EV_CLICK;
+    ev->cls = LL_CLASS_HUMAN;
+    ev->flags = LL_EVF_FORWARD | LL_EVF_BOUND;
+    ev->seq = 0x0102030405060708ull;
+    ev->time_us = 1795000000123456ull;
+    for (int i = 0; i < 16; i++)
+        ev->visitor.b[i] = (uint8_t)(0xf0 + i);
+    ev->contact = 0xfedcba9876543210ull;
+    ev->send = 77;
+    ev->link = 0xdeadbeef;
+    ev->reasons = LL_REASON_BROWSER_UA | LL_REASON_JS | LL_REASON_PRERENDER;
+    /* One distinct value per field, kept alive in owned. */
+    ll_buf_init(owned, 1 << 16);
+    size_t offs[LL_F__MAX];
+    for (int tag = 1; tag < LL_F__MAX; tag++) {
+        offs[tag] = owned->len;
+        if (tag == LL_F_IP)
+            ll_buf_append(owned, "\xc0\x00\x02\x00", 4);
+        else if (tag == LL_F_COUNTRY)
+            ll_buf_appends(owned, "DE");
+        else if (tag == LL_F_FIELDS || tag == LL_F_DATA)
+            ll_buf_printf(owned, "{\"k%d\":\"v\"}", tag);
+        else
+            ll_buf_printf(owned, "value of %s \xc3\xa9", ll_field_name(tag));
+    }
+    for (int tag = 1; tag < LL_F__MAX; tag++) {
+        size_t end = tag + 1 < LL_F__MAX ? offs[tag + 1] : owned->len;
+        ev->f[tag] = ll_str(owned->data + offs[tag], end - offs[tag]);
+    }
+}
+
+static void test_roundtrip(void)
+{
+    ll_event_t ev, d;
+    ll_buf_t owned, rec;
+    fill_all(&ev, &owned);
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+    CHECK_EQ_INT(ll_event_decode(rec.data, rec.len, &d), 0);
+    CHECK_EQ_INT(d.version, LL_EVENT_VERSION);
+    CHECK_EQ_INT(d.type, LL_EV_CLICK);
+    CHECK_EQ_INT(d.cls, LL_CLASS_HUMAN);
+    CHECK_EQ_INT(d.flags, LL_EVF_FORWARD | LL_EVF_BOUND);
+    CHECK(d.seq == ev.seq);
+    CHECK(d.time_us == ev.time_us);
+    CHECK(memcmp(d.visitor.b, ev.visitor.b, 16) == 0);
+    CHECK(d.contact == ev.contact);
+    CHECK(d.send == 77);
+    CHECK(d.link == 0xdeadbeef);
+    CHECK_EQ_INT(d.reasons, LL_REASON_BROWSER_UA | LL_REASON_JS | LL_REASON_PRERENDER);
+    for (int tag = 1; tag < LL_F__MAX; tag++) {
+        CHECK_EQ_INT(d.f[tag].len, ev.f[tag].len);
+        if (d.f[tag].len == ev.f[tag].len && memcmp(d.f[tag].base, ev.f[tag].base, d.f[tag].len) != 0) {
+            fprintf(stderr, "field %s differs\n", ll_field_name(tag));
+            CHECK(0);
+        }
+    }
+
+    /* The in-place accessors and patches see the same header. */
+    CHECK(ll_event_rec_contact(rec.data) == ev.contact);
+    CHECK_EQ_INT(ll_event_rec_type(rec.data), LL_EV_CLICK);
+    ll_visitor_id_t v;
+    ll_event_rec_visitor(rec.data, &v);
+    CHECK(memcmp(v.b, ev.visitor.b, 16) == 0);
+    ll_event_patch_seq(rec.data, 42);
+    ll_event_patch_contact(rec.data, 9);
+    ll_event_patch_flags(rec.data, LL_EVF_NEW_VISITOR);
+    CHECK_EQ_INT(ll_event_decode(rec.data, rec.len, &d), 0);
+    CHECK_EQ_INT(d.seq, 42);
+    CHECK_EQ_INT(d.contact, 9);
+    CHECK_EQ_INT(d.flags, LL_EVF_NEW_VISITOR);
+    CHECK(str_eq(d.f[LL_F_URL], "value of url \xc3\xa9"));
+
+    /* An empty event is just the header. */
+    ll_event_t empty;
+    memset(&empty, 0, sizeof(empty));
+    ll_buf_reset(&rec);
+    CHECK_EQ_INT(ll_event_encode(&empty, &rec), 0);
+    CHECK_EQ_INT(rec.len, LL_EVENT_HEADER);
+
+    /* Names parse back to their types. */
+    for (int t = 1; t < LL_EV__MAX; t++) {
+        const char *name = ll_event_type_name(t);
+        CHECK_EQ_INT(ll_event_type_parse(name, strlen(name)), t);
+    }
+    CHECK_EQ_INT(ll_event_type_parse("pageviewx", 9), 0);
+    CHECK_EQ_STR(ll_event_type_name(200), "unknown");
+    ll_buf_free(&rec);
+    ll_buf_free(&owned);
+}
+
+static void test_truncate(void)
+{
+    ll_event_t ev, d;
+    ll_buf_t rec, big;
+    memset(&ev, 0, sizeof(ev));
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    ll_buf_init(&big, 1 << 16);
+    size_t tlim = ll_event_field_limit(LL_F_TITLE);
+    /* A two-byte character straddles the limit: the cut falls before it. */
+    for (size_t i = 0; i + 1 < tlim; i++)
+        ll_buf_append(&big, "a", 1);
+    ll_buf_appends(&big, "\xc3\xa9zzz");
+    size_t title_len = big.len;
+    /* A four-byte character ending one byte past the URL limit. */
+    size_t ulim = ll_event_field_limit(LL_F_URL);
+    size_t url_off = big.len;
+    for (size_t i = 0; i + 3 < ulim; i++)
+        ll_buf_append(&big, "u", 1);
+    ll_buf_appends(&big, "\xf0\x9f\x98\x80");
+    size_t url_len = big.len - url_off;
+    ev.f[LL_F_TITLE] = ll_str(big.data, title_len);
+    ev.f[LL_F_URL] = ll_str(big.data + url_off, url_len);
+    set(&ev, LL_F_COUNTRY, "DEU");
+    ev.f[LL_F_IP] = ll_str("0123456789abcdefXYZ", 19);
+    set(&ev, LL_F_UA, "short");
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+    CHECK_EQ_INT(ll_event_decode(rec.data, rec.len, &d), 0);
+    CHECK_EQ_INT(d.f[LL_F_TITLE].len, tlim - 1);
+    CHECK(ll_utf8_valid(d.f[LL_F_TITLE].base, d.f[LL_F_TITLE].len));
+    CHECK_EQ_INT(d.f[LL_F_URL].len, ulim - 3);
+    CHECK(ll_utf8_valid(d.f[LL_F_URL].base, d.f[LL_F_URL].len));
+    CHECK(str_eq(d.f[LL_F_COUNTRY], "DE"));
+    CHECK_EQ_INT(d.f[LL_F_IP].len, 16);
+    CHECK(str_eq(d.f[LL_F_UA], "short"));
+
+    /* Exactly at the limit nothing is cut, multi-byte or not. */
+    ll_buf_reset(&rec);
+    memset(&ev, 0, sizeof(ev));
+    ev.f[LL_F_TITLE] = ll_str(big.data + 1, tlim); /* "a"*(tlim-2) + 2-byte char */
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+    CHECK_EQ_INT(ll_event_decode(rec.data, rec.len, &d), 0);
+    CHECK_EQ_INT(d.f[LL_F_TITLE].len, tlim);
+
+    /* Every field at its limit would exceed LL_EVENT_MAX: refused, and out is left as it was. */
+    ll_buf_reset(&rec);
+    ll_buf_appends(&rec, "keep");
+    ll_buf_reset(&big);
+    for (int i = 0; i < 8192; i++)
+        ll_buf_append(&big, "x", 1);
+    memset(&ev, 0, sizeof(ev));
+    for (int tag = 1; tag < LL_F__MAX; tag++)
+        ev.f[tag] = ll_str(big.data, big.len);
+    int rc = ll_event_encode(&ev, &rec);
+    CHECK(rc == 0 || rc == LL_ETOOBIG);
+    if (rc == 0)
+        CHECK(rec.len - 4 <= LL_EVENT_MAX);
+    else
+        CHECK_EQ_INT(rec.len, 4);
+    ll_buf_free(&big);
+    ll_buf_free(&rec);
+}
+
+static void test_corrupt(void)
+{
+    ll_event_t ev, d;
+    ll_buf_t owned, rec;
+    fill_all(&ev, &owned);
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+
+    /* Where each field ends: a prefix ending exactly there is itself a well-formed record of
+     * the earlier fields (the format has no total length), every other prefix is refused. */
+    size_t boundary[LL_F__MAX + 1], nb = 0;
+    boundary[nb++] = LL_EVENT_HEADER;
+    for (size_t off = LL_EVENT_HEADER; off + 3 <= rec.len;) {
+        off += 3 + ((size_t)(uint8_t)rec.data[off + 1] << 8 | (uint8_t)rec.data[off + 2]);
+        boundary[nb++] = off;
+    }
+    CHECK_EQ_INT(boundary[nb - 1], rec.len);
+    int refused = 0, accepted = 0;
+    for (size_t len = 0; len < rec.len; len++) {
+        /* A copy of exactly len bytes, so that ASan sees any read past the end. */
+        char *p = ll_malloc(len);
+        memcpy(p, rec.data, len);
+        int rc = ll_event_decode(p, len, &d);
+        int at_boundary = 0;
+        for (size_t i = 0; i < nb; i++)
+            at_boundary |= boundary[i] == len;
+        if (at_boundary) {
+            CHECK_EQ_INT(rc, 0);
+            accepted++;
+            /* Fields past the cut are absent, not garbage. */
+            for (int tag = 1; tag < LL_F__MAX; tag++)
+                CHECK(d.f[tag].len == 0 || (d.f[tag].base >= p && d.f[tag].base + d.f[tag].len <= p + len));
+        } else {
+            if (rc != LL_EINVAL)
+                fprintf(stderr, "prefix of %zu bytes: rc %d\n", len, rc);
+            CHECK_EQ_INT(rc, LL_EINVAL);
+            refused++;
+        }
+        free(p);
+    }
+    CHECK_EQ_INT(accepted, nb - 1);
+    CHECK(refused > 0);
+
+    /* Corrupt headers and lengths. */
+    char *p = ll_malloc(rec.len);
+    memcpy(p, rec.data, rec.len);
+    p[0] = 0;
+    CHECK_EQ_INT(ll_event_decode(p, rec.len, &d), LL_EINVAL);
+    p[0] = 99;
+    CHECK_EQ_INT(ll_event_decode(p, rec.len, &d), LL_EINVAL);
+    memcpy(p, rec.data, rec.len);
+    p[LL_EVENT_HEADER + 1] = (char)0xff; /* first field claims 65k bytes */
+    CHECK_EQ_INT(ll_event_decode(p, rec.len, &d), LL_EINVAL);
+    memcpy(p, rec.data, rec.len);
+    p[boundary[nb - 2] + 2] = (char)((uint8_t)p[boundary[nb - 2] + 2] + 1); /* last field one byte long */
+    CHECK_EQ_INT(ll_event_decode(p, rec.len, &d), LL_EINVAL);
+    /* An unknown tag from a newer writer is skipped. */
+    memcpy(p, rec.data, rec.len);
+    p[LL_EVENT_HEADER] = (char)200;
+    CHECK_EQ_INT(ll_event_decode(p, rec.len, &d), 0);
+    CHECK_EQ_INT(d.f[LL_F_URL].len, 0);
+    CHECK(d.f[LL_F_REFERRER].len > 0);
+    free(p);
+    CHECK_EQ_INT(ll_event_decode(NULL, 0, &d), LL_EINVAL);
+    ll_buf_free(&rec);
+    ll_buf_free(&owned);
+}
+
+/* Parses one ll_event_to_json output; \u0000 is valid JSON, so it is allowed. */
+static json_t *to_json(const ll_event_t *ev, const char *email)
+{
+    ll_buf_t out;
+    json_error_t jerr;
+    ll_buf_init(&out, 1 << 20);
+    CHECK_EQ_INT(ll_event_to_json(ev, email, &out), 0);
+    json_t *j = json_loadb(out.data, out.len, JSON_ALLOW_NUL, &jerr);
+    if (j == NULL)
+        fprintf(stderr, "not JSON (%s): %s\n", jerr.text, out.data);
+    CHECK(j != NULL && json_is_object(j));
+    ll_buf_free(&out);
+    return j;
+}
+
+static void test_json(void)
+{
+    ll_event_t ev;
+    ll_buf_t owned;
+    fill_all(&ev, &owned);
+    ev.contact = 0x7edcba9876543210ull; /* jansson holds integers up to INT64_MAX */
+    json_t *j = to_json(&ev, "ann@example.com");
+    if (j != NULL) {
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "seq")), (json_int_t)ev.seq);
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "type")), "click");
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "class")), "human");
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "visitor")), "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff");
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "time")), "2026-11-18T11:06:40.123Z");
+        CHECK_EQ_INT(json_array_size(json_object_get(j, "reasons")), 3);
+        CHECK_EQ_STR(json_string_value(json_array_get(json_object_get(j, "reasons"), 0)), "browser_ua");
+        CHECK(json_is_true(json_object_get(j, "forward")));
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "contact")), (json_int_t)ev.contact);
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "send")), 77);
+        CHECK_EQ_INT(json_integer_value(json_object_get(j, "link")), 0xdeadbeef);
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "ip")), "192.0.2.0");
+        CHECK(json_is_object(json_object_get(j, "fields")));
+        CHECK(json_is_object(json_object_get(j, "data")));
+        /* The event's own EMAIL field wins over the contact's address: one "email" key. */
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "email")), "value of email \xc3\xa9");
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "url")), "value of url \xc3\xa9");
+    }
+    json_decref(j);
+    ll_buf_free(&owned);
+
+    /* Hostile bytes in every text field. */
+    static const char nasty[] = "a\"b\\c\x01\x1f\x7f\n\t\xff\xc3(\xe2\x82\xed\xa0\x80\xf4\x90\x80\x80 end";
+    memset(&ev, 0, sizeof(ev));
+    ev.type = LL_EV_FORM;
+    for (int tag = 1; tag < LL_F__MAX; tag++)
+        ev.f[tag] = ll_str(nasty, sizeof(nasty) - 1);
+    ev.f[LL_F_TITLE] = ll_str("nul\0inside", 10);
+    ev.f[LL_F_IP] = ll_str("\x0a\x00\x00\x01\x02", 5); /* neither 4 nor 16 bytes */
+    j = to_json(&ev, "x\"y@example.com");
+    if (j != NULL) {
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "type")), "form");
+        CHECK(json_is_string(json_object_get(j, "fields")));
+        CHECK(json_string_length(json_object_get(j, "title")) == 10);
+        const char *u = json_string_value(json_object_get(j, "url"));
+        CHECK(u != NULL && strncmp(u, "a\"b\\c\x01\x1f\x7f\n\t", 10) == 0);
+    }
+    json_decref(j);
+
+    /* FIELDS/DATA that look like objects but are not valid JSON are emitted as strings. */
+    static const char *const objs[] = {"{not json}", "{\"a\":\"\x01\"}", "{\"a\":\"\xff\"}", "{\"a\":1}{",
+                                       "{\"a\":1", "{}", "{\"a\":{\"b\":[1,2]}}"};
+    for (size_t i = 0; i < sizeof(objs) / sizeof(objs[0]); i++) {
+        memset(&ev, 0, sizeof(ev));
+        set(&ev, LL_F_FIELDS, objs[i]);
+        set(&ev, LL_F_DATA, objs[i]);
+        j = to_json(&ev, NULL);
+        if (j != NULL) {
+            int valid = i >= 5;
+            CHECK_EQ_INT(json_is_object(json_object_get(j, "fields")), valid);
+            CHECK_EQ_INT(json_is_object(json_object_get(j, "data")), valid);
+            CHECK(json_object_get(j, "email") == NULL);
+        }
+        json_decref(j);
+    }
+
+    /* The contact's email is used when the event has none, escaped. */
+    memset(&ev, 0, sizeof(ev));
+    j = to_json(&ev, "a\"b@example.com");
+    if (j != NULL)
+        CHECK_EQ_STR(json_string_value(json_object_get(j, "email")), "a\"b@example.com");
+    json_decref(j);
+}
+
+/* ---- store ---- */
+
+typedef struct {
+    uint64_t seq[64];
+    uint64_t contact[64];
+    uint8_t flags[64];
+    int n;
+} collect_t;
+
+static int on_collect(const ll_event_t *ev, void *p)
+{
+    collect_t *c = p;
+    if (c->n < 64) {
+        c->seq[c->n] = ev->seq;
+        c->contact[c->n] = ev->contact;
+        c->flags[c->n] = ev->flags;
+        c->n++;
+    }
+    return 0;
+}
+
+static collect_t of_contact(ll_store_t *s, uint64_t contact)
+{
+    collect_t c = {.n = 0};
+    ll_txn_t t;
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_events_of_contact(&t, contact, on_collect, &c), 0);
+    ll_txn_abort(&t);
+    return c;
+}
+
+/* Encodes and ingests one event in its own transaction; returns the result. */
+static ll_ingest_t ingest(ll_store_t *s, int type, uint8_t vnum, uint64_t contact, const char *email,
+                          const char *fields, int bind)
+{
+    ll_event_t ev;
+    ll_buf_t rec;
+    ll_txn_t t;
+    ll_ingest_t in;
+    memset(&ev, 0, sizeof(ev));
+    memset(&in, 0, sizeof(in));
+    ev.type = (uint8_t)type;
+    ev.time_us = ll_now_us();
+    if (vnum != 0)
+        vid_set(&ev.visitor, vnum);
+    ev.contact = contact;
+    set(&ev, LL_F_URL, "https://example.com/");
+    set(&ev, LL_F_COUNTRY, "NL");
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+    in.rec = (uint8_t *)rec.data;
+    in.len = rec.len;
+    in.email = email;
+    in.fields_json = fields;
+    in.bind = bind;
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    int rc = ll_ingest(&t, &in);
+    CHECK_EQ_INT(rc, 0);
+    if (rc == 0)
+        CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    else
+        ll_txn_abort(&t);
+    in.rec = NULL;
+    ll_buf_free(&rec);
+    return in;
+}
+
+static uint64_t visitor_contact(ll_store_t *s, uint8_t vnum)
+{
+    ll_visitor_id_t v;
+    ll_visitor_rec_t vr;
+    ll_txn_t t;
+    vid_set(&v, vnum);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    int rc = ll_visitor_get(&t, &v, &vr);
+    ll_txn_abort(&t);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_STR(vr.country, "NL");
+    CHECK(vr.first_us != 0 && vr.last_us >= vr.first_us);
+    return rc == 0 ? vr.contact : 0;
+}
+
+static uint64_t upsert(ll_store_t *s, const char *email, const char *fields, int *created)
+{
+    ll_txn_t t;
+    uint64_t id = 0;
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_contact_upsert(&t, email, fields, &id, created), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    return id;
+}
+
+static void test_append(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    ll_txn_t t;
+    ll_buf_t rec;
+    ll_event_t ev, d;
+    uint64_t seq = 0, prev = 0;
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_event_last_seq(&t), 0);
+    CHECK_EQ_INT(ll_event_get(&t, 1, &d), LL_ENOTFOUND);
+    ll_txn_abort(&t);
+    for (int batch = 0; batch < 3; batch++) {
+        CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+        for (int i = 0; i < 4; i++) {
+            memset(&ev, 0, sizeof(ev));
+            ev.type = LL_EV_PAGEVIEW;
+            ev.time_us = (uint64_t)(batch * 4 + i);
+            set(&ev, LL_F_TITLE, "t");
+            ll_buf_reset(&rec);
+            CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+            CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+            CHECK(seq == prev + 1);
+            CHECK_EQ_INT(ll_be64_get((uint8_t *)rec.data + 4), seq); /* patched in place */
+            prev = seq;
+        }
+        CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    }
+    /* An aborted append leaves no gap. */
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+    ll_txn_abort(&t);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_event_last_seq(&t), 12);
+    CHECK_EQ_INT(ll_event_get(&t, 7, &d), 0);
+    CHECK_EQ_INT(d.seq, 7);
+    CHECK_EQ_INT(d.time_us, 6);
+    collect_t c = {.n = 0};
+    CHECK_EQ_INT(ll_events_scan(&t, 5, on_collect, &c), 0);
+    CHECK_EQ_INT(c.n, 8);
+    CHECK_EQ_INT(c.seq[0], 5);
+    CHECK_EQ_INT(c.seq[7], 12);
+    ll_txn_abort(&t);
+    ll_buf_free(&rec);
+    ll_store_close(s);
+}
+
+static void test_email(void)
+{
+    static const struct {
+        const char *in, *out; /* out NULL: refused */
+    } cases[] = {
+        {"ann@example.com", "ann@example.com"},
+        {"  Ann.Lee+News@Example.COM\t", "ann.lee+news@example.com"},
+        {"a@b.co", "a@b.co"},
+        {"j\xc3\xb6rg@m\xc3\xbcller.de", "j\xc3\xb6rg@m\xc3\xbcller.de"},
+        {"first.last@sub.example.org", "first.last@sub.example.org"},
+        {"", NULL},
+        {"   ", NULL},
+        {"ann", NULL},
+        {"ann@", NULL},
+        {"@example.com", NULL},
+        {"ann@example", NULL},
+        {"ann@example.", NULL},
+        {"ann@.com", NULL},
+        {"ann@@example.com", NULL},
+        {"a@b@example.com", NULL},
+        {"ann lee@example.com", NULL},
+        {"ann@exa mple.com", NULL},
+        {"ann\n@example.com", NULL},
+        {"ann\x7f@example.com", NULL},
+        {"<ann@example.com>", NULL},
+        {"\"ann\"@example.com", NULL},
+        {"ann@example.com,bob@example.com", NULL},
+        {"ann@example.com;", NULL},
+        {"a\\b@example.com", NULL},
+        {"ann\xff@example.com", NULL},
+        {"ann\xc3@example.com", NULL},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = ll_email_normalize(cases[i].in, strlen(cases[i].in), out);
+        if (cases[i].out != NULL) {
+            if (rc != 0)
+                fprintf(stderr, "refused: '%s'\n", cases[i].in);
+            CHECK_EQ_INT(rc, 0);
+            if (rc == 0)
+                CHECK_EQ_STR(out, cases[i].out);
+        } else {
+            if (rc != LL_EINVAL)
+                fprintf(stderr, "accepted: '%s'\n", cases[i].in);
+            CHECK_EQ_INT(rc, LL_EINVAL);
+        }
+    }
+    /* A NUL inside the range is not an address; lengths around the 254-byte bound. */
+    CHECK_EQ_INT(ll_email_normalize("a\0b@example.com", 15, out), LL_EINVAL);
+    char longer[300];
+    memset(longer, 'a', sizeof(longer));
+    memcpy(longer + 242, "@example.com", 12); /* 254 bytes */
+    CHECK_EQ_INT(ll_email_normalize(longer, 254, out), 0);
+    CHECK_EQ_INT(strlen(out), 254);
+    memset(longer, 'a', sizeof(longer));
+    memcpy(longer + 243, "@example.com", 12); /* 255 bytes */
+    CHECK_EQ_INT(ll_email_normalize(longer, 255, out), LL_EINVAL);
+}
+
+static void test_contacts(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    int created = -1;
+    uint64_t a = upsert(s, "ann@example.com", "{\"name\":\"Ann\",\"size\":50}", &created);
+    CHECK_EQ_INT(created, 1);
+    CHECK_EQ_INT(a, 1);
+    uint64_t b = upsert(s, "bob@example.com", NULL, &created);
+    CHECK_EQ_INT(created, 1);
+    CHECK_EQ_INT(b, 2);
+    uint64_t a2 = upsert(s, "ann@example.com", "{\"size\":\"51-200\",\"vip\":true,\"nested\":{\"x\":1}}", &created);
+    CHECK_EQ_INT(created, 0);
+    CHECK(a2 == a);
+
+    ll_txn_t t;
+    ll_contact_t c;
+    uint64_t id = 0;
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_contact_find(&t, "ann@example.com", &id), 0);
+    CHECK(id == a);
+    CHECK_EQ_INT(ll_contact_find(&t, "nobody@example.com", &id), LL_ENOTFOUND);
+    CHECK_EQ_INT(ll_contact_get(&t, 99, &c), LL_ENOTFOUND);
+    CHECK_EQ_INT(ll_contact_get(&t, a, &c), 0);
+    CHECK_EQ_STR(c.email, "ann@example.com");
+    CHECK(c.created_us != 0 && c.updated_us >= c.created_us);
+    json_error_t jerr;
+    json_t *f = json_loads(c.fields_json, 0, &jerr);
+    CHECK(json_is_object(f));
+    CHECK_EQ_STR(json_string_value(json_object_get(f, "name")), "Ann");
+    CHECK_EQ_STR(json_string_value(json_object_get(f, "size")), "51-200");
+    CHECK(json_is_true(json_object_get(f, "vip")));
+    CHECK(json_object_get(f, "nested") == NULL); /* only scalar values merge */
+    json_decref(f);
+    ll_contact_clear(&c);
+    CHECK_EQ_INT(ll_contact_get(&t, b, &c), 0);
+    CHECK_EQ_STR(c.fields_json, "{}");
+    ll_contact_clear(&c);
+    ll_txn_abort(&t);
+
+    /* Flags survive a put. */
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_contact_get(&t, b, &c), 0);
+    c.flags = LL_CF_UNSUBSCRIBED | LL_CF_BOUNCED;
+    CHECK_EQ_INT(ll_contact_put(&t, &c), 0);
+    ll_contact_clear(&c);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_contact_get(&t, b, &c), 0);
+    CHECK_EQ_INT(c.flags, LL_CF_UNSUBSCRIBED | LL_CF_BOUNCED);
+    ll_contact_clear(&c);
+    ll_txn_abort(&t);
+
+    /* Fields that are not a JSON object are refused. */
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_contact_upsert(&t, "ann@example.com", "[1]", &id, &created), LL_EINVAL);
+    ll_txn_abort(&t);
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_contact_upsert(&t, "ann@example.com", "{bad", &id, &created), LL_EINVAL);
+    ll_txn_abort(&t);
+    ll_store_close(s);
+}
+
+/* A form with an email creates the contact, binds the visitor and attributes its past. */
+static void test_ingest_form(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    ll_ingest_t r1 = ingest(s, LL_EV_PAGEVIEW, 1, 0, NULL, NULL, 0);
+    ll_ingest_t r2 = ingest(s, LL_EV_PAGEVIEW, 1, 0, NULL, NULL, 0);
+    CHECK_EQ_INT(r1.contact, 0);
+    CHECK_EQ_INT(r2.contact, 0);
+    CHECK_EQ_INT(visitor_contact(s, 1), 0);
+    /* Another visitor's pageview must not be attributed. */
+    ll_ingest_t other = ingest(s, LL_EV_PAGEVIEW, 2, 0, NULL, NULL, 0);
+
+    ll_ingest_t f = ingest(s, LL_EV_FORM, 1, 0, "ann@example.com", "{\"company\":\"Acme\"}", 0);
+    CHECK_EQ_INT(f.contact_created, 1);
+    CHECK(f.contact != 0);
+    CHECK_EQ_INT(visitor_contact(s, 1), f.contact);
+
+    collect_t c = of_contact(s, f.contact);
+    CHECK_EQ_INT(c.n, 3);
+    CHECK(c.seq[0] == r1.seq && c.seq[1] == r2.seq && c.seq[2] == f.seq);
+    CHECK_EQ_INT(c.contact[0], 0); /* the records themselves never change */
+    CHECK(c.contact[2] == f.contact);
+    CHECK(c.flags[0] & LL_EVF_NEW_VISITOR);
+    CHECK(!(c.flags[1] & LL_EVF_NEW_VISITOR));
+    CHECK(c.flags[2] & LL_EVF_BOUND);
+    CHECK(!(c.flags[2] & LL_EVF_FORWARD));
+    for (int i = 0; i < c.n; i++)
+        CHECK(c.seq[i] != other.seq);
+
+    ll_txn_t t;
+    ll_contact_t ct;
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_contact_get(&t, f.contact, &ct), 0);
+    CHECK_EQ_STR(ct.fields_json, "{\"company\":\"Acme\"}");
+    ll_contact_clear(&ct);
+    ll_txn_abort(&t);
+
+    /* A second form from the same browser updates, does not re-bind, does not duplicate. */
+    ll_ingest_t f2 = ingest(s, LL_EV_FORM, 1, 0, "ann@example.com", "{\"phone\":\"1\"}", 0);
+    CHECK_EQ_INT(f2.contact_created, 0);
+    CHECK(f2.contact == f.contact);
+    c = of_contact(s, f.contact);
+    CHECK_EQ_INT(c.n, 4);
+    CHECK(!(c.flags[3] & LL_EVF_BOUND));
+    ll_store_close(s);
+}
+
+static void test_ingest_click(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    int created;
+    uint64_t a = upsert(s, "a@example.com", NULL, &created);
+    uint64_t b = upsert(s, "b@example.com", NULL, &created);
+
+    /* A click binds an unbound visitor, and attributes its earlier pageview. */
+    ll_ingest_t pv = ingest(s, LL_EV_PAGEVIEW, 3, 0, NULL, NULL, 0);
+    ll_ingest_t ck = ingest(s, LL_EV_CLICK, 3, a, NULL, NULL, 1);
+    CHECK(ck.contact == a);
+    CHECK_EQ_INT(visitor_contact(s, 3), a);
+    collect_t c = of_contact(s, a);
+    CHECK_EQ_INT(c.n, 2);
+    CHECK(c.seq[0] == pv.seq && c.seq[1] == ck.seq);
+    CHECK(c.flags[1] & LL_EVF_BOUND);
+    CHECK(!(c.flags[1] & LL_EVF_FORWARD));
+
+    /* An open (bind = 0) by an unbound visitor does not bind it. */
+    ingest(s, LL_EV_OPEN, 4, b, NULL, NULL, 0);
+    CHECK_EQ_INT(visitor_contact(s, 4), 0);
+
+    /* B's link clicked in A's browser: a forward, stored with B, the visitor stays A's. */
+    ll_ingest_t fw = ingest(s, LL_EV_CLICK, 3, b, NULL, NULL, 1);
+    CHECK(fw.contact == b);
+    CHECK_EQ_INT(visitor_contact(s, 3), a);
+    ll_txn_t t;
+    ll_event_t ev;
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_event_get(&t, fw.seq, &ev), 0);
+    CHECK(ev.flags & LL_EVF_FORWARD);
+    CHECK(!(ev.flags & LL_EVF_BOUND));
+    CHECK(ev.contact == b);
+    ll_txn_abort(&t);
+    c = of_contact(s, b);
+    CHECK_EQ_INT(c.n, 2); /* the open and the forwarded click */
+    CHECK(c.seq[1] == fw.seq);
+    c = of_contact(s, a);
+    CHECK_EQ_INT(c.n, 2); /* unchanged */
+
+    /* An event without a contact gets the visitor's. */
+    ll_ingest_t later = ingest(s, LL_EV_PAGEVIEW, 3, 0, NULL, NULL, 0);
+    CHECK(later.contact == a);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_event_get(&t, later.seq, &ev), 0);
+    CHECK(ev.contact == a);
+    ll_txn_abort(&t);
+    c = of_contact(s, a);
+    CHECK_EQ_INT(c.n, 3);
+
+    /* An event with neither visitor nor contact stays anonymous and is still stored. */
+    ll_ingest_t anon = ingest(s, LL_EV_CUSTOM, 0, 0, NULL, NULL, 0);
+    CHECK_EQ_INT(anon.contact, 0);
+    CHECK(anon.seq == later.seq + 1);
+    ll_store_close(s);
+}
+
+static void test_reopen(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    ll_ingest_t f = ingest(s, LL_EV_FORM, 9, 0, "keep@example.com", "{\"k\":\"v\"}", 0);
+    ingest(s, LL_EV_PAGEVIEW, 9, 0, NULL, NULL, 0);
+    ll_store_close(s);
+
+    s = store_open();
+    if (s == NULL)
+        return;
+    ll_txn_t t;
+    uint64_t id = 0;
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_event_last_seq(&t), 2);
+    CHECK_EQ_INT(ll_contact_find(&t, "keep@example.com", &id), 0);
+    CHECK(id == f.contact);
+    ll_txn_abort(&t);
+    CHECK_EQ_INT(visitor_contact(s, 9), f.contact);
+    collect_t c = of_contact(s, f.contact);
+    CHECK_EQ_INT(c.n, 2);
+    /* New contacts and events continue the sequences. */
+    int created;
+    CHECK_EQ_INT(upsert(s, "new@example.com", NULL, &created), f.contact + 1);
+    ll_ingest_t n = ingest(s, LL_EV_PAGEVIEW, 10, 0, NULL, NULL, 0);
+    CHECK_EQ_INT(n.seq, 3);
+    ll_store_close(s);
+}
+
+int main(void)
+{
+    RUN(test_roundtrip);
+    RUN(test_truncate);
+    RUN(test_corrupt);
+    RUN(test_json);
+    RUN(test_append);
+    RUN(test_email);
+    RUN(test_contacts);
+    RUN(test_ingest_form);
+    RUN(test_ingest_click);
+    RUN(test_reopen);
+    if (tmpdir[0] != '\0') {
+        char cmd[128];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "test_store: cannot remove %s\n", tmpdir);
+    }
+    return TEST_DONE("store");
+}

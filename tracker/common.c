@@ -1,0 +1,289 @@
+/* Error texts, allocation wrappers, the capped buffer and small text helpers. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/time.h>
+#include "leadloop/common.h"
+
+const char *ll_strerror(int err)
+{
+    switch (err) {
+    case LL_OK: return "ok";
+    case LL_EINVAL: return "invalid input";
+    case LL_ENOMEM: return "limit reached";
+    case LL_ESTORE: return "store error";
+    case LL_ENOTFOUND: return "not found";
+    case LL_EBADTOKEN: return "bad token";
+    case LL_EFULL: return "store full";
+    case LL_EEXIST: return "already exists";
+    case LL_ETOOBIG: return "too large";
+    case LL_EIO: return "i/o error";
+    default: return "unknown error";
+    }
+}
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "leadloop: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *ll_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (p == NULL)
+        oom(n);
+    return p;
+}
+
+void *ll_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (p == NULL)
+        oom(n * size);
+    return p;
+}
+
+void *ll_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL)
+        oom(n);
+    return q;
+}
+
+char *ll_strdup(const char *s)
+{
+    return ll_strndup(s, strlen(s));
+}
+
+char *ll_strndup(const char *s, size_t n)
+{
+    char *p = ll_malloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+void ll_buf_init(ll_buf_t *b, size_t limit)
+{
+    b->data = NULL;
+    b->len = b->cap = 0;
+    b->limit = limit;
+}
+
+void ll_buf_free(ll_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+void ll_buf_reset(ll_buf_t *b)
+{
+    b->len = 0;
+    if (b->data != NULL)
+        b->data[0] = '\0';
+}
+
+static int reserve(ll_buf_t *b, size_t n)
+{
+    if (n > b->limit || b->len + n > b->limit)
+        return LL_ETOOBIG;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        b->data = ll_realloc(b->data, cap);
+        b->cap = cap;
+    }
+    return 0;
+}
+
+int ll_buf_append(ll_buf_t *b, const void *p, size_t n)
+{
+    int rc;
+    if ((rc = reserve(b, n)) != 0)
+        return rc;
+    if (n != 0)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int ll_buf_appends(ll_buf_t *b, const char *s)
+{
+    return ll_buf_append(b, s, strlen(s));
+}
+
+int ll_buf_printf(ll_buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    char tmp[512];
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return LL_EINVAL;
+    if ((size_t)n < sizeof(tmp))
+        return ll_buf_append(b, tmp, n);
+    int rc;
+    if ((rc = reserve(b, (size_t)n)) != 0)
+        return rc;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += n;
+    return 0;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid or truncated. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xe0) == 0xc0) {
+        len = 2, min = 0x80, c &= 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+        len = 3, min = 0x800, c &= 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+        len = 4, min = 0x10000, c &= 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    return len;
+}
+
+int ll_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        if (p[i] == 0)
+            return 0;
+        size_t l = utf8_seq(p + i, n - i);
+        if (l == 0)
+            return 0;
+        i += l;
+    }
+    return 1;
+}
+
+int ll_buf_append_json_str(ll_buf_t *b, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0;) {
+        unsigned c = p[i];
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            rc = ll_buf_append(b, e, 2);
+            i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            rc = ll_buf_printf(b, "\\u%04x", c);
+            i++;
+        } else if (c < 0x80) {
+            rc = ll_buf_append(b, p + i, 1);
+            i++;
+        } else {
+            size_t l = utf8_seq(p + i, n - i);
+            if (l == 0) {
+                rc = ll_buf_append(b, "\xef\xbf\xbd", 3);
+                i++;
+            } else {
+                rc = ll_buf_append(b, p + i, l);
+                i += l;
+            }
+        }
+    }
+    return rc;
+}
+
+int ll_err(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err != NULL && errlen != 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+uint64_t ll_now_us(void)
+{
+    static const char *fake;
+    static int checked;
+    if (!checked) {
+        fake = getenv("LEADLOOP_FAKE_TIME");
+        checked = 1;
+    }
+    if (fake != NULL && *fake != '\0')
+        return (uint64_t)strtoull(fake, NULL, 10) * 1000000u;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+void ll_hex_encode(char *out, const uint8_t *in, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int ll_hex_decode(uint8_t *out, const char *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(in[2 * i]), lo = hexval(in[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return LL_EINVAL;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+int ll_str_ieq(const char *s, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+    if (l != n)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char a = s[i], b = lit[i];
+        if (a >= 'A' && a <= 'Z')
+            a += 32;
+        if (b >= 'A' && b <= 'Z')
+            b += 32;
+        if (a != b)
+            return 0;
+    }
+    return 1;
+}

@@ -1,0 +1,91 @@
+/* Identity rules applied to each event inside the writer's transaction (see ingest.h). */
+#include <string.h>
+#include "leadloop/ingest.h"
+
+typedef struct {
+    ll_txn_t *t;
+    uint64_t contact;
+    int rc;
+} attribute_ctx_t;
+
+/* Earlier anonymous events of a newly bound visitor join the contact's timeline. */
+static int on_attribute(const ll_event_t *ev, void *p)
+{
+    attribute_ctx_t *a = p;
+    if (ev->contact != 0)
+        return 0;
+    uint8_t ck[8], sv[8];
+    ll_be64_put(ck, a->contact);
+    ll_be64_put(sv, ev->seq);
+    MDB_val k = {8, ck}, v = {8, sv};
+    int rc = mdb_put(a->t->txn, ll_store_dbi(a->t->store, LL_DB_CONTACT_EVENTS), &k, &v, MDB_NODUPDATA);
+    if (rc != 0 && rc != MDB_KEYEXIST) {
+        a->rc = ll_store_err(rc);
+        return 1;
+    }
+    return 0;
+}
+
+int ll_ingest(ll_txn_t *t, ll_ingest_t *in)
+{
+    ll_visitor_id_t vid;
+    ll_visitor_rec_t vr;
+    int rc, have_visitor, known_visitor = 0;
+    uint8_t flags = ((uint8_t *)in->rec)[3];
+    uint64_t now = ll_now_us(), contact = ll_event_rec_contact(in->rec), bind_to = 0;
+
+    in->contact_created = 0;
+    if (in->email != NULL) {
+        if ((rc = ll_contact_upsert(t, in->email, in->fields_json, &contact, &in->contact_created)) != 0)
+            return rc;
+        bind_to = contact;
+    } else if (in->bind && contact != 0) {
+        bind_to = contact;
+    }
+
+    ll_event_rec_visitor(in->rec, &vid);
+    have_visitor = !ll_visitor_is_zero(&vid);
+    if (have_visitor) {
+        rc = ll_visitor_get(t, &vid, &vr);
+        if (rc == 0)
+            known_visitor = 1;
+        else if (rc == LL_ENOTFOUND)
+            vr.first_us = now, flags |= LL_EVF_NEW_VISITOR;
+        else
+            return rc;
+        vr.last_us = now;
+        ll_event_t ev;
+        if (ll_event_decode(in->rec, in->len, &ev) == 0 && ev.f[LL_F_COUNTRY].len == 2)
+            memcpy(vr.country, ev.f[LL_F_COUNTRY].base, 2);
+        int attribute = 0;
+        if (bind_to != 0) {
+            if (vr.contact == 0) {
+                vr.contact = bind_to;
+                flags |= LL_EVF_BOUND;
+                attribute = known_visitor;
+            } else if (vr.contact != bind_to && in->email == NULL) {
+                /* Never merge two known people: someone else's link was clicked (forwarded mail). */
+                flags |= LL_EVF_FORWARD;
+            } else if (vr.contact != bind_to) {
+                /* A form naming another address rebinds the browser to the person who typed it. */
+                vr.contact = bind_to;
+                flags |= LL_EVF_BOUND;
+            }
+        }
+        if (contact == 0)
+            contact = vr.contact;
+        if ((rc = ll_visitor_put(t, &vid, &vr)) != 0)
+            return rc;
+        if (attribute) {
+            attribute_ctx_t a = {t, bind_to, 0};
+            if ((rc = ll_events_of_visitor(t, &vid, on_attribute, &a)) != 0)
+                return rc;
+            if (a.rc != 0)
+                return a.rc;
+        }
+    }
+    ll_event_patch_contact(in->rec, contact);
+    ll_event_patch_flags(in->rec, flags);
+    in->contact = contact;
+    return ll_event_append(t, in->rec, in->len, &in->seq);
+}

@@ -1,0 +1,479 @@
+/* The LMDB environment, its named databases, and the event/contact/visitor records. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <jansson.h>
+#include "leadloop/store.h"
+
+struct st_ll_store_t {
+    MDB_env *env;
+    MDB_dbi dbi[LL_DB__MAX];
+    int rdonly;
+};
+
+static const struct {
+    const char *name;
+    unsigned flags;
+} db_defs[LL_DB__MAX] = {
+    [LL_DB_EVENTS] = {"events", 0},
+    [LL_DB_CONTACT_EVENTS] = {"contact_events", MDB_DUPSORT | MDB_DUPFIXED},
+    [LL_DB_VISITOR_EVENTS] = {"visitor_events", MDB_DUPSORT | MDB_DUPFIXED},
+    [LL_DB_VISITORS] = {"visitors", 0},
+    [LL_DB_CONTACTS] = {"contacts", 0},
+    [LL_DB_EMAILS] = {"emails", 0},
+    [LL_DB_META] = {"meta", 0},
+};
+
+void ll_be64_put(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+uint64_t ll_be64_get(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+void ll_be32_put(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+uint32_t ll_be32_get(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+int ll_store_err(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case MDB_NOTFOUND: return LL_ENOTFOUND;
+    case MDB_MAP_FULL:
+    case ENOSPC:
+    case EDQUOT: return LL_EFULL;
+    case MDB_KEYEXIST: return LL_EEXIST;
+    default: return LL_ESTORE;
+    }
+}
+
+int ll_store_open(const char *dir, size_t mapsize, int flags, ll_store_t **out, char *err, size_t errlen)
+{
+    ll_store_t *s = ll_calloc(1, sizeof(*s));
+    int rc;
+    MDB_txn *txn = NULL;
+    *out = NULL;
+    s->rdonly = (flags & LL_STORE_RDONLY) != 0;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        rc = ll_err(err, errlen, LL_EIO, "%s: cannot create data directory: %s", dir, strerror(errno));
+        goto fail;
+    }
+    if ((rc = mdb_env_create(&s->env)) != 0)
+        goto mdb_fail;
+    mdb_env_set_maxdbs(s->env, 32);
+    mdb_env_set_maxreaders(s->env, 256);
+    if ((rc = mdb_env_set_mapsize(s->env, mapsize ? mapsize : (size_t)1 << 30)) != 0)
+        goto mdb_fail;
+    unsigned envflags = MDB_NOTLS | (flags & LL_STORE_NOSYNC ? MDB_NOSYNC : 0);
+    if ((rc = mdb_env_open(s->env, dir, envflags, 0600)) != 0)
+        goto mdb_fail;
+    /* Databases are created once by a write transaction; handles stay valid for the env's life. */
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        goto mdb_fail;
+    for (int i = 0; i < LL_DB__MAX; i++)
+        if ((rc = mdb_dbi_open(txn, db_defs[i].name, db_defs[i].flags | MDB_CREATE, &s->dbi[i])) != 0)
+            goto mdb_fail;
+    MDB_val k = {6, "schema"}, v = {1, "1"};
+    if ((rc = mdb_put(txn, s->dbi[LL_DB_META], &k, &v, MDB_NOOVERWRITE)) != 0 && rc != MDB_KEYEXIST)
+        goto mdb_fail;
+    rc = mdb_txn_commit(txn);
+    txn = NULL;
+    if (rc != 0)
+        goto mdb_fail;
+    *out = s;
+    return 0;
+mdb_fail:
+    rc = ll_err(err, errlen, ll_store_err(rc), "%s: cannot open store: %s", dir, mdb_strerror(rc));
+fail:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (s->env != NULL)
+        mdb_env_close(s->env);
+    free(s);
+    return rc;
+}
+
+void ll_store_close(ll_store_t *s)
+{
+    if (s == NULL)
+        return;
+    mdb_env_close(s->env);
+    free(s);
+}
+
+MDB_env *ll_store_env(ll_store_t *s)
+{
+    return s->env;
+}
+
+MDB_dbi ll_store_dbi(ll_store_t *s, ll_db_t db)
+{
+    return s->dbi[db];
+}
+
+int ll_store_open_db(ll_store_t *s, const char *name, unsigned flags, MDB_dbi *out)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        return ll_store_err(rc);
+    if ((rc = mdb_dbi_open(txn, name, flags | MDB_CREATE, out)) != 0) {
+        mdb_txn_abort(txn);
+        return ll_store_err(rc);
+    }
+    return ll_store_err(mdb_txn_commit(txn));
+}
+
+int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
+{
+    t->store = s;
+    t->rdonly = rdonly;
+    t->txn = NULL;
+    return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
+}
+
+int ll_txn_commit(ll_txn_t *t)
+{
+    int rc = mdb_txn_commit(t->txn);
+    t->txn = NULL;
+    return ll_store_err(rc);
+}
+
+void ll_txn_abort(ll_txn_t *t)
+{
+    if (t->txn != NULL)
+        mdb_txn_abort(t->txn);
+    t->txn = NULL;
+}
+
+/* ---- events ---- */
+
+uint64_t ll_event_last_seq(ll_txn_t *t)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint64_t seq = 0;
+    if (mdb_cursor_open(t->txn, t->store->dbi[LL_DB_EVENTS], &c) != 0)
+        return 0;
+    if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+        seq = ll_be64_get(k.mv_data);
+    mdb_cursor_close(c);
+    return seq;
+}
+
+static int index_put(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, uint64_t seq)
+{
+    uint8_t sv[8];
+    ll_be64_put(sv, seq);
+    MDB_val k = {keylen, (void *)key}, v = {8, sv};
+    int rc = mdb_put(t->txn, t->store->dbi[db], &k, &v, MDB_NODUPDATA);
+    return rc == MDB_KEYEXIST ? 0 : ll_store_err(rc);
+}
+
+int ll_event_append(ll_txn_t *t, void *rec, size_t len, uint64_t *seq)
+{
+    uint8_t key[8];
+    uint64_t s = ll_event_last_seq(t) + 1;
+    ll_event_patch_seq(rec, s);
+    ll_be64_put(key, s);
+    MDB_val k = {8, key}, v = {len, rec};
+    int rc = ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_EVENTS], &k, &v, MDB_APPEND));
+    if (rc != 0)
+        return rc;
+    ll_visitor_id_t vid;
+    ll_event_rec_visitor(rec, &vid);
+    if (!ll_visitor_is_zero(&vid) && (rc = index_put(t, LL_DB_VISITOR_EVENTS, vid.b, 16, s)) != 0)
+        return rc;
+    uint64_t contact = ll_event_rec_contact(rec);
+    if (contact != 0) {
+        uint8_t ck[8];
+        ll_be64_put(ck, contact);
+        if ((rc = index_put(t, LL_DB_CONTACT_EVENTS, ck, 8, s)) != 0)
+            return rc;
+    }
+    *seq = s;
+    return 0;
+}
+
+int ll_event_get(ll_txn_t *t, uint64_t seq, ll_event_t *ev)
+{
+    uint8_t key[8];
+    ll_be64_put(key, seq);
+    MDB_val k = {8, key}, v;
+    int rc = mdb_get(t->txn, t->store->dbi[LL_DB_EVENTS], &k, &v);
+    if (rc != 0)
+        return ll_store_err(rc);
+    return ll_event_decode(v.mv_data, v.mv_size, ev);
+}
+
+/* ---- contacts ---- */
+
+void ll_contact_clear(ll_contact_t *c)
+{
+    free(c->fields_json);
+    memset(c, 0, sizeof(*c));
+}
+
+int ll_email_normalize(const char *in, size_t n, char out[256])
+{
+    while (n > 0 && (*in == ' ' || *in == '\t'))
+        in++, n--;
+    while (n > 0 && (in[n - 1] == ' ' || in[n - 1] == '\t'))
+        n--;
+    if (n < 3 || n > 254)
+        return LL_EINVAL;
+    size_t at = n, dot_after_at = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch <= 0x20 || ch == 0x7f || ch == '<' || ch == '>' || ch == '"' || ch == '\\' || ch == ',' || ch == ';')
+            return LL_EINVAL;
+        if (ch == '@') {
+            if (at != n)
+                return LL_EINVAL;
+            at = i;
+        } else if (ch == '.' && at != n) {
+            dot_after_at = i;
+        }
+        out[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : (char)ch;
+    }
+    out[n] = '\0';
+    if (at == 0 || at == n || at + 1 >= n || dot_after_at == 0 || dot_after_at == at + 1 || dot_after_at == n - 1)
+        return LL_EINVAL;
+    if (!ll_utf8_valid(in, n))
+        return LL_EINVAL;
+    return 0;
+}
+
+int ll_contact_find(ll_txn_t *t, const char *email, uint64_t *id)
+{
+    MDB_val k = {strlen(email), (void *)email}, v;
+    int rc = mdb_get(t->txn, t->store->dbi[LL_DB_EMAILS], &k, &v);
+    if (rc != 0)
+        return ll_store_err(rc);
+    if (v.mv_size != 8)
+        return LL_ESTORE;
+    *id = ll_be64_get(v.mv_data);
+    return 0;
+}
+
+int ll_contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c)
+{
+    uint8_t key[8];
+    ll_be64_put(key, id);
+    MDB_val k = {8, key}, v;
+    memset(c, 0, sizeof(*c));
+    int rc = mdb_get(t->txn, t->store->dbi[LL_DB_CONTACTS], &k, &v);
+    if (rc != 0)
+        return ll_store_err(rc);
+    json_error_t jerr;
+    json_t *root = json_loadb(v.mv_data, v.mv_size, 0, &jerr);
+    if (root == NULL || !json_is_object(root)) {
+        json_decref(root);
+        return LL_ESTORE;
+    }
+    c->id = id;
+    const char *email = json_string_value(json_object_get(root, "email"));
+    snprintf(c->email, sizeof(c->email), "%s", email ? email : "");
+    c->created_us = (uint64_t)json_integer_value(json_object_get(root, "created"));
+    c->updated_us = (uint64_t)json_integer_value(json_object_get(root, "updated"));
+    c->flags = (uint32_t)json_integer_value(json_object_get(root, "flags"));
+    json_t *fields = json_object_get(root, "fields");
+    c->fields_json = fields ? json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (c->fields_json == NULL)
+        c->fields_json = ll_strdup("{}");
+    json_decref(root);
+    return 0;
+}
+
+int ll_contact_put(ll_txn_t *t, ll_contact_t *c)
+{
+    json_error_t jerr;
+    json_t *fields = json_loads(c->fields_json ? c->fields_json : "{}", 0, &jerr);
+    if (fields == NULL || !json_is_object(fields)) {
+        json_decref(fields);
+        return LL_EINVAL;
+    }
+    c->updated_us = ll_now_us();
+    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:o}", "email", c->email, "created", (json_int_t)c->created_us,
+                             "updated", (json_int_t)c->updated_us, "flags", (json_int_t)c->flags, "fields", fields);
+    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (text == NULL)
+        return LL_ENOMEM;
+    uint8_t key[8];
+    ll_be64_put(key, c->id);
+    MDB_val k = {8, key}, v = {strlen(text), text};
+    int rc = ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_CONTACTS], &k, &v, 0));
+    free(text);
+    return rc;
+}
+
+static uint64_t next_contact_id(ll_txn_t *t)
+{
+    MDB_cursor *c;
+    MDB_val k, v;
+    uint64_t id = 0;
+    if (mdb_cursor_open(t->txn, t->store->dbi[LL_DB_CONTACTS], &c) != 0)
+        return 0;
+    if (mdb_cursor_get(c, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+        id = ll_be64_get(k.mv_data);
+    mdb_cursor_close(c);
+    return id + 1;
+}
+
+/* Merges the string/number/bool members of add into fields; other types are ignored. */
+static void merge_fields(json_t *fields, json_t *add)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(add, key, val) {
+        if (json_is_string(val) || json_is_number(val) || json_is_boolean(val))
+            json_object_set(fields, key, val);
+    }
+}
+
+int ll_contact_upsert(ll_txn_t *t, const char *email, const char *fields_json, uint64_t *id, int *created)
+{
+    ll_contact_t c;
+    int rc = ll_contact_find(t, email, id);
+    *created = 0;
+    if (rc == LL_ENOTFOUND) {
+        memset(&c, 0, sizeof(c));
+        c.id = *id = next_contact_id(t);
+        if (c.id == 0)
+            return LL_ESTORE;
+        snprintf(c.email, sizeof(c.email), "%s", email);
+        c.created_us = ll_now_us();
+        c.fields_json = ll_strdup("{}");
+        uint8_t key[8];
+        ll_be64_put(key, c.id);
+        MDB_val k = {strlen(email), (void *)email}, v = {8, key};
+        if ((rc = ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_EMAILS], &k, &v, MDB_NOOVERWRITE))) != 0) {
+            ll_contact_clear(&c);
+            return rc;
+        }
+        *created = 1;
+    } else if (rc != 0) {
+        return rc;
+    } else if ((rc = ll_contact_get(t, *id, &c)) != 0) {
+        return rc;
+    }
+    if (fields_json != NULL) {
+        json_error_t jerr;
+        json_t *fields = json_loads(c.fields_json, 0, &jerr), *add = json_loads(fields_json, 0, &jerr);
+        if (fields != NULL && add != NULL && json_is_object(add)) {
+            merge_fields(fields, add);
+            free(c.fields_json);
+            c.fields_json = json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        } else {
+            rc = LL_EINVAL;
+        }
+        json_decref(fields);
+        json_decref(add);
+    }
+    if (rc == 0)
+        rc = ll_contact_put(t, &c);
+    ll_contact_clear(&c);
+    return rc;
+}
+
+/* ---- visitors ---- */
+
+enum { VISITOR_REC = 26 };
+
+int ll_visitor_get(ll_txn_t *t, const ll_visitor_id_t *vid, ll_visitor_rec_t *out)
+{
+    MDB_val k = {16, (void *)vid->b}, v;
+    memset(out, 0, sizeof(*out));
+    int rc = mdb_get(t->txn, t->store->dbi[LL_DB_VISITORS], &k, &v);
+    if (rc != 0)
+        return ll_store_err(rc);
+    if (v.mv_size < VISITOR_REC)
+        return LL_ESTORE;
+    const uint8_t *p = v.mv_data;
+    out->contact = ll_be64_get(p);
+    out->first_us = ll_be64_get(p + 8);
+    out->last_us = ll_be64_get(p + 16);
+    memcpy(out->country, p + 24, 2);
+    out->country[2] = '\0';
+    return 0;
+}
+
+int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *vid, const ll_visitor_rec_t *rec)
+{
+    uint8_t p[VISITOR_REC] = {0};
+    ll_be64_put(p, rec->contact);
+    ll_be64_put(p + 8, rec->first_us);
+    ll_be64_put(p + 16, rec->last_us);
+    memcpy(p + 24, rec->country, strnlen(rec->country, 2));
+    MDB_val k = {16, (void *)vid->b}, v = {sizeof(p), p};
+    return ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_VISITORS], &k, &v, 0));
+}
+
+/* ---- iteration ---- */
+
+static int scan_index(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, ll_event_cb cb, void *ctx)
+{
+    MDB_cursor *c;
+    MDB_val k = {keylen, (void *)key}, v;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &c);
+    if (rc != 0)
+        return ll_store_err(rc);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP)) {
+        ll_event_t ev;
+        if (v.mv_size != 8 || ll_event_get(t, ll_be64_get(v.mv_data), &ev) != 0)
+            continue;
+        if (cb(&ev, ctx) != 0)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+int ll_events_of_contact(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx)
+{
+    uint8_t key[8];
+    ll_be64_put(key, contact);
+    return scan_index(t, LL_DB_CONTACT_EVENTS, key, 8, cb, ctx);
+}
+
+int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)
+{
+    return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, cb, ctx);
+}
+
+int ll_events_scan(ll_txn_t *t, uint64_t from, ll_event_cb cb, void *ctx)
+{
+    MDB_cursor *c;
+    uint8_t key[8];
+    ll_be64_put(key, from);
+    MDB_val k = {8, key}, v;
+    int rc = mdb_cursor_open(t->txn, t->store->dbi[LL_DB_EVENTS], &c);
+    if (rc != 0)
+        return ll_store_err(rc);
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        ll_event_t ev;
+        if (ll_event_decode(v.mv_data, v.mv_size, &ev) != 0)
+            continue;
+        if (cb(&ev, ctx) != 0)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
