@@ -200,8 +200,7 @@ static void form_success(h2o_req_t *req, const char *location, int contact)
     ll__cors(req);
     if (ll__is_navigation(req)) {
         if (location != NULL) {
-            ll__metrics_request(EP_FORM, 303);
-            h2o_send_redirect(req, 303, "See Other", location, strlen(location));
+            ll__respond_redirect(req, EP_FORM, 303, "See Other", location);
             return;
         }
         ll__metrics_request(EP_FORM, 200);

@@ -184,6 +184,15 @@ void ll__respond_text(h2o_req_t *req, ll_endpoint_t ep, int status, const char *
     h2o_send_inline(req, body, strlen(body));
 }
 
+/* Not h2o_send_redirect(): it drops every header set before it (the visitor cookie among them).
+ * location must be free of CR/LF and controls; the callers take it from a signed token, the
+ * configuration or a checked Referer. */
+void ll__respond_redirect(h2o_req_t *req, ll_endpoint_t ep, int status, const char *reason, const char *location)
+{
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL, location, strlen(location));
+    ll__respond_text(req, ep, status, reason, "redirecting\n");
+}
+
 void ll__respond_gif(h2o_req_t *req, ll_endpoint_t ep)
 {
     ll__metrics_request(ep, 200);

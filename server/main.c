@@ -103,8 +103,35 @@ static int not_allowed(h2o_req_t *req, ll_endpoint_t ep, const char *allow)
     return 0;
 }
 
+/* h2o 2.2 accepts request heads up to ~400 KB; nothing leadloop serves needs more than this. */
+#define MAX_TARGET_BYTES 8192
+#define MAX_HEADER_BYTES 8192       /* one header's name and value */
+#define MAX_HEADERS_TOTAL 32768     /* all of them */
+
+static int head_too_large(h2o_req_t *req)
+{
+    if (req->path.len > MAX_TARGET_BYTES) {
+        ll__metrics_reject(REJ_TOO_LARGE);
+        ll__respond_text(req, EP_OTHER, 414, "URI Too Long", "request target too long\n");
+        return 1;
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < req->headers.size; i++) {
+        size_t n = req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+        total += n;
+        if (n > MAX_HEADER_BYTES || total > MAX_HEADERS_TOTAL) {
+            ll__metrics_reject(REJ_TOO_LARGE);
+            ll__respond_text(req, EP_OTHER, 431, "Request Header Fields Too Large", "request header fields too large\n");
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
+    if (head_too_large(req))
+        return 0;
     /* The path without its query: query_at is SIZE_MAX when there is none. */
     h2o_iovec_t path = req->path;
     if (req->query_at != SIZE_MAX)
@@ -164,7 +191,10 @@ static int parse_listen(const char *s)
 {
     char host[256];
     const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(host))
+    char *end;
+    long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+    if (colon == NULL || colon == s || (size_t)(colon - s) >= sizeof(host) || colon[1] == '\0' || *end != '\0' ||
+        port < 1 || port > 65535)
         return -1;
     memcpy(host, s, colon - s);
     host[colon - s] = '\0';

@@ -6,7 +6,7 @@ static const char *const ep_names[EP__MAX] = {"click", "open", "snippet", "beaco
 static const char *const rej_names[REJ__MAX] = {"bad_token", "bad_json", "bad_utf8", "too_large", "unknown_form",
                                                 "honeypot", "rate_limit", "bad_email", "bad_request", "method",
                                                 "overload", "store_failed", "privacy"};
-static const int statuses[] = {200, 204, 302, 303, 304, 400, 404, 405, 413, 415, 429, 500, 503, 0};
+static const int statuses[] = {200, 204, 302, 303, 304, 400, 404, 405, 413, 414, 415, 429, 431, 500, 503, 0};
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
 static const uint64_t commit_bounds_us[] = {250, 500, 1000, 2000, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};

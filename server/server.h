@@ -87,6 +87,7 @@ h2o_iovec_t ll__header(h2o_req_t *req, const h2o_token_t *token);
 h2o_iovec_t ll__header_str(h2o_req_t *req, const char *name);
 /** Simple responses: status with a short text/plain reason. */
 void ll__respond_text(h2o_req_t *req, ll_endpoint_t ep, int status, const char *reason, const char *body);
+void ll__respond_redirect(h2o_req_t *req, ll_endpoint_t ep, int status, const char *reason, const char *location);
 void ll__respond_gif(h2o_req_t *req, ll_endpoint_t ep);
 /** CORS headers echoing a well-formed Origin (beacons and forms are read cross-origin). */
 void ll__cors(h2o_req_t *req);

@@ -34,11 +34,10 @@ static char *handoff_url(const char *url, const ll_visitor_id_t *v)
 static void click_redirect(h2o_req_t *req, ll_pending_t *p)
 {
     ll__set_visitor_cookie(req, &p->visitor);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0, NULL,
                           H2O_STRLIT("no-referrer-when-downgrade"));
-    ll__metrics_request(EP_CLICK, 302);
-    h2o_send_redirect(req, 302, "Found", p->location, strlen(p->location));
+    /* The location is a signed http(s) URL without CR/LF or controls (token.h). */
+    ll__respond_redirect(req, EP_CLICK, 302, "Found", p->location);
 }
 
 static void on_click_done(ll_pending_t *p, h2o_req_t *req)

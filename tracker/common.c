@@ -204,6 +204,12 @@ int ll_buf_append_json_str(ll_buf_t *b, const char *s, size_t n)
             if (l == 0) {
                 rc = ll_buf_append(b, "\xef\xbf\xbd", 3);
                 i++;
+            } else if ((l == 2 && c == 0xc2 && p[i + 1] < 0xa0) ||
+                       (l == 3 && c == 0xe2 && p[i + 1] == 0x80 && (p[i + 2] == 0xa8 || p[i + 2] == 0xa9))) {
+                /* C1 controls and the line/paragraph separators: escaped, so that no reader
+                 * (Python's splitlines, JavaScript before ES2019) sees a line break in a line. */
+                rc = ll_buf_printf(b, "\\u%04x", l == 2 ? p[i + 1] : 0x2000u + (p[i + 2] - 0x80u));
+                i += l;
             } else {
                 rc = ll_buf_append(b, p + i, l);
                 i += l;
