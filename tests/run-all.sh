@@ -1,5 +1,5 @@
 #!/bin/sh
-# make test: unit, integration and browser suites; the last line totals them as
+# make test: unit, integration, CLI and browser suites; the last line totals them as
 # "N passed, N failed" and the exit code is non-zero if anything failed.
 BINDIR=${BINDIR:-bin}
 export LEADLOOPD=${LEADLOOPD:-$BINDIR/leadloopd} LEADLOOP=${LEADLOOP:-$BINDIR/leadloop}
@@ -12,9 +12,10 @@ suite() {
 }
 suite sh tests/run-unit.sh "$@"
 suite python3 tests/integration/run.py
+suite sh tests/integration/test_cli.sh
 suite sh tests/browser/run.sh
 pass=0; fail=0
-for suite in unit integration browser; do
+for suite in unit integration cli browser; do
     line=$(grep -E "^$suite: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
     if [ -z "$line" ]; then
         echo "$suite: no result line (the suite did not run to the end)"

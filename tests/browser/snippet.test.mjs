@@ -117,7 +117,7 @@ async function startEdge(edgePort, sitePort, snippet) {
     'forms:',
     '  contact:',
     '    fields: [email, name, company]',
-    `    thank_you: http://127.0.0.1:${sitePort}/thanks.html`,
+    `    thank_you: http://localhost:${sitePort}/thanks.html`,
     '',
   ].join('\n'));
   const logFile = path.join(tmp, 'leadloopd.log');
@@ -159,7 +159,7 @@ async function browser() {
   });
   cleanups.push(() => ctx.close().catch(() => {}));
   /* No request ever leaves the machine: anything not on loopback is answered here. */
-  await ctx.route(u => !/^https?:\/\/127\.0\.0\.1[:/]/.test(u.href) && !u.href.startsWith('data:'), route =>
+  await ctx.route(u => !/^https?:\/\/(127\.0\.0\.1|localhost)[:/]/.test(u.href) && !u.href.startsWith('data:'), route =>
     route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>elsewhere</title><p>elsewhere</p>' }));
   return ctx;
 }
@@ -205,7 +205,8 @@ async function main() {
   }
 
   const [edgePort, sitePort] = [await freePort(), await freePort()];
-  const EDGE = `http://127.0.0.1:${edgePort}`, SITEURL = `http://127.0.0.1:${sitePort}`;
+  /* Two hosts, as in a real deployment: the edge and the site keep separate cookie jars. */
+  const EDGE = `http://127.0.0.1:${edgePort}`, SITEURL = `http://localhost:${sitePort}`;
   const site = await startSite(sitePort, EDGE);
   cleanups.push(() => new Promise(r => { site.closeAllConnections(); site.close(r); }));
   const edge = await startEdge(edgePort, sitePort, snippet);
