@@ -10,8 +10,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <sys/socket.h>
-#include <yaml.h>
-#include "leadloop/config.h"
+#include "config_int.h"
 
 enum key_type {
     K_STR,      /* any printable string; "" means unset (NULL) */
@@ -24,7 +23,8 @@ enum key_type {
     K_LOGLEVEL, /* warn, info, debug or 0..2 */
     K_EXTS,     /* a list (or comma-separated string) of file extensions */
     K_PROXIES,  /* a list of CIDRs */
-    K_FORMS
+    K_FORMS,
+    K_SECTION   /* a nested section parsed by its own file (config_int.h) */
 };
 
 struct key {
@@ -32,36 +32,38 @@ struct key {
     enum key_type type;
     size_t off;
     long long min, max;
+    ll_cfg_section_fn section; /* K_SECTION only */
 };
 
 #define F(field) offsetof(ll_config_t, field)
 static const struct key keys[] = {
-    {"listen", K_LISTEN, F(listen), 0, 0},
-    {"data_dir", K_PATH, F(data_dir), 0, 0},
-    {"public_url", K_URL, F(public_url), 0, 0},
-    {"threads", K_INT, F(threads), 1, 64},
-    {"tls_cert", K_PATH, F(tls_cert), 0, 0},
-    {"tls_key", K_PATH, F(tls_key), 0, 0},
-    {"http2", K_BOOL, F(http2), 0, 1},
-    {"max_body", K_SIZE, F(max_body), 1024, 64LL << 20},
-    {"map_size", K_SIZE, F(map_size), 1LL << 20, 1LL << 40},
-    {"batch_max", K_INT, F(batch_max), 1, 65536},
-    {"click_deadline_ms", K_INT, F(click_deadline_ms), 10, 60000},
-    {"log_level", K_LOGLEVEL, F(log_level), 0, 2},
-    {"cookie_name", K_STR, F(cookie_name), 0, 0},
-    {"cookie_domain", K_STR, F(cookie_domain), 0, 0},
-    {"cookie_days", K_INT, F(cookie_days), 0, 3650},
-    {"ipv4_prefix", K_INT, F(ipv4_prefix), 0, 32},
-    {"ipv6_prefix", K_INT, F(ipv6_prefix), 0, 128},
-    {"trusted_proxies", K_PROXIES, F(trusted_proxies), 0, 0},
-    {"geo_country_db", K_PATH, F(geo_country_db), 0, 0},
-    {"geo_city_db", K_PATH, F(geo_city_db), 0, 0},
-    {"geo_asn_db", K_PATH, F(geo_asn_db), 0, 0},
-    {"honor_dnt", K_BOOL, F(honor_dnt), 0, 1},
-    {"honor_gpc", K_BOOL, F(honor_gpc), 0, 1},
-    {"download_exts", K_EXTS, F(download_exts), 0, 0},
-    {"forms", K_FORMS, F(forms), 0, 0},
-    {"form_rate_per_min", K_INT, F(form_rate_per_min), 1, 1000000},
+    {"listen", K_LISTEN, F(listen), 0, 0, NULL},
+    {"data_dir", K_PATH, F(data_dir), 0, 0, NULL},
+    {"public_url", K_URL, F(public_url), 0, 0, NULL},
+    {"threads", K_INT, F(threads), 1, 64, NULL},
+    {"tls_cert", K_PATH, F(tls_cert), 0, 0, NULL},
+    {"tls_key", K_PATH, F(tls_key), 0, 0, NULL},
+    {"http2", K_BOOL, F(http2), 0, 0, NULL},
+    {"max_body", K_SIZE, F(max_body), 1024, 64LL << 20, NULL},
+    {"map_size", K_SIZE, F(map_size), 1LL << 20, 1LL << 40, NULL},
+    {"batch_max", K_INT, F(batch_max), 1, 65536, NULL},
+    {"click_deadline_ms", K_INT, F(click_deadline_ms), 10, 60000, NULL},
+    {"log_level", K_LOGLEVEL, F(log_level), 0, 2, NULL},
+    {"cookie_name", K_STR, F(cookie_name), 0, 0, NULL},
+    {"cookie_domain", K_STR, F(cookie_domain), 0, 0, NULL},
+    {"cookie_days", K_INT, F(cookie_days), 0, 3650, NULL},
+    {"ipv4_prefix", K_INT, F(ipv4_prefix), 0, 32, NULL},
+    {"ipv6_prefix", K_INT, F(ipv6_prefix), 0, 128, NULL},
+    {"trusted_proxies", K_PROXIES, F(trusted_proxies), 0, 0, NULL},
+    {"geo_country_db", K_PATH, F(geo_country_db), 0, 0, NULL},
+    {"geo_city_db", K_PATH, F(geo_city_db), 0, 0, NULL},
+    {"geo_asn_db", K_PATH, F(geo_asn_db), 0, 0, NULL},
+    {"honor_dnt", K_BOOL, F(honor_dnt), 0, 0, NULL},
+    {"honor_gpc", K_BOOL, F(honor_gpc), 0, 0, NULL},
+    {"download_exts", K_EXTS, F(download_exts), 0, 0, NULL},
+    {"forms", K_FORMS, F(forms), 0, 0, NULL},
+    {"form_rate_per_min", K_INT, F(form_rate_per_min), 1, 1000000, NULL},
+    /* Sections parsed in their own files: {"name", K_SECTION, 0, 0, 0, ll__cfg_name}. */
 };
 #undef F
 
@@ -187,16 +189,7 @@ int ll_cidr_match(const ll_cidr_t *c, int family, const uint8_t *addr)
 
 /* ---- the parser ---- */
 
-struct ctx {
-    ll_config_t *c;
-    const char *path;
-    yaml_document_t *doc;
-    char *err;
-    size_t errlen;
-};
-
-__attribute__((format(printf, 4, 5))) static int fail(struct ctx *x, const yaml_node_t *n, const char *key,
-                                                      const char *fmt, ...)
+int ll__cfg_fail(ll_cfg_t *x, const yaml_node_t *n, const char *key, const char *fmt, ...)
 {
     char why[256];
     va_list ap;
@@ -207,24 +200,24 @@ __attribute__((format(printf, 4, 5))) static int fail(struct ctx *x, const yaml_
 }
 
 /* A scalar's text, or NULL (and an error) when n is not a scalar or holds control characters. */
-static const char *scalar(struct ctx *x, const yaml_node_t *n, const char *key, int *rc)
+const char *ll__cfg_scalar(ll_cfg_t *x, const yaml_node_t *n, const char *key, int *rc)
 {
     if (n->type != YAML_SCALAR_NODE) {
-        *rc = fail(x, n, key, "expected a single value, not a %s", n->type == YAML_SEQUENCE_NODE ? "list" : "mapping");
+        *rc = ll__cfg_fail(x, n, key, "expected a single value, not a %s", n->type == YAML_SEQUENCE_NODE ? "list" : "mapping");
         return NULL;
     }
     const char *s = (const char *)n->data.scalar.value;
     for (size_t i = 0; i < n->data.scalar.length; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch < 0x20 || ch == 0x7f) {
-            *rc = fail(x, n, key, "control characters are not allowed");
+            *rc = ll__cfg_fail(x, n, key, "control characters are not allowed");
             return NULL;
         }
     }
     return s;
 }
 
-static int parse_int(const char *s, long long *out)
+int ll__cfg_int(const char *s, long long *out)
 {
     char *end;
     errno = 0;
@@ -235,7 +228,7 @@ static int parse_int(const char *s, long long *out)
     return 0;
 }
 
-static int parse_size(const char *s, long long *out)
+int ll__cfg_size(const char *s, long long *out)
 {
     char *end;
     errno = 0;
@@ -263,7 +256,7 @@ static int parse_size(const char *s, long long *out)
     return 0;
 }
 
-static int parse_bool(const char *s)
+int ll__cfg_bool(const char *s)
 {
     static const char *const yes[] = {"true", "yes", "on", "1"}, *const no[] = {"false", "no", "off", "0"};
     for (size_t i = 0; i < 4; i++) {
@@ -279,7 +272,7 @@ static int valid_listen(const char *s)
 {
     const char *colon = strrchr(s, ':');
     long long port;
-    if (colon == NULL || colon == s || parse_int(colon + 1, &port) != 0 || port < 1 || port > 65535)
+    if (colon == NULL || colon == s || ll__cfg_int(colon + 1, &port) != 0 || port < 1 || port > 65535)
         return 0;
     char host[INET6_ADDRSTRLEN + 3];
     size_t hl = colon - s;
@@ -295,7 +288,7 @@ static int valid_listen(const char *s)
     return inet_pton(AF_INET, host, buf) == 1;
 }
 
-static int valid_http_url(const char *s)
+int ll__cfg_http_url(const char *s)
 {
     size_t n = strlen(s);
     const char *rest = strncasecmp(s, "https://", 8) == 0 ? s + 8 : strncasecmp(s, "http://", 7) == 0 ? s + 7 : NULL;
@@ -304,60 +297,58 @@ static int valid_http_url(const char *s)
     return strpbrk(s, " \"<>\\") == NULL;
 }
 
-/* Applies fn to each item of a list, or to a lone scalar (so `key: a` reads as `key: [a]`). */
-typedef int (*item_fn)(struct ctx *x, const yaml_node_t *n, const char *key, const char *v, void *arg);
-static int each_item(struct ctx *x, const yaml_node_t *n, const char *key, item_fn fn, void *arg)
+int ll__cfg_each(ll_cfg_t *x, const yaml_node_t *n, const char *key, ll_cfg_item_fn fn, void *arg)
 {
     int rc = 0;
     if (n->type == YAML_MAPPING_NODE)
-        return fail(x, n, key, "expected a list");
+        return ll__cfg_fail(x, n, key, "expected a list");
     if (n->type == YAML_SCALAR_NODE) {
-        const char *v = scalar(x, n, key, &rc);
+        const char *v = ll__cfg_scalar(x, n, key, &rc);
         return v == NULL ? rc : fn(x, n, key, v, arg);
     }
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
         const yaml_node_t *in = yaml_document_get_node(x->doc, *it);
-        const char *v = scalar(x, in, key, &rc);
+        const char *v = ll__cfg_scalar(x, in, key, &rc);
         if (v == NULL || (rc = fn(x, in, key, v, arg)) != 0)
             return rc;
     }
     return 0;
 }
 
-static int add_proxy(struct ctx *x, const yaml_node_t *n, const char *key, const char *v, void *arg)
+static int add_proxy(ll_cfg_t *x, const yaml_node_t *n, const char *key, const char *v, void *arg)
 {
     ll_config_t *c = x->c;
     if (c->num_trusted_proxies == LL_MAX_PROXIES)
-        return fail(x, n, key, "more than %d entries", LL_MAX_PROXIES);
+        return ll__cfg_fail(x, n, key, "more than %d entries", LL_MAX_PROXIES);
     if (ll_cidr_parse(v, &c->trusted_proxies[c->num_trusted_proxies]) != 0)
-        return fail(x, n, key, "'%s' is not an address or ADDR/BITS", v);
+        return ll__cfg_fail(x, n, key, "'%s' is not an address or ADDR/BITS", v);
     c->num_trusted_proxies++;
     return 0;
 }
 
-static int add_ext(struct ctx *x, const yaml_node_t *n, const char *key, const char *v, void *arg)
+static int add_ext(ll_cfg_t *x, const yaml_node_t *n, const char *key, const char *v, void *arg)
 {
     ll_buf_t *b = arg;
     char one[32];
     for (const char *p = v; *p != '\0';) {
         size_t len = strcspn(p, ", ");
         if (len >= sizeof(one))
-            return fail(x, n, key, "extension too long");
+            return ll__cfg_fail(x, n, key, "extension too long");
         memcpy(one, p, len);
         one[len] = '\0';
         const char *e = one[0] == '.' ? one + 1 : one;
         for (const char *q = e; *q != '\0'; q++)
             if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9')))
-                return fail(x, n, key, "'%s' is not a file extension (letters and digits)", one);
+                return ll__cfg_fail(x, n, key, "'%s' is not a file extension (letters and digits)", one);
         if (*e != '\0' && ll_buf_printf(b, "%s%s", b->len ? "," : "", e) != 0)
-            return fail(x, n, key, "list too long");
+            return ll__cfg_fail(x, n, key, "list too long");
         p += len;
         p += strspn(p, ", ");
     }
     return 0;
 }
 
-static int valid_name(const char *s, size_t max)
+int ll__cfg_name(const char *s, size_t max)
 {
     size_t n = strlen(s);
     if (n == 0 || n >= max)
@@ -369,57 +360,57 @@ static int valid_name(const char *s, size_t max)
     return 1;
 }
 
-static int add_field(struct ctx *x, const yaml_node_t *n, const char *key, const char *v, void *arg)
+static int add_field(ll_cfg_t *x, const yaml_node_t *n, const char *key, const char *v, void *arg)
 {
     ll_form_t *f = arg;
-    if (!valid_name(v, 64))
-        return fail(x, n, key, "'%s' is not a field name (letters, digits, _ - . [ ], at most 63)", v);
+    if (!ll__cfg_name(v, 64))
+        return ll__cfg_fail(x, n, key, "'%s' is not a field name (letters, digits, _ - . [ ], at most 63)", v);
     for (size_t i = 0; i < f->num_fields; i++)
         if (strcmp(f->fields[i], v) == 0)
             return 0;
     if (f->num_fields == LL_MAX_FORM_FIELDS)
-        return fail(x, n, key, "more than %d fields", LL_MAX_FORM_FIELDS);
+        return ll__cfg_fail(x, n, key, "more than %d fields", LL_MAX_FORM_FIELDS);
     f->fields[f->num_fields++] = ll_strdup(v);
     return 0;
 }
 
-static int parse_form(struct ctx *x, const yaml_node_t *idn, const yaml_node_t *body, ll_form_t *f)
+static int parse_form(ll_cfg_t *x, const yaml_node_t *idn, const yaml_node_t *body, ll_form_t *f)
 {
     int rc = 0;
-    const char *id = scalar(x, idn, "forms", &rc);
+    const char *id = ll__cfg_scalar(x, idn, "forms", &rc);
     if (id == NULL)
         return rc;
-    if (!valid_name(id, sizeof(f->id)) || strpbrk(id, ".[]") != NULL)
-        return fail(x, idn, "forms", "'%s' is not a form id (letters, digits, _ and -, at most 63)", id);
+    if (!ll__cfg_name(id, sizeof(f->id)) || strpbrk(id, ".[]") != NULL)
+        return ll__cfg_fail(x, idn, "forms", "'%s' is not a form id (letters, digits, _ and -, at most 63)", id);
     form_init(f, id);
     if (body->type == YAML_SCALAR_NODE && body->data.scalar.length == 0)
         goto done; /* `id:` alone: keep only the email field */
     if (body->type != YAML_MAPPING_NODE)
-        return fail(x, body, id, "a form is a mapping of fields, email_field, honeypot, thank_you");
+        return ll__cfg_fail(x, body, id, "a form is a mapping of fields, email_field, honeypot, thank_you");
     for (yaml_node_pair_t *p = body->data.mapping.pairs.start; p < body->data.mapping.pairs.top; p++) {
         const yaml_node_t *kn = yaml_document_get_node(x->doc, p->key), *vn = yaml_document_get_node(x->doc, p->value);
-        const char *k = scalar(x, kn, id, &rc), *v;
+        const char *k = ll__cfg_scalar(x, kn, id, &rc), *v;
         if (k == NULL)
             return rc;
         if (strcmp(k, "fields") == 0) {
-            if ((rc = each_item(x, vn, k, add_field, f)) != 0)
+            if ((rc = ll__cfg_each(x, vn, k, add_field, f)) != 0)
                 return rc;
         } else if (strcmp(k, "email_field") == 0 || strcmp(k, "honeypot") == 0) {
-            if ((v = scalar(x, vn, k, &rc)) == NULL)
+            if ((v = ll__cfg_scalar(x, vn, k, &rc)) == NULL)
                 return rc;
-            if (*v != '\0' && !valid_name(v, 64))
-                return fail(x, vn, k, "'%s' is not a field name", v);
+            if (*v != '\0' && !ll__cfg_name(v, 64))
+                return ll__cfg_fail(x, vn, k, "'%s' is not a field name", v);
             if (*k == 'e' && *v == '\0')
-                return fail(x, vn, k, "must name a field");
+                return ll__cfg_fail(x, vn, k, "must name a field");
             snprintf(*k == 'e' ? f->email_field : f->honeypot, 64, "%s", v);
         } else if (strcmp(k, "thank_you") == 0) {
-            if ((v = scalar(x, vn, k, &rc)) == NULL)
+            if ((v = ll__cfg_scalar(x, vn, k, &rc)) == NULL)
                 return rc;
-            if (!(valid_http_url(v) || (v[0] == '/' && v[1] != '/' && strpbrk(v, " \"<>\\") == NULL)))
-                return fail(x, vn, k, "'%s' is not an http(s) URL or a /path", v);
+            if (!(ll__cfg_http_url(v) || (v[0] == '/' && v[1] != '/' && strpbrk(v, " \"<>\\") == NULL)))
+                return ll__cfg_fail(x, vn, k, "'%s' is not an http(s) URL or a /path", v);
             set_str(&f->thank_you, v);
         } else {
-            return fail(x, kn, k, "unknown key in form '%s' (fields, email_field, honeypot, thank_you)", id);
+            return ll__cfg_fail(x, kn, k, "unknown key in form '%s' (fields, email_field, honeypot, thank_you)", id);
         }
     }
 done:
@@ -428,12 +419,12 @@ done:
         if (strcmp(f->fields[i], f->email_field) == 0)
             return 0;
     if (f->num_fields == LL_MAX_FORM_FIELDS)
-        return fail(x, body, id, "more than %d fields", LL_MAX_FORM_FIELDS);
+        return ll__cfg_fail(x, body, id, "more than %d fields", LL_MAX_FORM_FIELDS);
     f->fields[f->num_fields++] = ll_strdup(f->email_field);
     return 0;
 }
 
-static int parse_forms(struct ctx *x, const yaml_node_t *n)
+static int parse_forms(ll_cfg_t *x, const yaml_node_t *n)
 {
     ll_config_t *c = x->c;
     for (size_t i = 0; i < c->num_forms; i++)
@@ -442,23 +433,23 @@ static int parse_forms(struct ctx *x, const yaml_node_t *n)
     if (n->type == YAML_SCALAR_NODE && n->data.scalar.length == 0)
         return 0;
     if (n->type != YAML_MAPPING_NODE)
-        return fail(x, n, "forms", "expected a mapping of form ids");
+        return ll__cfg_fail(x, n, "forms", "expected a mapping of form ids");
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         const yaml_node_t *kn = yaml_document_get_node(x->doc, p->key), *vn = yaml_document_get_node(x->doc, p->value);
         if (c->num_forms == LL_MAX_FORMS)
-            return fail(x, kn, "forms", "more than %d forms", LL_MAX_FORMS);
+            return ll__cfg_fail(x, kn, "forms", "more than %d forms", LL_MAX_FORMS);
         ll_form_t *f = &c->forms[c->num_forms++];
         int rc = parse_form(x, kn, vn, f);
         if (rc != 0)
             return rc;
         for (size_t i = 0; i + 1 < c->num_forms; i++)
             if (strcmp(c->forms[i].id, f->id) == 0)
-                return fail(x, kn, "forms", "form '%s' appears twice", f->id);
+                return ll__cfg_fail(x, kn, "forms", "form '%s' appears twice", f->id);
     }
     return 0;
 }
 
-static int apply(struct ctx *x, const struct key *k, const yaml_node_t *n)
+static int apply(ll_cfg_t *x, const struct key *k, const yaml_node_t *n)
 {
     void *slot = (char *)x->c + k->off;
     int rc = 0;
@@ -467,13 +458,15 @@ static int apply(struct ctx *x, const struct key *k, const yaml_node_t *n)
     switch (k->type) {
     case K_PROXIES:
         x->c->num_trusted_proxies = 0;
-        return each_item(x, n, k->name, add_proxy, NULL);
+        return ll__cfg_each(x, n, k->name, add_proxy, NULL);
     case K_FORMS:
         return parse_forms(x, n);
+    case K_SECTION:
+        return k->section(x, n);
     case K_EXTS: {
         ll_buf_t b;
         ll_buf_init(&b, 1024);
-        if ((rc = each_item(x, n, k->name, add_ext, &b)) == 0)
+        if ((rc = ll__cfg_each(x, n, k->name, add_ext, &b)) == 0)
             set_str(slot, b.len ? b.data : "");
         ll_buf_free(&b);
         return rc;
@@ -481,18 +474,18 @@ static int apply(struct ctx *x, const struct key *k, const yaml_node_t *n)
     default:
         break;
     }
-    if ((s = scalar(x, n, k->name, &rc)) == NULL)
+    if ((s = ll__cfg_scalar(x, n, k->name, &rc)) == NULL)
         return rc;
     switch (k->type) {
     case K_STR:
     case K_PATH:
         if (strlen(s) > 4096)
-            return fail(x, n, k->name, "too long");
+            return ll__cfg_fail(x, n, k->name, "too long");
         set_str(slot, *s == '\0' ? NULL : s);
         return 0;
     case K_URL: {
-        if (!valid_http_url(s))
-            return fail(x, n, k->name, "'%s' is not an http:// or https:// URL", s);
+        if (!ll__cfg_http_url(s))
+            return ll__cfg_fail(x, n, k->name, "'%s' is not an http:// or https:// URL", s);
         char *u = ll_strdup(s);
         for (size_t len = strlen(u); len > 0 && u[len - 1] == '/'; len--)
             u[len - 1] = '\0';
@@ -502,12 +495,12 @@ static int apply(struct ctx *x, const struct key *k, const yaml_node_t *n)
     }
     case K_LISTEN:
         if (!valid_listen(s))
-            return fail(x, n, k->name, "'%s' is not ADDR:PORT (an IPv4 address or [IPv6], port 1-65535)", s);
+            return ll__cfg_fail(x, n, k->name, "'%s' is not ADDR:PORT (an IPv4 address or [IPv6], port 1-65535)", s);
         set_str(slot, s);
         return 0;
     case K_BOOL:
-        if ((v = parse_bool(s)) < 0)
-            return fail(x, n, k->name, "'%s' is not true or false", s);
+        if ((v = ll__cfg_bool(s)) < 0)
+            return ll__cfg_fail(x, n, k->name, "'%s' is not true or false", s);
         *(int *)slot = (int)v;
         return 0;
     case K_LOGLEVEL:
@@ -517,17 +510,17 @@ static int apply(struct ctx *x, const struct key *k, const yaml_node_t *n)
         }
         __attribute__((fallthrough)); /* a number */
     case K_INT:
-        if (parse_int(s, &v) != 0)
-            return fail(x, n, k->name, "'%s' is not a whole number", s);
+        if (ll__cfg_int(s, &v) != 0)
+            return ll__cfg_fail(x, n, k->name, "'%s' is not a whole number", s);
         if (v < k->min || v > k->max)
-            return fail(x, n, k->name, "%lld is out of range (%lld to %lld)", v, k->min, k->max);
+            return ll__cfg_fail(x, n, k->name, "%lld is out of range (%lld to %lld)", v, k->min, k->max);
         *(int *)slot = (int)v;
         return 0;
     case K_SIZE:
-        if (parse_size(s, &v) != 0)
-            return fail(x, n, k->name, "'%s' is not a size (a number of bytes with an optional K, M or G)", s);
+        if (ll__cfg_size(s, &v) != 0)
+            return ll__cfg_fail(x, n, k->name, "'%s' is not a size (a number of bytes with an optional K, M or G)", s);
         if (v < k->min || v > k->max)
-            return fail(x, n, k->name, "%lld bytes is out of range (%lld to %lld)", v, k->min, k->max);
+            return ll__cfg_fail(x, n, k->name, "%lld bytes is out of range (%lld to %lld)", v, k->min, k->max);
         *(size_t *)slot = (size_t)v;
         return 0;
     default:
@@ -553,7 +546,7 @@ int ll_config_load(ll_config_t *c, const char *path, char *err, size_t errlen)
         fclose(fp);
         return rc;
     }
-    struct ctx x = {c, path, &doc, err, errlen};
+    ll_cfg_t x = {c, path, &doc, err, errlen};
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root == NULL || (root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
         /* an empty file: all defaults */
@@ -563,14 +556,14 @@ int ll_config_load(ll_config_t *c, const char *path, char *err, size_t errlen)
     } else {
         for (yaml_node_pair_t *p = root->data.mapping.pairs.start; rc == 0 && p < root->data.mapping.pairs.top; p++) {
             yaml_node_t *kn = yaml_document_get_node(&doc, p->key), *vn = yaml_document_get_node(&doc, p->value);
-            const char *name = scalar(&x, kn, "?", &rc);
+            const char *name = ll__cfg_scalar(&x, kn, "?", &rc);
             if (name == NULL)
                 break;
             const struct key *k = NULL;
             for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
                 if (strcmp(keys[i].name, name) == 0)
                     k = &keys[i];
-            rc = k == NULL ? fail(&x, kn, name, "unknown key") : apply(&x, k, vn);
+            rc = k == NULL ? ll__cfg_fail(&x, kn, name, "unknown key") : apply(&x, k, vn);
         }
     }
     if (rc == 0 && (c->tls_cert == NULL) != (c->tls_key == NULL))
