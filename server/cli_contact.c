@@ -170,12 +170,64 @@ static int on_timeline(const ll_event_t *ev, void *p)
     } else {
         char when[32];
         ll__cli_iso(ev->time_us, when);
-        printf("  %s  %-11s %-8s ", when, ll_event_type_name(ev->type), ll_class_name(ev->cls));
+        char hex[33] = "-";
+        if (!ll_visitor_is_zero(&ev->visitor))
+            ll_visitor_to_hex(&ev->visitor, hex);
+        hex[8] = '\0'; /* enough to tell the visitors listed above apart */
+        printf("  %s  %-11s %-8s %-8s ", when, ll_event_type_name(ev->type), ll_class_name(ev->cls), hex);
         ll__cli_put_event_what(stdout, ev);
         fputc('\n', stdout);
     }
     tl->n++;
     return ll__cli_out_failed();
+}
+
+/* The visitors (browsers) seen on a contact's timeline, bound to it or not. */
+#define SHOW_MAX_VISITORS 64
+typedef struct {
+    ll_visitor_id_t v[SHOW_MAX_VISITORS];
+    size_t n;
+} visitors_t;
+
+static int on_visitor(const ll_event_t *ev, void *p)
+{
+    visitors_t *vs = p;
+    if (ll_visitor_is_zero(&ev->visitor) || vs->n == SHOW_MAX_VISITORS)
+        return 0;
+    for (size_t i = 0; i < vs->n; i++)
+        if (memcmp(&vs->v[i], &ev->visitor, sizeof(ev->visitor)) == 0)
+            return 0;
+    vs->v[vs->n++] = ev->visitor;
+    return 0;
+}
+
+/* Prints the visitors as text lines or as a JSON array; 0 or an LL_E* code. */
+static int put_visitors(ll_txn_t *t, uint64_t contact, int json)
+{
+    visitors_t vs = {.n = 0};
+    int rc = ll_events_of_contact(t, contact, on_visitor, &vs);
+    if (rc != 0)
+        return rc;
+    fputs(json ? ",\"visitors\":[" : (vs.n ? "visitors\n" : "visitors\n  (none)\n"), stdout);
+    for (size_t i = 0; i < vs.n; i++) {
+        char hex[33], first[32] = "-", last[32] = "-";
+        ll_visitor_rec_t rec = {0};
+        int have = ll_visitor_get(t, &vs.v[i], &rec) == 0;
+        ll_visitor_to_hex(&vs.v[i], hex);
+        if (have) {
+            ll__cli_iso(rec.first_us, first);
+            ll__cli_iso(rec.last_us, last);
+        }
+        const char *state = !have || rec.contact == 0 ? "unbound" : rec.contact == contact ? "bound" : "bound elsewhere";
+        if (json)
+            printf("%s{\"id\":\"%s\",\"state\":\"%s\",\"first\":\"%s\",\"last\":\"%s\"}", i ? "," : "", hex, state,
+                   first, last);
+        else
+            printf("  %s  %-15s first %s  last %s\n", hex, state, first, last);
+    }
+    if (json)
+        fputc(']', stdout);
+    return 0;
 }
 
 static void put_fields_text(const char *fields_json)
@@ -241,7 +293,7 @@ static int contact_show(ll_cli_t *cli, int argc, char **argv)
         fputs("{\"contact\":", stdout);
         rc = put_json(cmd, o);
         json_decref(o);
-        if (rc != 0)
+        if (rc != 0 || (rc = put_visitors(&t, id, 1)) != 0)
             goto out;
         fputs(",\"events\":[", stdout);
     } else {
@@ -253,6 +305,8 @@ static int contact_show(ll_cli_t *cli, int argc, char **argv)
         ll__cli_put_text(stdout, c.email, strlen(c.email), sizeof(c.email));
         printf("\n  created  %s\n  updated  %s\n  flags    %s\n", created, updated, flags);
         put_fields_text(c.fields_json);
+        if ((rc = put_visitors(&t, id, 0)) != 0)
+            goto out;
         printf("timeline\n");
     }
     if ((rc = ll_events_of_contact(&t, id, on_timeline, &tl)) != 0 || (rc = tl.rc) != 0) {

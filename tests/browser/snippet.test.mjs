@@ -319,6 +319,19 @@ async function main() {
         b.e.every(e => typeof e.t === 'string' && typeof e.u === 'string' && typeof e.ts === 'number'),
       `a batch is not {"v":visitor,"e":[{"t","u","ts"}...]}: ${s.body}`);
     }
+    /* What the README's tour promises: `leadloop contact show` has one visitor bound to the
+     * contact, and its page views, click and form in order. */
+    const show = await edge.cli(['contact', 'show', EMAIL, '--json']);
+    let prof = null;
+    try { prof = JSON.parse(show.stdout); } catch (e) { /* reported below */ }
+    check(prof && Array.isArray(prof.visitors) && prof.visitors.length === 1 && prof.visitors[0].id === visitor &&
+      prof.visitors[0].state === 'bound', `contact show: not one bound visitor: ${show.stdout.slice(0, 400)} ${show.stderr}`);
+    if (prof && Array.isArray(prof.events)) {
+      const kinds = prof.events.map(e => e.type), seqs = prof.events.map(e => e.seq);
+      check(kinds[0] === 'click' && kinds.includes('pageview') && kinds.indexOf('form') > kinds.indexOf('pageview'),
+        `contact show timeline is not click, page views, form: ${kinds.join(' ')}`);
+      check(seqs.every((q, i) => i === 0 || q > seqs[i - 1]), `contact show timeline is not in order: ${seqs.join(' ')}`);
+    }
   });
 
   for (const [name, init] of [
