@@ -68,7 +68,7 @@ t "contact add, field without =" 1 - "^leadloop: contact add: 'noeq'" contact ad
 t "contact add, empty name" 1 - "^leadloop: contact add: '=x'" contact add ann@example.com =x
 t "contact add, bad name" 1 - "^leadloop: contact add: 'a/b=x'" contact add ann@example.com a/b=x
 t "contact show" 0 '^           phone=\+49-1$' - contact show ann@example.com
-t "contact show timeline" 0 'identify +unknown +\{"phone":"\+49-1"\}' - contact show ann@example.com
+t "contact show timeline" 0 'identify +unknown +- +\{"phone":"\+49-1"\}' - contact show ann@example.com
 t "contact show --json" 0 - - contact show ann@example.com --json
 py "contact show --json is one object" '
 import json, sys
