@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -228,6 +229,8 @@ class Server:
         self.conf_extra = conf
         self.forms = forms
         self.rate = rate
+        self.tls_context = None  # an ssl.SSLContext when the server speaks TLS
+        self.embedded = False    # True: no -c, the embedded default configuration (as `make run`)
         self.proc = None
         self.port = None
         self.stderr_files = []
@@ -259,7 +262,8 @@ class Server:
         errpath = os.path.join(self.tmp, f'leadloopd.{len(self.stderr_files)}.stderr')
         self.stderr_files.append(errpath)
         with open(errpath, 'wb') as errf:
-            self.proc = subprocess.Popen([LEADLOOPD, '-c', self.conf, '-d', self.data, '-l', f'127.0.0.1:{self.port}'],
+            conf = [] if self.embedded else ['-c', self.conf]
+            self.proc = subprocess.Popen([LEADLOOPD, *conf, '-d', self.data, '-l', f'127.0.0.1:{self.port}'],
                                          stdin=subprocess.DEVNULL, stdout=errf, stderr=errf, env=child_env())
         deadline = time.time() + timeout
         while True:
@@ -268,7 +272,7 @@ class Server:
                 self.proc = None
                 raise TestFailure(f'leadloopd exited with {rc} before answering /healthz:\n{self.stderr_tail()}')
             try:
-                if http_request(self.port, 'GET', '/healthz', timeout=1).status == 200:
+                if self.healthz(timeout=1) == 200:
                     return self
             except OSError:
                 pass
@@ -294,6 +298,16 @@ class Server:
         t = self.stderr_text()
         return [m for m in SANITIZER_MARKS if m in t]
 
+    def healthz(self, timeout):
+        if self.tls_context is None:
+            return http_request(self.port, 'GET', '/healthz', timeout=timeout).status
+        conn = http.client.HTTPSConnection('127.0.0.1', self.port, timeout=timeout, context=self.tls_context)
+        try:
+            conn.request('GET', '/healthz')
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
     def stop(self, problems=None):
         """SIGTERM; the server must have been healthy, exit 0 within 10 s, and print no crash report."""
         own = problems is None
@@ -304,7 +318,7 @@ class Server:
                 problems.append(f'leadloopd died during the test (exit status {rc})')
             else:
                 try:
-                    st = http_request(self.port, 'GET', '/healthz', timeout=5).status
+                    st = self.healthz(timeout=5)
                     if st != 200:
                         problems.append(f'GET /healthz at the end answered {st}')
                 except OSError as e:
@@ -395,7 +409,8 @@ class Server:
 
     # -- CLI --
     def cli(self, *args, ok=True, data_dir=None, timeout=30):
-        p = subprocess.run([LEADLOOP, '-d', data_dir or self.data, '-c', self.conf, *args], capture_output=True,
+        conf = [] if self.embedded else ['-c', self.conf]
+        p = subprocess.run([LEADLOOP, '-d', data_dir or self.data, *conf, *args], capture_output=True,
                            timeout=timeout, env=child_env())
         if ok and p.returncode != 0:
             raise TestFailure(f'leadloop {" ".join(args)!r} exited {p.returncode}: {p.stderr.decode(errors="replace")}')
@@ -944,6 +959,124 @@ def test_xff_trusted():
             if e.get('ip') != want:
                 wrong.append(f'XFF {xff!r}: ip {e.get("ip")!r}, expected {want!r}')
         check(not wrong, '; '.join(wrong))
+
+
+# ---- the embedded default (make run) and stopping ----
+
+def test_embedded_default_and_sigint():
+    """No config file, as `make run`: keys are generated (0600), the default `contact` form keeps its
+    fields, and SIGINT (Ctrl-C) stops the server cleanly with every answered event in the log."""
+    s = Server()
+    s.embedded = True
+    with s:
+        keys = os.path.join(s.data, 'keys')
+        check(os.path.exists(keys) and (os.stat(keys).st_mode & 0o777) == 0o600,
+              f'{keys} missing or not 0600')
+        r = s.form('contact', 'email=Dee%40Example.com&first_name=Dee&company=Acme&password=hunter2')
+        check(r.status in (200, 303), f'default form contact: {r.status} {r.body!r}')
+        r = s.beacon(beacon_body(new_visitor()))
+        check(r.status == 204, f'beacon {r.status}')
+        s.proc.send_signal(signal.SIGINT)
+        rc = s.proc.wait(10)
+        s.proc = None
+        check(rc == 0, f'leadloopd exited {rc} after SIGINT')
+        evs = s.events()
+        check([e['type'] for e in evs] == ['form', 'pageview'], f'events after SIGINT: {[e["type"] for e in evs]}')
+        f = evs[0]
+        check(f.get('email') == 'dee@example.com' and f.get('fields', {}).get('company') == 'Acme' and
+              'password' not in f.get('fields', {}), f'default form event: {f}')
+        # A restart over the same data keeps the keys: old links still verify.
+        url = s.cli('link', 'https://dest.example/again', '--to', 'dee@example.com').stdout.decode().strip()
+        check(url.startswith('http://127.0.0.1:8080/c/'), f'the default public_url is not http://127.0.0.1:8080: {url}')
+        s.start()
+        r = s.get(urllib.parse.urlsplit(url).path)
+        check(r.status == 302, f'a link signed before the restart: {r.status}')
+
+
+# ---- geo databases, TLS, HTTP/2 ----
+
+def test_geo_city_and_asn():
+    """With City and ASN databases configured, region, city, time zone, ASN and organisation are
+    stored; the lookup uses the full address and the stored one is truncated."""
+    tmp = tempfile.mkdtemp(prefix='ll-it-')
+    city, asn = os.path.join(tmp, 'city.mmdb'), os.path.join(tmp, 'asn.mmdb')
+    r = subprocess.run(['perl', 'deploy/build-geodb.pl', '--fixture', city, asn], capture_output=True, text=True)
+    check(r.returncode == 0, f'build-geodb.pl --fixture failed: {r.stderr}')
+    conf = (f'trusted_proxies: ["127.0.0.1"]\ngeo_city_db: {yaml_str(city)}\ngeo_asn_db: {yaml_str(asn)}\n'
+            'ipv4_prefix: 24\nipv6_prefix: 32')
+    with Server(conf=conf, tmp=tmp) as s:
+        wrong = []
+        for xff, want in (('198.51.100.77', {'country': 'US', 'region': 'CA', 'city': 'San Francisco',
+                                              'tz': 'America/Los_Angeles', 'asn': 64500, 'org': 'Example Net',
+                                              'ip': '198.51.100.0'}),
+                          ('2001:db8:aa:bb::1', {'country': 'DE', 'region': 'BE', 'city': 'Berlin',
+                                                 'tz': 'Europe/Berlin', 'ip': '2001:db8:0:0:0:0:0:0'})):
+            before = s.events()
+            r = s.beacon(beacon_body(new_visitor()), {'X-Forwarded-For': xff})
+            check(r.status == 204, f'beacon {r.status}')
+            e = one(new_events(before, s.events()), 'pageview')
+            for k, v in want.items():
+                got = e.get(k)
+                if k == 'asn' and isinstance(got, str):
+                    got = int(got.lstrip('AS') or 0)
+                if got != v:
+                    wrong.append(f'{xff}: {k} = {got!r}, expected {v!r} (event {e})')
+        check(not wrong, '\n  '.join([''] + wrong))
+
+
+def _self_signed(tmp):
+    cert, key = os.path.join(tmp, 'cert.pem'), os.path.join(tmp, 'key.pem')
+    r = subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert,
+                        '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, f'openssl req failed: {r.stderr}')
+    ctx = ssl.create_default_context(cafile=cert)
+    return cert, key, ctx
+
+
+def test_tls_and_secure_cookie():
+    tmp = tempfile.mkdtemp(prefix='ll-it-')
+    cert, key, ctx = _self_signed(tmp)
+    s = Server(conf=f'tls_cert: {yaml_str(cert)}\ntls_key: {yaml_str(key)}', tmp=tmp)
+    s.tls_context = ctx
+    with s:
+        tok = s.link('https://dest.example/tls', 'tls@example.com')
+        conn = http.client.HTTPSConnection('127.0.0.1', s.port, timeout=10, context=ctx)
+        conn.request('GET', '/c/' + tok, headers={'User-Agent': CHROME_UA})
+        r = conn.getresponse()
+        r.read()
+        check(r.status == 302 and r.getheader('Location', '').startswith('https://dest.example/tls'),
+              f'click over TLS: {r.status} {r.getheader("Location")}')
+        cookie = r.getheader('Set-Cookie', '')
+        check('; Secure' in cookie and 'HttpOnly' in cookie, f'the visitor cookie under TLS is not Secure: {cookie!r}')
+        conn.close()
+        # Plain HTTP on the TLS port is refused, not served.
+        resp, _ = raw_exchange(s.port, b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n', timeout=5)
+        check(not resp.startswith(b'HTTP/1.1 200'), 'plain HTTP answered on the TLS port')
+        # HTTP/2 is off by default: ALPN offers only http/1.1.
+        ctx2 = ssl.create_default_context(cafile=cert)
+        ctx2.set_alpn_protocols(['h2', 'http/1.1'])
+        with socket.create_connection(('127.0.0.1', s.port), timeout=5) as raw:
+            with ctx2.wrap_socket(raw, server_hostname='127.0.0.1') as tls:
+                check(tls.selected_alpn_protocol() in (None, 'http/1.1'),
+                      f'ALPN picked {tls.selected_alpn_protocol()} with http2 off')
+
+
+def test_http2_when_enabled():
+    tmp = tempfile.mkdtemp(prefix='ll-it-')
+    cert, key, ctx = _self_signed(tmp)
+    s = Server(conf=f'tls_cert: {yaml_str(cert)}\ntls_key: {yaml_str(key)}\nhttp2: true', tmp=tmp)
+    s.tls_context = ctx
+    with s:
+        ctx2 = ssl.create_default_context(cafile=cert)
+        ctx2.set_alpn_protocols(['h2', 'http/1.1'])
+        with socket.create_connection(('127.0.0.1', s.port), timeout=5) as raw:
+            with ctx2.wrap_socket(raw, server_hostname='127.0.0.1') as tls:
+                check(tls.selected_alpn_protocol() == 'h2', f'ALPN picked {tls.selected_alpn_protocol()} with http2 on')
+                # The HTTP/2 connection preface and an empty SETTINGS frame: the server answers SETTINGS.
+                tls.sendall(b'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n' + b'\x00\x00\x00\x04\x00\x00\x00\x00\x00')
+                head = tls.recv(9)
+                check(len(head) == 9 and head[3] == 4, f'no SETTINGS frame from the server: {head!r}')
 
 
 # ---- classification ----
