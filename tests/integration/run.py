@@ -61,9 +61,16 @@ def check(cond, msg):
         raise TestFailure(msg)
 
 
+LSAN_SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'lsan.supp')
+
+
 def child_env():
+    """Under SANITIZE builds, leaks are reported (minus the library caches in tests/lsan.supp)
+    and fail the test; LL_TEST_LEAKS=0 turns that off."""
     env = dict(os.environ)
-    if os.environ.get('LL_TEST_LEAKS') != '1':
+    opts = env.get('LSAN_OPTIONS', '')
+    env['LSAN_OPTIONS'] = (opts + ':' if opts else '') + 'suppressions=' + os.path.abspath(LSAN_SUPP)
+    if os.environ.get('LL_TEST_LEAKS') == '0':
         opts = env.get('ASAN_OPTIONS', '')
         env['ASAN_OPTIONS'] = (opts + ':' if opts else '') + 'detect_leaks=0'
     return env
