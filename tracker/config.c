@@ -104,6 +104,7 @@ void ll_config_defaults(ll_config_t *c)
     c->map_size = (size_t)1 << 30;
     c->batch_max = 1024;
     c->click_deadline_ms = 1000;
+    c->log_level = 1; /* info: the start and stop lines */
     c->cookie_name = ll_strdup("_ll");
     c->cookie_days = 395;
     c->ipv4_prefix = 24;

@@ -42,7 +42,7 @@ typedef struct st_ll_config_t {
     size_t map_size;        /* LMDB map size, 1 GiB */
     int batch_max;          /* events per commit, 1024 */
     int click_deadline_ms;  /* redirect anyway past this, 1000 */
-    int log_level;          /* 0 warn, 1 info, 2 debug */
+    int log_level;          /* 0 warn, 1 info (default), 2 debug */
     /* identity */
     char *cookie_name;      /* "_ll" */
     char *cookie_domain;    /* NULL: host-only */
