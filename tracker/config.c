@@ -14,6 +14,8 @@
 
 enum key_type {
     K_STR,      /* any printable string; "" means unset (NULL) */
+    K_COOKIE,   /* a cookie name: [A-Za-z0-9_.-]+ */
+    K_DOMAIN,   /* a host name: [A-Za-z0-9.-]+; "" means unset */
     K_PATH,     /* a file name; "" means unset */
     K_URL,      /* http:// or https:// base, trailing '/' removed */
     K_LISTEN,   /* ADDR:PORT */
@@ -49,8 +51,8 @@ static const struct key keys[] = {
     {"batch_max", K_INT, F(batch_max), 1, 65536, NULL},
     {"click_deadline_ms", K_INT, F(click_deadline_ms), 10, 60000, NULL},
     {"log_level", K_LOGLEVEL, F(log_level), 0, 2, NULL},
-    {"cookie_name", K_STR, F(cookie_name), 0, 0, NULL},
-    {"cookie_domain", K_STR, F(cookie_domain), 0, 0, NULL},
+    {"cookie_name", K_COOKIE, F(cookie_name), 0, 0, NULL},
+    {"cookie_domain", K_DOMAIN, F(cookie_domain), 0, 0, NULL},
     {"cookie_days", K_INT, F(cookie_days), 0, 3650, NULL},
     {"ipv4_prefix", K_INT, F(ipv4_prefix), 0, 32, NULL},
     {"ipv6_prefix", K_INT, F(ipv6_prefix), 0, 128, NULL},
@@ -484,6 +486,16 @@ static int apply(ll_cfg_t *x, const struct key *k, const yaml_node_t *n)
             return ll__cfg_fail(x, n, k->name, "too long");
         set_str(slot, *s == '\0' ? NULL : s);
         return 0;
+    case K_COOKIE:
+    case K_DOMAIN: {
+        /* Both go into Set-Cookie: nothing that could end it or add an attribute. */
+        static const char chars[] = "_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-";
+        size_t len = strlen(s), ok = strspn(s, k->type == K_COOKIE ? chars : chars + 1);
+        if (len > 253 || ok != len || (len == 0 && k->type == K_COOKIE))
+            return ll__cfg_fail(x, n, k->name, "'%s' is not a %s", s, k->type == K_COOKIE ? "cookie name" : "host name");
+        set_str(slot, len == 0 ? NULL : s);
+        return 0;
+    }
     case K_URL: {
         if (!ll__cfg_http_url(s))
             return ll__cfg_fail(x, n, k->name, "'%s' is not an http:// or https:// URL", s);

@@ -75,7 +75,7 @@ static void test_every_type(void)
                       "map_size: 2 GiB\n"
                       "log_level: debug\n"
                       "cookie_domain: example.com\n"
-                      "cookie_name: \"\"\n"
+                      "cookie_name: ll_v\n"
                       "trusted_proxies: [10.0.0.0/8, \"::1\", 192.168.1.7]\n"
                       "download_exts: .PDF, zip\n"
                       "honor_dnt: off\n");
@@ -88,7 +88,7 @@ static void test_every_type(void)
     CHECK_EQ_INT(c.map_size, 2ULL << 30);
     CHECK_EQ_INT(c.log_level, 2);
     CHECK_EQ_STR(c.cookie_domain, "example.com");
-    CHECK(c.cookie_name == NULL); /* "" unsets */
+    CHECK_EQ_STR(c.cookie_name, "ll_v");
     CHECK_EQ_INT(c.num_trusted_proxies, 3);
     CHECK_EQ_STR(c.download_exts, "PDF,zip");
     CHECK_EQ_INT(c.honor_dnt, 0);
@@ -139,6 +139,9 @@ static void test_errors_name_file_line_key(void)
     CHECK(fails_at("public_url: \"javascript:alert(1)\"\n", 1, "public_url"));
     CHECK(fails_at("public_url: \"http://a b/\"\n", 1, "public_url"));
     CHECK(fails_at("cookie_domain: \"a\\r\\nb\"\n", 1, "cookie_domain"));
+    CHECK(fails_at("cookie_domain: \"example.com; Secure\"\n", 1, "cookie_domain"));
+    CHECK(fails_at("cookie_name: \"\"\n", 1, "cookie_name"));
+    CHECK(fails_at("cookie_name: \"a=b\"\n", 1, "cookie_name"));
     CHECK(fails_at("\n\ntrusted_proxies: [10.0.0.0/8, 300.0.0.1/8]\n", 3, "trusted_proxies"));
     CHECK(fails_at("trusted_proxies: [\"10.0.0.0/33\"]\n", 1, "trusted_proxies"));
     CHECK(fails_at("download_exts: [pdf, \"../x\"]\n", 1, "download_exts"));
