@@ -27,6 +27,9 @@ TRACKER_SRC := $(wildcard tracker/*.c)
 CLI_SRC     := $(wildcard server/cli*.c)
 SERVER_SRC  := $(filter-out $(CLI_SRC),$(wildcard server/*.c))
 UNIT_SRC    := $(wildcard tests/unit/test_*.c)
+MAILER_SRC  := $(wildcard mailer/*.c)
+MAILER_OBJ  := $(MAILER_SRC:%.c=$(B)/%.o)
+MAILER_LIBS := $(shell pkg-config --libs libesmtp-1.0 gumbo 2>/dev/null)
 
 TRACKER_OBJ := $(TRACKER_SRC:%.c=$(B)/%.o)
 SERVER_OBJ  := $(SERVER_SRC:%.c=$(B)/%.o)
@@ -40,7 +43,7 @@ SNIPPET := build/ll.min.js
 BINDIR  := $(if $(SANITIZE),$(B)/bin,bin)
 
 .PHONY: all deps test-deps run test unit bench clean
-all: $(BINDIR)/leadloopd $(BINDIR)/leadloop $(SNIPPET) $(GEODB)
+all: $(BINDIR)/leadloopd $(BINDIR)/leadloop $(BINDIR)/leadloop-mailer $(SNIPPET) $(GEODB)
 
 deps:
 	@sh deploy/install-deps.sh
@@ -62,7 +65,12 @@ $(BINDIR)/leadloopd: $(SERVER_OBJ) $(LIB)
 
 $(BINDIR)/leadloop: $(CLI_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcsv $(LDLIBS)
+
+$(B)/mailer/%.o: CFLAGS += $(shell pkg-config --cflags libesmtp-1.0 gumbo 2>/dev/null)
+$(BINDIR)/leadloop-mailer: $(MAILER_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(MAILER_LIBS) $(LDLIBS)
 
 $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(LIB)
 	@mkdir -p $(dir $@)

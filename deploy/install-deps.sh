@@ -4,10 +4,10 @@
 # needs root (or sudo) only when something is missing.
 set -e
 PKGS="build-essential pkg-config libh2o-evloop-dev liblmdb-dev lmdb-utils libmaxminddb-dev mmdb-bin
-libssl-dev libyaml-dev libjansson-dev libcurl4-openssl-dev libesmtp-dev tor-geoipdb
+libssl-dev libyaml-dev libjansson-dev libcurl4-openssl-dev libesmtp-dev libgumbo-dev libcsv-dev tor-geoipdb
 libmaxmind-db-writer-perl perl"
 if [ "$1" = test ]; then
-    PKGS="$PKGS curl python3 chromium chromium-driver python3-aiosmtpd"
+    PKGS="$PKGS curl python3 chromium chromium-driver python3-aiosmtpd openssl"
     # Node.js for the browser test; keep an existing install (it may come with its own npm).
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 fi

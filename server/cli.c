@@ -23,6 +23,13 @@ static void usage(void)
             "                                      (NAME: letters, digits, '_', '.', '-')\n"
             "  contact show EMAIL [--json]         profile and timeline\n"
             "  contact list [--json]               all contacts (--json: one object a line)\n"
+            "  contact import FILE.csv [--enroll PROGRAM]\n"
+            "                                      contacts from a CSV with a header row that has an\n"
+            "                                      'email' column; bad rows are reported and skipped\n"
+            "\n"
+            "Nurture programs (programs: in the configuration; leadloop-mailer sends them)\n"
+            "  enroll EMAIL PROGRAM                start the program for a contact (created if missing)\n"
+            "  unenroll EMAIL PROGRAM              stop it\n"
             "\n"
             "Signed links (each creates the contact when it does not exist yet)\n"
             "  link URL --to EMAIL [--send ID] [--link N]  click link: PUBLIC_URL/c/TOKEN\n"
@@ -287,6 +294,8 @@ static const struct {
     {"events", ll__cli_events},
     {"keys", ll__cli_keys_cmd},
     {"stats", ll__cli_stats},
+    {"enroll", ll__cli_enroll},
+    {"unenroll", ll__cli_unenroll},
 };
 
 int main(int argc, char **argv)

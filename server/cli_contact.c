@@ -394,5 +394,7 @@ int ll__cli_contact(ll_cli_t *cli, int argc, char **argv)
         return contact_show(cli, argc - 1, argv + 1);
     if (strcmp(argv[0], "list") == 0)
         return contact_list(cli, argc - 1, argv + 1);
-    return ll__cli_usage("contact", "unknown subcommand '%s' (add, show or list)", argv[0]);
+    if (strcmp(argv[0], "import") == 0)
+        return ll__cli_contact_import(cli, argc - 1, argv + 1);
+    return ll__cli_usage("contact", "unknown subcommand '%s' (add, show, list or import)", argv[0]);
 }

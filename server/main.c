@@ -143,6 +143,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return get ? ll__on_click(req, tail) : not_allowed(req, EP_CLICK, "GET, HEAD");
     if (path_tail(path, "/o/", &tail))
         return get ? ll__on_open(req, tail) : not_allowed(req, EP_OPEN, "GET, HEAD");
+    if (path_tail(path, "/u/", &tail)) {
+        if (get || method_is(req, "POST"))
+            return ll__on_unsub(req, tail, !get);
+        return not_allowed(req, EP_OTHER, "GET, HEAD, POST");
+    }
     if (path_is(path, "/e")) {
         if (method_is(req, "OPTIONS")) {
             ll__cors(req);

@@ -149,6 +149,7 @@ int ll__on_open(h2o_req_t *req, h2o_iovec_t token);
 int ll__on_beacon(h2o_req_t *req);
 int ll__on_pixel(h2o_req_t *req);
 int ll__on_form(h2o_req_t *req, h2o_iovec_t form_id);
+int ll__on_unsub(h2o_req_t *req, h2o_iovec_t token, int post); /* unsub.c: GET confirms, POST unsubscribes */
 int ll__on_snippet(h2o_req_t *req);
 int ll__snippet_load(const char *path);
 

@@ -3,6 +3,7 @@
 # "N passed, N failed" and the exit code is non-zero if anything failed.
 BINDIR=${BINDIR:-bin}
 export LEADLOOPD=${LEADLOOPD:-$BINDIR/leadloopd} LEADLOOP=${LEADLOOP:-$BINDIR/leadloop}
+export LEADLOOP_MAILER=${LEADLOOP_MAILER:-$BINDIR/leadloop-mailer}
 log=$(mktemp)
 status=0
 rcf=$(mktemp)
@@ -14,8 +15,9 @@ suite sh tests/run-unit.sh "$@"
 suite python3 tests/integration/run.py
 suite sh tests/integration/test_cli.sh
 suite sh tests/browser/run.sh
+suite python3 tests/integration/mailer_test.py
 pass=0; fail=0
-for suite in unit integration cli browser; do
+for suite in unit integration cli browser mailer; do
     line=$(grep -E "^$suite: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
     if [ -z "$line" ]; then
         echo "$suite: no result line (the suite did not run to the end)"

@@ -66,6 +66,10 @@ static const struct key keys[] = {
     {"forms", K_FORMS, F(forms), 0, 0, NULL},
     {"form_rate_per_min", K_INT, F(form_rate_per_min), 1, 1000000, NULL},
     /* Sections parsed in their own files: {"name", K_SECTION, 0, 0, 0, ll__cfg_name}. */
+    {"smtp", K_SECTION, 0, 0, 0, ll__cfg_smtp},
+    {"mailer", K_SECTION, 0, 0, 0, ll__cfg_mailer},
+    {"programs", K_SECTION, 0, 0, 0, ll__cfg_programs},
+    {"enroll_rules", K_SECTION, 0, 0, 0, ll__cfg_enroll_rules},
 };
 #undef F
 
@@ -119,6 +123,7 @@ void ll_config_defaults(ll_config_t *c)
     form_init(f, "contact");
     for (size_t i = 0; i < sizeof(default_contact_fields) / sizeof(default_contact_fields[0]); i++)
         f->fields[f->num_fields++] = ll_strdup(default_contact_fields[i]);
+    ll__cfg_mail_init(c);
 }
 
 void ll_config_free(ll_config_t *c)
@@ -133,6 +138,7 @@ void ll_config_free(ll_config_t *c)
     for (size_t i = 0; i < c->num_forms; i++)
         form_clear(&c->forms[i]);
     c->num_forms = 0;
+    ll__cfg_mail_free(c);
 }
 
 const ll_form_t *ll_config_form(const ll_config_t *c, const char *id, size_t len)

@@ -36,6 +36,14 @@ int ll__cfg_bool(const char *s); /* 1, 0, or -1 */
 int ll__cfg_http_url(const char *s);      /* 1 for an absolute http(s) URL without blanks or quotes */
 int ll__cfg_name(const char *s, size_t max); /* 1 for [A-Za-z0-9_.\[\]-]{1,max-1} */
 
+/* The mailer's sections (config_mailer.c): defaults, release, and the section parsers. */
+void ll__cfg_mail_init(ll_config_t *c);
+void ll__cfg_mail_free(ll_config_t *c);
+int ll__cfg_smtp(ll_cfg_t *x, const yaml_node_t *n);
+int ll__cfg_mailer(ll_cfg_t *x, const yaml_node_t *n);
+int ll__cfg_programs(ll_cfg_t *x, const yaml_node_t *n);
+int ll__cfg_enroll_rules(ll_cfg_t *x, const yaml_node_t *n);
+
 /* Iterating a mapping: for (yaml_node_pair_t *p = LL_CFG_PAIRS(n); p < n->data.mapping.pairs.top; p++)
  * with yaml_document_get_node(x->doc, p->key / p->value). */
 

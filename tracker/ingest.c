@@ -84,6 +84,22 @@ int ll_ingest(ll_txn_t *t, ll_ingest_t *in)
                 return a.rc;
         }
     }
+    /* An opt-out or a hard bounce suppresses the contact in the transaction that records it, so
+     * the mailer (which checks the flags when it claims a message) never mails it again. */
+    uint8_t type = ll_event_rec_type(in->rec);
+    if ((type == LL_EV_UNSUBSCRIBE || type == LL_EV_BOUNCE) && contact != 0) {
+        ll_contact_t c;
+        uint32_t f = type == LL_EV_UNSUBSCRIBE ? LL_CF_UNSUBSCRIBED : LL_CF_BOUNCED;
+        if ((rc = ll_contact_get(t, contact, &c)) == 0) {
+            if (!(c.flags & f)) {
+                c.flags |= f;
+                rc = ll_contact_put(t, &c);
+            }
+            ll_contact_clear(&c);
+        }
+        if (rc != 0 && rc != LL_ENOTFOUND)
+            return rc;
+    }
     ll_event_patch_contact(in->rec, contact);
     ll_event_patch_flags(in->rec, flags);
     in->contact = contact;

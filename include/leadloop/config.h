@@ -63,6 +63,8 @@ typedef struct st_ll_config_t {
     ll_form_t forms[LL_MAX_FORMS];
     size_t num_forms;
     int form_rate_per_min;  /* per client IP, 10 */
+    /* nurture mailer: smtp:, mailer:, programs:, enroll_rules: (leadloop/program.h) */
+    struct st_ll_mail_conf_t *mail; /* never NULL after ll_config_defaults() */
 } ll_config_t;
 
 /** Fills c with the defaults (the embedded configuration `make run` uses). */

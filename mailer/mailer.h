@@ -1,0 +1,104 @@
+/*
+ * leadloop-mailer internals (private to mailer/).
+ *
+ * main.c runs passes: reconcile what a crash left (program.h), enrol by rules, claim due rows
+ * into send intents (one write transaction), render each message (template.c, mime.c), hand
+ * the batch to N SMTP sessions on worker threads (smtp.c), then record the outcomes (sent,
+ * bounce, retry) in one write transaction. Templates are loaded and checked once at start;
+ * rendering never fails on a template, only on a cap.
+ */
+#ifndef LEADLOOP_MAILER_H
+#define LEADLOOP_MAILER_H
+
+#include <stdint.h>
+#include "leadloop/config.h"
+#include "leadloop/program.h"
+#include "leadloop/store.h"
+#include "leadloop/token.h"
+
+/* ---- logging ---- */
+extern int ll_log_level;
+void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- templates (template.c) ---- */
+
+#define LL_TPL_MAX (256 * 1024) /* a template file, and a rendered part */
+
+typedef struct st_ll_tpl_t {
+    char *path;
+    char *subject, *html, *text; /* the raw parts, NUL-terminated */
+    int html_line, text_line;    /* where the parts start in the file, for messages */
+} ll_tpl_t;
+
+/**
+ * Loads and checks a template file: a "Subject: ..." line, then "--- html" and "--- text"
+ * sections (either may be missing, not both). Checked: every {{placeholder}} is closed on its
+ * line and names a known field (ll__tpl_known_field), and the HTML closes the tags it opens.
+ * On error err holds "file:line: why".
+ */
+int ll__tpl_load(const char *path, const ll_config_t *conf, ll_tpl_t **out, char *err, size_t errlen);
+void ll__tpl_free(ll_tpl_t *t);
+
+/** What one message is rendered with. */
+typedef struct st_ll_render_t {
+    const ll_keyring_t *keys;
+    const char *public_url;
+    uint64_t send, contact;
+    const char *email;
+    const char *fields_json; /* the profile's fields */
+    char unsub_url[LL_TOKEN_B64_MAX + 256];
+    char pixel_url[LL_TOKEN_B64_MAX + 256];
+} ll_render_t;
+
+/**
+ * Renders subject, html and text: placeholders substituted (HTML-escaped in the HTML part),
+ * every http(s) link (found with libgumbo in the HTML, by URL syntax in the text) replaced by a
+ * signed click link, an open pixel added to the HTML. Outputs are malloc'd.
+ */
+int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **html, char **text);
+
+/* ---- MIME (mime.c) ---- */
+
+typedef struct st_ll_mime_in_t {
+    const char *from, *from_name, *to;
+    const char *subject, *html, *text;
+    const char *unsub_url, *unsub_mailto; /* mailto address; the token goes into its subject */
+    const char *unsub_token;
+    uint64_t send;
+    uint64_t date_us;
+} ll_mime_in_t;
+
+/** Builds the whole message (CRLF line ends) into out. */
+int ll__mime_build(const ll_mime_in_t *in, ll_buf_t *out);
+/** Quoted-printable (RFC 2045) of s into out, CRLF line ends, lines at most 76 chars. */
+int ll__mime_qp(const char *s, size_t n, ll_buf_t *out);
+
+/* ---- SMTP (smtp.c) ---- */
+
+typedef struct st_ll_outmsg_t {
+    uint64_t send, contact;
+    char program[LL_PROGRAM_ID_MAX];
+    uint16_t step;
+    char to[256];
+    ll_buf_t body;
+    /* results */
+    int code;             /* SMTP code: 250 accepted; 4xx/5xx; 0 not attempted (connection failed) */
+    char reply[256];
+    uint64_t accepted_us;
+    int committed;        /* the end of DATA was recorded (LL_SEND_COMMITTED) */
+    size_t off;           /* message callback position */
+} ll_outmsg_t;
+
+typedef struct st_ll_smtp_t {
+    const ll_mail_conf_t *m;
+    ll_nurture_t *nurture;
+    int fail_after;       /* tests: exit the process after this many messages went out (0: never) */
+} ll_smtp_t;
+
+/** Sends msgs over m->connections sessions (each with many messages), filling the results. */
+void ll__smtp_send(ll_smtp_t *s, ll_outmsg_t *msgs, size_t n);
+int ll__smtp_init(void);
+
+#endif

@@ -1,0 +1,211 @@
+/*
+ * SMTP with libESMTP: one blocking session per worker thread, many messages per session.
+ * LIBS.md pitfalls: <openssl/ssl.h> before libesmtp.h; STARTTLS is capped at TLS 1.2 (the
+ * TLS 1.3 hang); every phase is bounded with Timeout_OVERRIDE_RFC2822_MINIMUM; the event
+ * callback never accepts a certificate that failed verification (it leaves *ok alone).
+ *
+ * Exactly once: the message callback is what libESMTP reads DATA from. When it has handed
+ * over the whole message and is asked for more, the final "." is about to be written; the send
+ * row moves to LL_SEND_COMMITTED in its own transaction first (program.h).
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/ssl.h>
+#include <auth-client.h> /* before libesmtp.h, which declares smtp_auth_set_context only after it */
+#include <libesmtp.h>
+#include "mailer.h"
+
+typedef struct {
+    ll_smtp_t *s;
+    ll_outmsg_t *msgs;
+    size_t n;
+    pthread_t tid;
+} worker_t;
+
+typedef struct {
+    ll_smtp_t *s;
+    ll_outmsg_t *m;
+} cbarg_t;
+
+int ll__smtp_init(void)
+{
+    auth_client_init();
+    return 0;
+}
+
+static void mark_committed(ll_smtp_t *s, ll_outmsg_t *m)
+{
+    ll_txn_t t;
+    ll_send_t row;
+    int rc = ll_txn_begin(s->nurture->store, 0, &t);
+    if (rc == 0 && (rc = ll_send_get(s->nurture, &t, m->send, &row)) == 0) {
+        row.state = LL_SEND_COMMITTED;
+        if ((rc = ll_send_put(s->nurture, &t, &row)) == 0)
+            rc = ll_txn_commit(&t);
+    }
+    ll_txn_abort(&t);
+    if (rc != 0)
+        log_warnx("send %llu: cannot record the end of DATA: %s", (unsigned long long)m->send, ll_strerror(rc));
+    m->committed = 1;
+}
+
+static const char *on_message(void **ctx, int *len, void *arg)
+{
+    cbarg_t *a = arg;
+    ll_outmsg_t *m = a->m;
+    if (len == NULL) { /* rewind */
+        m->off = 0;
+        return NULL;
+    }
+    if (m->off < m->body.len) {
+        const char *p = m->body.data + m->off;
+        *len = (int)(m->body.len - m->off);
+        m->off = m->body.len;
+        return p;
+    }
+    /* All of it was handed over: the terminating "." goes out after this returns. */
+    if (!m->committed)
+        mark_committed(a->s, m);
+    *len = 0;
+    return NULL;
+}
+
+static void on_event(smtp_session_t session, int event, void *arg, ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    if (event == SMTP_EV_MESSAGESENT) {
+        smtp_message_t msg = va_arg(ap, smtp_message_t);
+        cbarg_t *a = smtp_message_get_application_data(msg);
+        const smtp_status_t *st = smtp_message_transfer_status(msg);
+        if (a != NULL && st != NULL && st->code >= 200 && st->code < 300)
+            a->m->accepted_us = ll_now_us();
+    }
+    /* Certificate events: *ok is left as libESMTP set it (refused), so a bad certificate ends
+     * the session; the messages are retried later. */
+    va_end(ap);
+}
+
+static int on_auth(auth_client_request_t req, char **result, int fields, void *arg)
+{
+    const ll_mail_conf_t *m = arg;
+    for (int i = 0; i < fields; i++) {
+        if (req[i].flags & AUTH_USER)
+            result[i] = m->smtp_user;
+        else if (req[i].flags & AUTH_PASS)
+            result[i] = m->smtp_password != NULL ? m->smtp_password : "";
+        else
+            result[i] = "";
+    }
+    return 1;
+}
+
+static void copy_status(ll_outmsg_t *m, const smtp_status_t *st)
+{
+    if (st == NULL)
+        return;
+    m->code = st->code;
+    snprintf(m->reply, sizeof(m->reply), "%s", st->text != NULL ? st->text : "");
+    for (char *p = m->reply; *p != '\0'; p++)
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+}
+
+static void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    const ll_mail_conf_t *mc = w->s->m;
+    char server[300];
+    SSL_CTX *ctx = NULL;
+    auth_context_t auth = NULL;
+    cbarg_t *args = ll_calloc(w->n, sizeof(*args));
+    smtp_message_t *msgs = ll_calloc(w->n, sizeof(*msgs));
+    smtp_recipient_t *rcpts = ll_calloc(w->n, sizeof(*rcpts));
+
+    smtp_session_t session = smtp_create_session();
+    snprintf(server, sizeof(server), "%s:%d", mc->smtp_host, mc->smtp_port);
+    smtp_set_server(session, server);
+    long to = (long)mc->smtp_timeout_s * 1000;
+    for (int which = Timeout_GREETING; which <= Timeout_DATA2; which++)
+        smtp_set_timeout(session, which | Timeout_OVERRIDE_RFC2822_MINIMUM, to);
+    smtp_set_eventcb(session, on_event, w);
+    if (mc->smtp_starttls != 0) {
+        ctx = SSL_CTX_new(TLS_client_method());
+        SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+        SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION); /* LIBS.md: STARTTLS + TLS 1.3 hang */
+        if (mc->smtp_ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, mc->smtp_ca_file, NULL) != 1
+                                     : SSL_CTX_set_default_verify_paths(ctx) != 1)
+            log_warnx("smtp: cannot load CA certificates%s%s", mc->smtp_ca_file ? " from " : "",
+                      mc->smtp_ca_file ? mc->smtp_ca_file : "");
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        smtp_starttls_set_ctx(session, ctx);
+        smtp_starttls_enable(session, mc->smtp_starttls == 2 ? Starttls_REQUIRED : Starttls_ENABLED);
+    }
+    if (mc->smtp_user != NULL) {
+        auth = auth_create_context();
+        auth_set_mechanism_flags(auth, AUTH_PLUGIN_PLAIN, 0);
+        auth_set_interact_cb(auth, on_auth, (void *)mc);
+        smtp_auth_set_context(session, auth);
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        args[i].s = w->s;
+        args[i].m = &w->msgs[i];
+        msgs[i] = smtp_add_message(session);
+        smtp_set_reverse_path(msgs[i], mc->from);
+        smtp_message_set_application_data_release(msgs[i], &args[i], NULL);
+        smtp_set_messagecb(msgs[i], on_message, &args[i]);
+        rcpts[i] = smtp_add_recipient(msgs[i], w->msgs[i].to);
+    }
+    if (!smtp_start_session(session)) {
+        char buf[128];
+        log_warnx("smtp: session with %s failed: %s", server, smtp_strerror(smtp_errno(), buf, sizeof(buf)));
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        ll_outmsg_t *m = &w->msgs[i];
+        const smtp_status_t *rs = smtp_recipient_status(rcpts[i]);
+        if (rs != NULL && rs->code >= 400)
+            copy_status(m, rs);
+        else
+            copy_status(m, smtp_message_transfer_status(msgs[i]));
+        if (m->code >= 200 && m->code < 300 && m->accepted_us == 0)
+            m->accepted_us = ll_now_us();
+    }
+    smtp_destroy_session(session);
+    if (auth != NULL)
+        auth_destroy_context(auth);
+    if (ctx != NULL)
+        SSL_CTX_free(ctx);
+    free(args);
+    free(msgs);
+    free(rcpts);
+    return NULL;
+}
+
+void ll__smtp_send(ll_smtp_t *s, ll_outmsg_t *msgs, size_t n)
+{
+    size_t nw = (size_t)s->m->connections;
+    if (nw > n)
+        nw = n;
+    if (nw == 0)
+        return;
+    worker_t *w = ll_calloc(nw, sizeof(*w));
+    size_t per = n / nw, extra = n % nw, off = 0;
+    for (size_t i = 0; i < nw; i++) {
+        w[i].s = s;
+        w[i].msgs = msgs + off;
+        w[i].n = per + (i < extra);
+        off += w[i].n;
+        if (pthread_create(&w[i].tid, NULL, worker_main, &w[i]) != 0) {
+            log_warnx("smtp: cannot start a worker thread; sending on this one");
+            worker_main(&w[i]);
+            w[i].tid = 0;
+        }
+    }
+    for (size_t i = 0; i < nw; i++)
+        if (w[i].tid != 0)
+            pthread_join(w[i].tid, NULL);
+    free(w);
+}

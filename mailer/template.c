@@ -1,0 +1,484 @@
+/*
+ * Templates: loading and checking at start, rendering per message. Links in the HTML part are
+ * found with libgumbo (attribute positions in the source), never with patterns; links in the
+ * text part are URLs by syntax (they have no markup to parse).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <gumbo.h>
+#include <jansson.h>
+#include "mailer.h"
+
+/* Fields any template may use besides the profile fields of the configured forms. */
+static const char *const base_fields[] = {"email", "unsubscribe_url", "first_name", "last_name", "name", "company",
+                                          "title", "phone", "country", "city", "tz", NULL};
+
+static int known_field(const ll_config_t *conf, const char *name, size_t n)
+{
+    for (size_t i = 0; base_fields[i] != NULL; i++)
+        if (strlen(base_fields[i]) == n && memcmp(base_fields[i], name, n) == 0)
+            return 1;
+    for (size_t f = 0; f < conf->num_forms; f++)
+        for (size_t i = 0; i < conf->forms[f].num_fields; i++)
+            if (strlen(conf->forms[f].fields[i]) == n && memcmp(conf->forms[f].fields[i], name, n) == 0)
+                return 1;
+    return 0;
+}
+
+void ll__tpl_free(ll_tpl_t *t)
+{
+    if (t == NULL)
+        return;
+    free(t->path);
+    free(t->subject);
+    free(t->html);
+    free(t->text);
+    free(t);
+}
+
+/* One placeholder's inside: "name" or "name|fallback". */
+typedef struct {
+    const char *name;
+    size_t name_len;
+    const char *fallback;
+    size_t fallback_len;
+} ph_t;
+
+static void ph_split(const char *s, size_t n, ph_t *p)
+{
+    while (n > 0 && *s == ' ')
+        s++, n--;
+    while (n > 0 && s[n - 1] == ' ')
+        n--;
+    const char *bar = memchr(s, '|', n);
+    p->name = s;
+    p->name_len = bar ? (size_t)(bar - s) : n;
+    while (p->name_len > 0 && s[p->name_len - 1] == ' ')
+        p->name_len--;
+    p->fallback = bar ? bar + 1 : "";
+    p->fallback_len = bar ? n - (size_t)(bar + 1 - s) : 0;
+}
+
+/* Checks the placeholders of a part that starts at line `line` of the file. */
+static int check_placeholders(const ll_tpl_t *t, const ll_config_t *conf, const char *s, int line, char *err,
+                              size_t errlen)
+{
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p == '\n') {
+            line++;
+            continue;
+        }
+        if (p[0] != '{' || p[1] != '{')
+            continue;
+        const char *end = strstr(p + 2, "}}"), *nl = strchr(p + 2, '\n');
+        if (end == NULL || (nl != NULL && nl < end))
+            return ll_err(err, errlen, LL_EINVAL, "%s:%d: unclosed placeholder '{{' (no '}}' on the line)", t->path, line);
+        ph_t ph;
+        ph_split(p + 2, (size_t)(end - p - 2), &ph);
+        if (ph.name_len == 0)
+            return ll_err(err, errlen, LL_EINVAL, "%s:%d: empty placeholder", t->path, line);
+        if (!known_field(conf, ph.name, ph.name_len))
+            return ll_err(err, errlen, LL_EINVAL, "%s:%d: unknown field '%.*s'", t->path, line, (int)ph.name_len,
+                          ph.name);
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* Elements a template must close itself (HTML lets the parser close the others). */
+static int needs_end_tag(GumboTag tag)
+{
+    switch (tag) {
+    case GUMBO_TAG_A: case GUMBO_TAG_B: case GUMBO_TAG_I: case GUMBO_TAG_U: case GUMBO_TAG_S: case GUMBO_TAG_EM:
+    case GUMBO_TAG_STRONG: case GUMBO_TAG_SPAN: case GUMBO_TAG_DIV: case GUMBO_TAG_TABLE: case GUMBO_TAG_UL:
+    case GUMBO_TAG_OL: case GUMBO_TAG_H1: case GUMBO_TAG_H2: case GUMBO_TAG_H3: case GUMBO_TAG_H4: case GUMBO_TAG_H5:
+    case GUMBO_TAG_H6: case GUMBO_TAG_FONT: case GUMBO_TAG_CENTER: case GUMBO_TAG_BLOCKQUOTE: case GUMBO_TAG_PRE:
+    case GUMBO_TAG_CODE: case GUMBO_TAG_SMALL: case GUMBO_TAG_TITLE: case GUMBO_TAG_STYLE: case GUMBO_TAG_SCRIPT:
+    case GUMBO_TAG_SECTION: case GUMBO_TAG_HEADER: case GUMBO_TAG_FOOTER: case GUMBO_TAG_BUTTON:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The first element opened in the source but never closed, or NULL. */
+static const GumboNode *find_unclosed(const GumboNode *n, int depth)
+{
+    if (n->type != GUMBO_NODE_ELEMENT || depth > 200)
+        return NULL;
+    const GumboElement *e = &n->v.element;
+    if (e->original_tag.length > 0 && e->original_end_tag.length == 0 && needs_end_tag(e->tag))
+        return n;
+    for (unsigned i = 0; i < e->children.length; i++) {
+        const GumboNode *u = find_unclosed(e->children.data[i], depth + 1);
+        if (u != NULL)
+            return u;
+    }
+    return NULL;
+}
+
+static int check_html(const ll_tpl_t *t, char *err, size_t errlen)
+{
+    GumboOutput *out = gumbo_parse_with_options(&kGumboDefaultOptions, t->html, strlen(t->html));
+    if (out == NULL)
+        return ll_err(err, errlen, LL_EINVAL, "%s:%d: the HTML part cannot be parsed", t->path, t->html_line);
+    const GumboNode *u = find_unclosed(out->root, 0);
+    int rc = 0;
+    if (u != NULL)
+        rc = ll_err(err, errlen, LL_EINVAL, "%s:%u: unclosed tag <%s>", t->path,
+                    t->html_line + u->v.element.start_pos.line - 1, gumbo_normalized_tagname(u->v.element.tag));
+    /* A tag cut off by the end of the part ("<a href=x" and nothing after) never makes an element. */
+    const char *lt = strrchr(t->html, '<');
+    if (rc == 0 && lt != NULL && strchr(lt, '>') == NULL) {
+        int line = t->html_line;
+        for (const char *p = t->html; p < lt; p++)
+            line += *p == '\n';
+        rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: unclosed tag (no '>')", t->path, line);
+    }
+    gumbo_destroy_output(&kGumboDefaultOptions, out);
+    return rc;
+}
+
+int ll__tpl_load(const char *path, const ll_config_t *conf, ll_tpl_t **out, char *err, size_t errlen)
+{
+    FILE *fp = fopen(path, "rb");
+    *out = NULL;
+    if (fp == NULL)
+        return ll_err(err, errlen, LL_EIO, "%s: cannot open: %s", path, strerror(errno));
+    ll_tpl_t *t = ll_calloc(1, sizeof(*t));
+    t->path = ll_strdup(path);
+    ll_buf_t part[3]; /* subject, html, text */
+    for (int i = 0; i < 3; i++)
+        ll_buf_init(&part[i], LL_TPL_MAX);
+    char line[8192];
+    int lineno = 0, cur = -1, rc = 0;
+    while (fgets(line, sizeof(line), fp) != NULL) {
+        lineno++;
+        size_t n = strlen(line);
+        if (n == sizeof(line) - 1 && line[n - 1] != '\n') {
+            rc = ll_err(err, errlen, LL_ETOOBIG, "%s:%d: line longer than %zu bytes", path, lineno, sizeof(line) - 2);
+            goto out;
+        }
+        if (!ll_utf8_valid(line, n)) {
+            rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: not UTF-8", path, lineno);
+            goto out;
+        }
+        char *trim = line;
+        while (n > 0 && (trim[n - 1] == '\n' || trim[n - 1] == '\r'))
+            trim[--n] = '\0';
+        if (strncmp(trim, "--- ", 4) == 0) {
+            if (strcmp(trim + 4, "html") == 0)
+                cur = 1, t->html_line = lineno + 1;
+            else if (strcmp(trim + 4, "text") == 0)
+                cur = 2, t->text_line = lineno + 1;
+            else {
+                rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: unknown section '%s' (--- html or --- text)", path, lineno,
+                            trim + 4);
+                goto out;
+            }
+            if (part[cur].len != 0) {
+                rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: section '%s' appears twice", path, lineno, trim + 4);
+                goto out;
+            }
+            continue;
+        }
+        if (cur < 0) {
+            if (n == 0 || trim[0] == '#')
+                continue;
+            if (strncasecmp(trim, "Subject:", 8) != 0 || part[0].len != 0) {
+                rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: expected 'Subject: ...' and then '--- html' or '--- text'",
+                            path, lineno);
+                goto out;
+            }
+            const char *s = trim + 8;
+            while (*s == ' ')
+                s++;
+            for (const char *p = s; *p != '\0'; p++)
+                if ((unsigned char)*p < 0x20) {
+                    rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: control character in the subject", path, lineno);
+                    goto out;
+                }
+            if (ll_buf_appends(&part[0], s) != 0 || part[0].len > 900) {
+                rc = ll_err(err, errlen, LL_ETOOBIG, "%s:%d: subject too long", path, lineno);
+                goto out;
+            }
+            t->html_line = lineno; /* reused below for the subject's line */
+            continue;
+        }
+        if (ll_buf_append(&part[cur], trim, n) != 0 || ll_buf_append(&part[cur], "\n", 1) != 0) {
+            rc = ll_err(err, errlen, LL_ETOOBIG, "%s:%d: the part is larger than %d bytes", path, lineno, LL_TPL_MAX);
+            goto out;
+        }
+    }
+    if (ferror(fp)) {
+        rc = ll_err(err, errlen, LL_EIO, "%s: read error", path);
+        goto out;
+    }
+    int subject_line = part[0].len ? t->html_line : 1;
+    if (part[0].len == 0) {
+        rc = ll_err(err, errlen, LL_EINVAL, "%s:1: no 'Subject:' line", path);
+        goto out;
+    }
+    if (part[1].len == 0 && part[2].len == 0) {
+        rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: no '--- html' or '--- text' part", path, lineno);
+        goto out;
+    }
+    t->subject = ll_strdup(part[0].data);
+    t->html = ll_strdup(part[1].len ? part[1].data : "");
+    t->text = ll_strdup(part[2].len ? part[2].data : "");
+    if (part[1].len == 0)
+        t->html_line = 0;
+    if ((rc = check_placeholders(t, conf, t->subject, subject_line, err, errlen)) != 0 ||
+        (rc = check_placeholders(t, conf, t->html, t->html_line, err, errlen)) != 0 ||
+        (rc = check_placeholders(t, conf, t->text, t->text_line, err, errlen)) != 0)
+        goto out;
+    if (part[1].len != 0 && (rc = check_html(t, err, errlen)) != 0)
+        goto out;
+out:
+    for (int i = 0; i < 3; i++)
+        ll_buf_free(&part[i]);
+    fclose(fp);
+    if (rc != 0)
+        ll__tpl_free(t);
+    else
+        *out = t;
+    return rc;
+}
+
+/* ---- rendering ---- */
+
+static int append_html_escaped(ll_buf_t *b, const char *s, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        switch (s[i]) {
+        case '&': rc = ll_buf_appends(b, "&amp;"); break;
+        case '<': rc = ll_buf_appends(b, "&lt;"); break;
+        case '>': rc = ll_buf_appends(b, "&gt;"); break;
+        case '"': rc = ll_buf_appends(b, "&quot;"); break;
+        case '\'': rc = ll_buf_appends(b, "&#39;"); break;
+        default: rc = ll_buf_append(b, s + i, 1);
+        }
+    }
+    return rc;
+}
+
+/* Substitutes placeholders. mode 0: text, 1: HTML (escaped), 2: a header (controls dropped). */
+static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, ll_buf_t *out)
+{
+    int rc = 0;
+    for (const char *p = s; *p != '\0' && rc == 0;) {
+        const char *open = strstr(p, "{{");
+        const char *close = open ? strstr(open + 2, "}}") : NULL;
+        if (open == NULL || close == NULL) {
+            rc = ll_buf_appends(out, p);
+            break;
+        }
+        if ((rc = ll_buf_append(out, p, (size_t)(open - p))) != 0)
+            break;
+        ph_t ph;
+        ph_split(open + 2, (size_t)(close - open - 2), &ph);
+        char name[128];
+        snprintf(name, sizeof(name), "%.*s", (int)ph.name_len, ph.name);
+        const char *v = NULL;
+        char num[64];
+        size_t vl = 0;
+        if (strcmp(name, "email") == 0) {
+            v = r->email;
+        } else if (strcmp(name, "unsubscribe_url") == 0) {
+            v = r->unsub_url;
+        } else {
+            json_t *j = json_object_get(fields, name);
+            if (json_is_string(j))
+                v = json_string_value(j), vl = json_string_length(j);
+            else if (json_is_integer(j) || json_is_real(j)) {
+                if (json_is_integer(j))
+                    snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(j));
+                else
+                    snprintf(num, sizeof(num), "%g", json_real_value(j));
+                v = num;
+            }
+        }
+        if (v != NULL && vl == 0)
+            vl = strlen(v);
+        if (v == NULL || vl == 0)
+            v = ph.fallback, vl = ph.fallback_len;
+        if (mode == 1) {
+            rc = append_html_escaped(out, v, vl);
+        } else if (mode == 2) {
+            for (size_t i = 0; i < vl && rc == 0; i++)
+                rc = (unsigned char)v[i] < 0x20 ? ll_buf_append(out, " ", 1) : ll_buf_append(out, v + i, 1);
+        } else {
+            rc = ll_buf_append(out, v, vl);
+        }
+        p = close + 2;
+    }
+    return rc;
+}
+
+/* The signed click URL for dest; 0, or LL_EINVAL when dest cannot be signed (left as is). */
+static int click_url(ll_render_t *r, const char *dest, size_t n, uint32_t link, ll_buf_t *out)
+{
+    ll_token_t tok;
+    char b64[LL_TOKEN_B64_MAX];
+    if (n > LL_TOKEN_URL_MAX || ll_url_check_destination(dest, n) != 0)
+        return LL_EINVAL;
+    memset(&tok, 0, sizeof(tok));
+    tok.kind = LL_TOK_CLICK;
+    tok.send = r->send;
+    tok.contact = r->contact;
+    tok.link = link;
+    memcpy(tok.url, dest, n);
+    tok.url[n] = '\0';
+    tok.url_len = n;
+    if (ll_token_sign(r->keys, &tok, b64, sizeof(b64)) != 0)
+        return LL_EINVAL;
+    return ll_buf_printf(out, "%s/c/%s", r->public_url, b64);
+}
+
+/* Our own URLs (unsubscribe, already signed) are never wrapped. */
+static int is_own(ll_render_t *r, const char *url, size_t n)
+{
+    size_t pl = strlen(r->public_url);
+    return n > pl + 3 && memcmp(url, r->public_url, pl) == 0 &&
+           (memcmp(url + pl, "/u/", 3) == 0 || memcmp(url + pl, "/c/", 3) == 0 || memcmp(url + pl, "/o/", 3) == 0);
+}
+
+typedef struct {
+    size_t off, len; /* the attribute value in the source, quotes included */
+    const char *value;
+} href_t;
+
+static void collect_hrefs(const GumboNode *n, href_t *out, size_t *nout, size_t cap, int depth)
+{
+    if (n->type != GUMBO_NODE_ELEMENT || depth > 400)
+        return;
+    const GumboElement *e = &n->v.element;
+    if ((e->tag == GUMBO_TAG_A || e->tag == GUMBO_TAG_AREA) && *nout < cap) {
+        GumboAttribute *a = gumbo_get_attribute(&e->attributes, "href");
+        if (a != NULL && a->original_value.length > 0) {
+            out[*nout].off = a->value_start.offset;
+            out[*nout].len = a->original_value.length;
+            out[*nout].value = a->value;
+            (*nout)++;
+        }
+    }
+    for (unsigned i = 0; i < e->children.length; i++)
+        collect_hrefs(e->children.data[i], out, nout, cap, depth + 1);
+}
+
+#define MAX_LINKS 256
+
+static int rewrite_html(ll_render_t *r, const char *src, uint32_t *link, ll_buf_t *out)
+{
+    size_t len = strlen(src), nh = 0, pos = 0, body_end = len;
+    href_t *h = ll_calloc(MAX_LINKS, sizeof(*h));
+    int rc = 0;
+    GumboOutput *g = gumbo_parse_with_options(&kGumboDefaultOptions, src, len);
+    collect_hrefs(g->root, h, &nh, MAX_LINKS, 0);
+    /* The pixel goes before </body> when there is one, else at the end. */
+    const GumboVector *kids = &g->root->v.element.children;
+    for (unsigned i = 0; i < kids->length; i++) {
+        const GumboNode *k = kids->data[i];
+        if (k->type == GUMBO_NODE_ELEMENT && k->v.element.tag == GUMBO_TAG_BODY &&
+            k->v.element.original_end_tag.length > 0)
+            body_end = k->v.element.end_pos.offset;
+    }
+    ll_buf_t url;
+    ll_buf_init(&url, LL_TOKEN_B64_MAX + 1024);
+    for (size_t i = 0; i < nh && rc == 0; i++) {
+        const char *v = h[i].value;
+        size_t vl = strlen(v);
+        if (h[i].off < pos || h[i].off + h[i].len > len || is_own(r, v, vl))
+            continue;
+        ll_buf_reset(&url);
+        if (click_url(r, v, vl, *link, &url) != 0)
+            continue; /* mailto:, tel:, #anchors stay as they are */
+        (*link)++;
+        rc = ll_buf_append(out, src + pos, h[i].off - pos);
+        if (rc == 0)
+            rc = ll_buf_printf(out, "\"%s\"", url.data); /* base64url and the base URL need no escaping */
+        pos = h[i].off + h[i].len;
+    }
+    if (rc == 0 && body_end >= pos)
+        rc = ll_buf_append(out, src + pos, body_end - pos), pos = body_end;
+    if (rc == 0)
+        rc = ll_buf_printf(out, "<img src=\"%s\" width=\"1\" height=\"1\" alt=\"\" style=\"border:0\">", r->pixel_url);
+    if (rc == 0)
+        rc = ll_buf_append(out, src + pos, len - pos);
+    ll_buf_free(&url);
+    gumbo_destroy_output(&kGumboDefaultOptions, g);
+    free(h);
+    return rc;
+}
+
+static int url_char(unsigned char c)
+{
+    return c > 0x20 && c != 0x7f && c != '<' && c != '>' && c != '"' && c != '\'' && c != '`' && c != '\\';
+}
+
+static int rewrite_text(ll_render_t *r, const char *src, uint32_t *link, ll_buf_t *out)
+{
+    int rc = 0;
+    const char *p = src;
+    ll_buf_t url;
+    ll_buf_init(&url, LL_TOKEN_B64_MAX + 1024);
+    while (rc == 0 && *p != '\0') {
+        const char *a = strstr(p, "http"), *s;
+        if (a == NULL || (strncmp(a, "http://", 7) != 0 && strncmp(a, "https://", 8) != 0) ||
+            (a > src && (isalnum((unsigned char)a[-1])))) {
+            size_t n = a == NULL ? strlen(p) : (size_t)(a - p) + 4;
+            rc = ll_buf_append(out, p, n);
+            p += n;
+            continue;
+        }
+        for (s = a; url_char((unsigned char)*s); s++)
+            ;
+        /* Sentence punctuation and a closing bracket after a URL are not part of it. */
+        while (s > a && strchr(".,;:!?)]", s[-1]) != NULL)
+            s--;
+        size_t n = (size_t)(s - a);
+        if ((rc = ll_buf_append(out, p, (size_t)(a - p))) != 0)
+            break;
+        ll_buf_reset(&url);
+        if (!is_own(r, a, n) && click_url(r, a, n, *link, &url) == 0) {
+            (*link)++;
+            rc = ll_buf_append(out, url.data, url.len);
+        } else {
+            rc = ll_buf_append(out, a, n);
+        }
+        p = s;
+    }
+    ll_buf_free(&url);
+    return rc;
+}
+
+int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **html, char **text)
+{
+    json_error_t jerr;
+    json_t *fields = json_loads(r->fields_json ? r->fields_json : "{}", 0, &jerr);
+    ll_buf_t b[5];
+    int rc;
+    uint32_t link = 1;
+    for (int i = 0; i < 5; i++)
+        ll_buf_init(&b[i], LL_TPL_MAX * 2);
+    *subject = *html = *text = NULL;
+    if ((rc = substitute(t->subject, r, fields, 2, &b[0])) != 0 || (rc = substitute(t->html, r, fields, 1, &b[1])) != 0 ||
+        (rc = substitute(t->text, r, fields, 0, &b[2])) != 0)
+        goto out;
+    if (t->html[0] != '\0' && (rc = rewrite_html(r, b[1].data, &link, &b[3])) != 0)
+        goto out;
+    if (t->text[0] != '\0' && (rc = rewrite_text(r, b[2].data, &link, &b[4])) != 0)
+        goto out;
+    *subject = ll_strdup(b[0].data ? b[0].data : "");
+    *html = ll_strdup(b[3].data ? b[3].data : "");
+    *text = ll_strdup(b[4].data ? b[4].data : "");
+out:
+    for (int i = 0; i < 5; i++)
+        ll_buf_free(&b[i]);
+    json_decref(fields);
+    return rc;
+}

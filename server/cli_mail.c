@@ -1,0 +1,358 @@
+/*
+ * leadloop enroll | unenroll | contact import: nurture enrolment from the command line
+ * (program.h). Programs come from the configuration (-c FILE).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <csv.h>
+#include <jansson.h>
+#include "leadloop/ingest.h"
+#include "leadloop/program.h"
+#include "cli.h"
+
+#define IMPORT_MAX_COLS 64
+#define IMPORT_FIELD_MAX 4096
+#define IMPORT_LINE_MAX (1 << 20)
+
+static int store_failed(ll_cli_t *cli, const char *cmd, int rc)
+{
+    if (rc == LL_EFULL)
+        return ll__cli_fail(cmd, "%s: the store is full (raise map_size in the configuration)", cli->data_dir);
+    return ll__cli_fail(cmd, "%s: cannot update the store: %s", cli->data_dir, ll_strerror(rc));
+}
+
+static const ll_program_t *find_program(ll_cli_t *cli, const char *cmd, const char *id)
+{
+    const ll_program_t *p = ll_mail_program(cli->conf.mail, id);
+    if (p == NULL)
+        ll__cli_fail(cmd, "no program '%s' in the configuration%s", id,
+                     cli->conf.path == NULL ? " (give it with -c FILE)" : "");
+    return p;
+}
+
+/* Enrols in t; prints the outcome. 0, or an LL_E* store error. */
+static int enroll_one(ll_nurture_t *n, ll_txn_t *t, const ll_program_t *p, uint64_t id, const char *email, int quiet)
+{
+    int rc = ll_nurture_enroll(n, t, id, p, ll_now_us());
+    if (rc == 0) {
+        if (!quiet)
+            printf("enrolled %s in %s\n", email, p->id);
+        return 0;
+    }
+    if (rc == LL_EEXIST) {
+        printf("%s: already in %s (or finished it, and the program has no re-entry)\n", email, p->id);
+        return 0;
+    }
+    if (rc == LL_EINVAL) {
+        printf("%s: unsubscribed, bounced or do-not-contact: not enrolled in %s\n", email, p->id);
+        return 0;
+    }
+    return rc;
+}
+
+int ll__cli_enroll(ll_cli_t *cli, int argc, char **argv)
+{
+    static const char cmd[] = "enroll";
+    const ll_cli_opt_t opts[] = {{NULL, 0, NULL}};
+    char *pos[2], email[256];
+    ll_nurture_t n;
+    ll_txn_t t = {NULL, NULL, 0};
+    uint64_t id;
+    int npos, rc, created;
+    if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 2, &npos)) != 0)
+        return rc;
+    if (npos != 2)
+        return ll__cli_usage(cmd, "usage: enroll EMAIL PROGRAM");
+    const ll_program_t *p = find_program(cli, cmd, pos[1]);
+    if (p == NULL || (rc = ll__cli_email(cmd, NULL, pos[0], email)) != 0 || (rc = ll__cli_store(cli, cmd, 1)) != 0)
+        return p == NULL ? LL_CLI_FAIL : rc;
+    if ((rc = ll_nurture_open(cli->store, &n)) != 0 || (rc = ll_txn_begin(cli->store, 0, &t)) != 0 ||
+        (rc = ll_contact_upsert(&t, email, NULL, &id, &created)) != 0 ||
+        (rc = enroll_one(&n, &t, p, id, email, 0)) != 0 || (rc = ll_txn_commit(&t)) != 0) {
+        ll_txn_abort(&t);
+        return store_failed(cli, cmd, rc);
+    }
+    return 0;
+}
+
+int ll__cli_unenroll(ll_cli_t *cli, int argc, char **argv)
+{
+    static const char cmd[] = "unenroll";
+    const ll_cli_opt_t opts[] = {{NULL, 0, NULL}};
+    char *pos[2], email[256];
+    ll_nurture_t n;
+    ll_txn_t t = {NULL, NULL, 0};
+    uint64_t id;
+    int npos, rc;
+    if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 2, &npos)) != 0)
+        return rc;
+    if (npos != 2)
+        return ll__cli_usage(cmd, "usage: unenroll EMAIL PROGRAM");
+    if ((rc = ll__cli_email(cmd, NULL, pos[0], email)) != 0 || (rc = ll__cli_contact_id(cli, cmd, NULL, email, &id)) != 0)
+        return rc;
+    if ((rc = ll_nurture_open(cli->store, &n)) != 0 || (rc = ll_txn_begin(cli->store, 0, &t)) != 0)
+        return store_failed(cli, cmd, rc);
+    rc = ll_nurture_exit(&n, &t, id, pos[1], LL_EXIT_UNENROLLED);
+    if (rc == LL_ENOTFOUND) {
+        ll_txn_abort(&t);
+        return ll__cli_fail(cmd, "%s is not active in program '%s'", email, pos[1]);
+    }
+    if (rc != 0 || (rc = ll_txn_commit(&t)) != 0) {
+        ll_txn_abort(&t);
+        return store_failed(cli, cmd, rc);
+    }
+    printf("unenrolled %s from %s\n", email, pos[1]);
+    return 0;
+}
+
+/* ---- contact import ---- */
+
+typedef struct {
+    const char *file;
+    char *cols[IMPORT_MAX_COLS];
+    size_t ncols;
+    int header_done, header_bad;
+    /* the row being read */
+    char *vals[IMPORT_MAX_COLS];
+    size_t nvals;
+    int too_many;
+    long row_line;
+    int row_ended;
+    /* the store */
+    ll_cli_t *cli;
+    ll_txn_t *t;
+    ll_nurture_t *n;
+    const ll_program_t *program;
+    int email_col;
+    size_t created, updated, bad, enrolled;
+    int rc;
+} import_t;
+
+static void on_field(void *s, size_t len, void *arg)
+{
+    import_t *im = arg;
+    if (im->nvals == IMPORT_MAX_COLS) {
+        im->too_many = 1;
+        return;
+    }
+    im->vals[im->nvals++] = ll_strndup(s != NULL ? s : "", len > IMPORT_FIELD_MAX ? IMPORT_FIELD_MAX + 1 : len);
+}
+
+static void row_clear(import_t *im)
+{
+    for (size_t i = 0; i < im->nvals; i++)
+        free(im->vals[i]);
+    im->nvals = 0;
+    im->too_many = 0;
+}
+
+static void bad_row(import_t *im, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "leadloop: contact import: %s:%ld: ", im->file, im->row_line);
+    fprintf(stderr, fmt, arg);
+    fputs("; row skipped\n", stderr);
+    im->bad++;
+}
+
+static int field_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+              *s == '.' || *s == '-'))
+            return 0;
+    return 1;
+}
+
+static void import_row(import_t *im)
+{
+    char email[256];
+    if (im->nvals == 1 && im->vals[0][0] == '\0')
+        return; /* a blank line */
+    if (!im->header_done) {
+        im->header_done = 1;
+        im->email_col = -1;
+        for (size_t i = 0; i < im->nvals; i++) {
+            char *c = im->vals[i];
+            for (char *p = c; *p; p++)
+                if (*p >= 'A' && *p <= 'Z')
+                    *p = (char)(*p - 'A' + 'a');
+            if (!field_name_ok(c)) {
+                fprintf(stderr, "leadloop: contact import: %s:%ld: column '%s' is not a field name\n", im->file,
+                        im->row_line, c);
+                im->header_bad = 1;
+            }
+            if (strcmp(c, "email") == 0)
+                im->email_col = (int)i;
+            im->cols[i] = c;
+            im->vals[i] = NULL;
+        }
+        im->ncols = im->nvals;
+        im->nvals = 0;
+        if (im->email_col < 0) {
+            fprintf(stderr, "leadloop: contact import: %s:%ld: the header has no 'email' column\n", im->file,
+                    im->row_line);
+            im->header_bad = 1;
+        }
+        return;
+    }
+    if (im->header_bad || im->rc != 0)
+        return;
+    if (im->too_many || im->nvals != im->ncols) {
+        char n[32];
+        snprintf(n, sizeof(n), "%zu", im->nvals);
+        bad_row(im, "%s fields where the header has a different number", n);
+        return;
+    }
+    const char *raw = im->vals[im->email_col];
+    if (ll_email_normalize(raw, strlen(raw), email) != 0) {
+        bad_row(im, "'%.200s' is not an email address", raw);
+        return;
+    }
+    json_t *fields = json_object();
+    for (size_t i = 0; i < im->ncols; i++) {
+        if ((int)i == im->email_col || im->vals[i][0] == '\0')
+            continue;
+        if (strlen(im->vals[i]) > IMPORT_FIELD_MAX || !ll_utf8_valid(im->vals[i], strlen(im->vals[i]))) {
+            bad_row(im, "field '%s' is too long or not UTF-8", im->cols[i]);
+            json_decref(fields);
+            return;
+        }
+        json_object_set_new(fields, im->cols[i], json_string(im->vals[i]));
+    }
+    char *fj = json_object_size(fields) ? json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(fields);
+    if (fj != NULL && strlen(fj) > ll_event_field_limit(LL_F_FIELDS)) {
+        bad_row(im, "%s: the fields are too large", email);
+        free(fj);
+        return;
+    }
+    uint64_t id;
+    int created, rc;
+    ll_buf_t rec;
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    if ((rc = ll_contact_upsert(im->t, email, fj, &id, &created)) == 0) {
+        ll_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.type = LL_EV_IDENTIFY;
+        ev.time_us = ll_now_us();
+        ev.contact = id;
+        if (fj != NULL)
+            ev.f[LL_F_FIELDS] = ll_str(fj, strlen(fj));
+        ev.f[LL_F_DATA] = LL_STR_LIT("{\"source\":\"import\"}");
+        ll_ingest_t in;
+        memset(&in, 0, sizeof(in));
+        if ((rc = ll_event_encode(&ev, &rec)) == 0) {
+            in.rec = (uint8_t *)rec.data;
+            in.len = rec.len;
+            rc = ll_ingest(im->t, &in);
+        }
+    }
+    if (rc == 0) {
+        created ? im->created++ : im->updated++;
+        if (im->program != NULL) {
+            int erc = ll_nurture_enroll(im->n, im->t, id, im->program, ll_now_us());
+            if (erc == 0)
+                im->enrolled++;
+            else if (erc != LL_EEXIST && erc != LL_EINVAL)
+                rc = erc;
+        }
+    }
+    ll_buf_free(&rec);
+    free(fj);
+    im->rc = rc;
+}
+
+static void on_row(int term, void *arg)
+{
+    import_t *im = arg;
+    import_row(im);
+    row_clear(im);
+    im->row_ended = 1;
+}
+
+int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv)
+{
+    static const char cmd[] = "contact import";
+    const char *enroll = NULL;
+    const ll_cli_opt_t opts[] = {{"--enroll", 1, &enroll}, {NULL, 0, NULL}};
+    char *pos[1];
+    int npos, rc;
+    ll_nurture_t n;
+    ll_txn_t t = {NULL, NULL, 0};
+    struct csv_parser csv;
+    import_t im;
+    memset(&im, 0, sizeof(im));
+    if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 1, &npos)) != 0)
+        return rc;
+    if (npos != 1)
+        return ll__cli_usage(cmd, "usage: contact import FILE.csv [--enroll PROGRAM]");
+    if (enroll != NULL && (im.program = find_program(cli, cmd, enroll)) == NULL)
+        return LL_CLI_FAIL;
+    FILE *fp = strcmp(pos[0], "-") == 0 ? stdin : fopen(pos[0], "rb");
+    if (fp == NULL)
+        return ll__cli_fail(cmd, "%s: cannot open: %s", pos[0], strerror(errno));
+    if ((rc = ll__cli_store(cli, cmd, 1)) != 0)
+        goto close;
+    if ((rc = ll_nurture_open(cli->store, &n)) != 0 || (rc = ll_txn_begin(cli->store, 0, &t)) != 0) {
+        rc = store_failed(cli, cmd, rc);
+        goto close;
+    }
+    im.file = pos[0];
+    im.cli = cli;
+    im.t = &t;
+    im.n = &n;
+    csv_init(&csv, CSV_STRICT | CSV_APPEND_NULL);
+    char *line = ll_malloc(IMPORT_LINE_MAX);
+    long lineno = 0;
+    int new_row = 1;
+    while (im.rc == 0 && fgets(line, IMPORT_LINE_MAX, fp) != NULL) {
+        lineno++;
+        if (new_row)
+            im.row_line = lineno;
+        size_t len = strlen(line);
+        im.row_ended = 0;
+        if (csv_parse(&csv, line, len, on_field, on_row, &im) != len) {
+            fprintf(stderr, "leadloop: contact import: %s:%ld: %s; row skipped\n", pos[0], im.row_line,
+                    csv_strerror(csv_error(&csv)));
+            im.bad++;
+            /* Start again on the next line: the broken row is dropped whole. */
+            csv_free(&csv);
+            row_clear(&im);
+            csv_init(&csv, CSV_STRICT | CSV_APPEND_NULL);
+            new_row = 1;
+            continue;
+        }
+        /* A quoted field may run over several lines: the next row starts after a row ended. */
+        new_row = im.row_ended;
+    }
+    if (im.rc == 0)
+        csv_fini(&csv, on_field, on_row, &im);
+    csv_free(&csv);
+    row_clear(&im);
+    free(line);
+    if (im.rc != 0) {
+        rc = store_failed(cli, cmd, im.rc);
+    } else if (!im.header_done || im.header_bad) {
+        rc = ll__cli_fail(cmd, "%s: %s", pos[0], im.header_done ? "bad header; nothing imported" : "empty file");
+    } else if ((rc = ll_txn_commit(&t)) != 0) {
+        rc = store_failed(cli, cmd, rc);
+    } else {
+        printf("imported %zu contact(s): %zu created, %zu updated, %zu bad row(s) skipped", im.created + im.updated,
+               im.created, im.updated, im.bad);
+        if (im.program != NULL)
+            printf(", %zu enrolled in %s", im.enrolled, im.program->id);
+        printf("\n");
+        rc = 0;
+    }
+    ll_txn_abort(&t);
+    for (size_t i = 0; i < im.ncols; i++)
+        free(im.cols[i]);
+close:
+    if (fp != stdin)
+        fclose(fp);
+    return rc;
+}

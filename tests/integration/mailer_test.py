@@ -1,0 +1,632 @@
+#!/usr/bin/env python3
+"""
+Mailer suite: leadloop-mailer against a real SMTP server (aiosmtpd storing a Maildir, with
+STARTTLS on a certificate made by openssl here), beside the real leadloopd.
+
+Run from the repository root:  python3 tests/integration/mailer_test.py [SUBSTRING ...]
+  LEADLOOPD, LEADLOOP, LEADLOOP_MAILER  binaries (default bin/...)
+The clock of the mailer and the CLI is pinned with LEADLOOP_FAKE_TIME (seconds), so a
+program's delays are crossed by running `leadloop-mailer --once` at later times.
+Output: "ok NAME" / "FAIL NAME: reason", last line "mailer: N passed, N failed".
+Python 3 standard library only (the SMTP server runs under /usr/bin/python3, which has aiosmtpd).
+"""
+import base64
+import email
+import email.policy
+import html.parser
+import json
+import mailbox
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as it  # noqa: E402  (the integration suite's Server and helpers)
+from run import check, TestFailure, free_port, child_env  # noqa: E402
+
+MAILER = os.environ.get('LEADLOOP_MAILER', os.path.join(os.path.dirname(it.LEADLOOP) or 'bin', 'leadloop-mailer'))
+HERE = os.path.dirname(os.path.abspath(__file__))
+SYS_PYTHON = '/usr/bin/python3'
+T0 = 1800000000  # 2027-01-15T08:00:00Z, a Friday
+HOUR, DAY = 3600, 86400
+
+TEMPLATES = {
+    'step1.tpl': '''Subject: Welcome, {{first_name|there}} (step 1) — café
+--- html
+<html><head><title>Welcome</title></head><body>
+<p>Hi {{first_name|there}} from {{company|your company}},</p>
+<p><a href="https://site.example/pricing?plan=pro&amp;x=1">See pricing</a>
+and <a href='https://docs.example/start'>read the docs</a>,
+or <a href="mailto:help@example.com">mail us</a>.</p>
+<p><a href="{{unsubscribe_url}}">Unsubscribe</a></p>
+</body></html>
+--- text
+Hi {{first_name|there}},
+See pricing: https://site.example/pricing?plan=pro&x=1.
+Docs (https://docs.example/start).
+Unsubscribe: {{unsubscribe_url}}
+''',
+    'step2.tpl': '''Subject: Step 2 for {{first_name|there}}
+--- html
+<p>A case study: <a href="https://site.example/case?id=7">read it</a></p>
+<p><a href="{{unsubscribe_url}}">Unsubscribe</a></p>
+--- text
+A case study: https://site.example/case?id=7
+Unsubscribe: {{unsubscribe_url}}
+''',
+    'step3.tpl': '''Subject: Step 3: last one
+--- html
+<p>Book a demo: <a href="https://site.example/demo">here</a> <b>{{name|friend}}</b></p>
+--- text
+Book a demo: https://site.example/demo
+''',
+}
+
+
+def program_conf(smtp_port, tpl_dir, tls=True, extra_mailer='', steps=None, program_extra=''):
+    steps = steps or '''      - template: step1.tpl
+      - template: step2.tpl
+        delay: 1 hour
+      - template: step3.tpl
+        delay: 2 days
+        after: enrolment'''
+    return f'''smtp:
+  host: localhost
+  port: {smtp_port}
+  starttls: {"required" if tls else "false"}
+  ca_file: {it.yaml_str(os.path.join(CERTS, "cert.pem")) if tls else '""'}
+  timeout: 10
+mailer:
+  from: news@example.com
+  from_name: Example News
+  templates: {it.yaml_str(tpl_dir)}
+  connections: 2
+{extra_mailer}
+programs:
+  nurture:
+    steps:
+{steps}
+{program_extra}
+'''
+
+
+CERTS = None
+
+
+def make_certs():
+    global CERTS
+    CERTS = tempfile.mkdtemp(prefix='ll-mail-certs-')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost',
+                    '-addext', 'subjectAltName=DNS:localhost', '-keyout', os.path.join(CERTS, 'key.pem'),
+                    '-out', os.path.join(CERTS, 'cert.pem')], check=True, capture_output=True)
+
+
+class Smtp:
+    def __init__(self, tmp, tls=True, delay=0):
+        self.dir = os.path.join(tmp, 'maildir')
+        self.port = free_port()
+        self.log = os.path.join(tmp, 'smtp.log')
+        args = [SYS_PYTHON, os.path.join(HERE, 'smtp_server.py'), self.dir, str(self.port)]
+        if tls:
+            args += ['--cert', os.path.join(CERTS, 'cert.pem'), '--key', os.path.join(CERTS, 'key.pem')]
+        if delay:
+            args += ['--delay', str(delay)]
+        self.logf = open(self.log, 'wb')
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.logf)
+        line = self.proc.stdout.readline()
+        check(line.strip() == b'ready', f'SMTP server did not start: {line!r} {open(self.log).read()[-2000:]}')
+
+    def messages(self):
+        box = mailbox.Maildir(self.dir, create=False)
+        out = []
+        for key in box.keys():
+            with open(os.path.join(self.dir, 'new', key) if os.path.exists(os.path.join(self.dir, 'new', key))
+                      else os.path.join(self.dir, 'cur', key), 'rb') as f:
+                out.append(email.message_from_bytes(f.read(), policy=email.policy.default))
+        out.sort(key=lambda m: float(m['X-Received-At']))
+        return out
+
+    def count(self):
+        d = os.path.join(self.dir, 'new')
+        return len(os.listdir(d)) if os.path.isdir(d) else 0
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        self.logf.close()
+
+
+SMTPS = []
+
+
+class Env:
+    """leadloopd + the SMTP server + templates + a configuration with the program."""
+
+    def __init__(self, tls=True, delay=0, templates=None, **kw):
+        self.tmp = tempfile.mkdtemp(prefix='ll-mail-')
+        self.tpl = os.path.join(self.tmp, 'templates')
+        os.makedirs(self.tpl)
+        for name, text in (templates or TEMPLATES).items():
+            with open(os.path.join(self.tpl, name), 'w') as f:
+                f.write(text)
+        self.smtp = Smtp(self.tmp, tls=tls, delay=delay)
+        SMTPS.append(self.smtp)
+        self.server = it.Server(conf=program_conf(self.smtp.port, self.tpl, tls=tls, **kw), tmp=self.tmp)
+        self.server.start()
+        self.mailer_logs = []
+        self.smtp_tls = tls
+
+    def env(self, t):
+        e = child_env()
+        e['LEADLOOP_FAKE_TIME'] = str(int(t))
+        return e
+
+    def cli(self, t, *args, ok=True):
+        p = subprocess.run([it.LEADLOOP, '-d', self.server.data, '-c', self.server.conf, *args], capture_output=True,
+                           timeout=30, env=self.env(t))
+        if ok and p.returncode != 0:
+            raise TestFailure(f'leadloop {args} exited {p.returncode}: {p.stderr.decode(errors="replace")}')
+        return p
+
+    def mailer(self, t, ok=True, wait=True):
+        args = [MAILER, '-c', self.server.conf, '-d', self.server.data, '--once']
+        if not wait:
+            return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env(t))
+        p = subprocess.run(args, capture_output=True, timeout=60, env=self.env(t))
+        self.mailer_logs.append(p.stderr.decode(errors='replace'))
+        if ok and p.returncode != 0:
+            raise TestFailure(f'leadloop-mailer exited {p.returncode}: {p.stderr.decode(errors="replace")}')
+        for m in it.SANITIZER_MARKS:
+            check(m not in p.stderr.decode(errors='replace'), f'leadloop-mailer stderr shows {m!r}')
+        return p
+
+    def import_csv(self, t, rows, enroll='nurture'):
+        path = os.path.join(self.tmp, 'contacts.csv')
+        with open(path, 'w') as f:
+            f.write(rows)
+        return self.cli(t, 'contact', 'import', path, *(['--enroll', enroll] if enroll else []))
+
+    def close(self):
+        self.server.stop()
+        self.smtp.stop()
+
+
+def recipients(msgs):
+    return sorted(m['To'].addresses[0].addr_spec for m in msgs)
+
+
+class LinkParser(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.hrefs, self.imgs = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == 'a' and 'href' in a:
+            self.hrefs.append(a['href'])
+        if tag == 'img' and 'src' in a:
+            self.imgs.append(a['src'])
+
+
+def parts(msg):
+    check(msg.get_content_type() == 'multipart/alternative', f'not multipart/alternative: {msg.get_content_type()}')
+    plain = msg.get_body(preferencelist=('plain',))
+    htmlp = msg.get_body(preferencelist=('html',))
+    check(plain is not None and htmlp is not None, 'missing text or HTML part')
+    for p in (plain, htmlp):
+        check(p.get_content_charset() == 'utf-8', f'charset {p.get_content_charset()}')
+        check(p['Content-Transfer-Encoding'] in ('quoted-printable', 'base64'), p['Content-Transfer-Encoding'])
+    return plain.get_content(), htmlp.get_content()
+
+
+def token_payload(tok):
+    raw = base64.urlsafe_b64decode(tok + '=' * (-len(tok) % 4))
+    ver, kind, kid, issued, send, contact, link, ulen = struct.unpack('>BBBIQQIH', raw[:29])
+    return {'kind': kind, 'send': send, 'contact': contact, 'link': link, 'url': raw[29:29 + ulen].decode()}
+
+
+def check_message(env, msg):
+    """Headers and parts of one message; returns (send id, text, html)."""
+    check(not msg.defects, f'MIME defects: {msg.defects}')
+    for h in ('Message-ID', 'Date', 'From', 'To', 'Subject', 'MIME-Version', 'List-Unsubscribe'):
+        check(msg[h], f'missing header {h}')
+    check(re.match(r'<[^<>@\s]+@example\.com>\Z', msg['Message-ID']), f'Message-ID {msg["Message-ID"]!r}')
+    check(msg['List-Unsubscribe-Post'] == 'List-Unsubscribe=One-Click', msg['List-Unsubscribe-Post'])
+    lu = re.findall(r'<([^>]+)>', msg['List-Unsubscribe'])
+    check(len(lu) == 2 and lu[0].startswith(env.server.base + '/u/') and lu[1].startswith('mailto:news@example.com?'),
+          f'List-Unsubscribe {msg["List-Unsubscribe"]!r}')
+    check(msg['X-TLS'] == ('yes' if env.smtp_tls else 'no'), f'TLS: {msg["X-TLS"]}')
+    send = int(msg['X-Leadloop-Send'])
+    text, htm = parts(msg)
+    return send, text, htm
+
+
+def links_of(env, text, htm):
+    lp = LinkParser()
+    lp.feed(htm)
+    text_links = re.findall(r'https?://[^\s<>"\')]+[^\s<>"\').,;:]', text)
+    return lp.hrefs, text_links, lp.imgs
+
+
+# ---------------------------------------------------------------------------------------
+
+def test_template_errors_reported_at_start():
+    for name, body, want in (
+            ('bad1.tpl', 'Subject: Hi {{nickname}}\n--- text\nhello\n', 'bad1.tpl:1: unknown field \'nickname\''),
+            ('bad2.tpl', 'Subject: Hi\n--- html\n<p>one</p>\n<p><a href="https://x.example/">two</p>\n',
+             'bad2.tpl:4: unclosed tag <a>'),
+            ('bad3.tpl', 'Subject: Hi\n--- text\nline\nHello {{first_name\n', 'bad3.tpl:4: unclosed placeholder'),
+    ):
+        env = Env(templates={name: body}, steps=f'      - template: {name}')
+        try:
+            env.import_csv(T0, 'email\na@example.com\n')
+            p = env.mailer(T0, ok=False)
+            err = p.stderr.decode()
+            check(p.returncode == 1, f'{name}: exit {p.returncode}')
+            check(want in err, f'{name}: expected {want!r} in {err!r}')
+            check(env.smtp.count() == 0, f'{name}: something was sent')
+        finally:
+            env.close()
+
+
+def test_three_step_program_over_starttls():
+    env = Env()
+    env.smtp_tls = True
+    try:
+        p = env.import_csv(T0, 'email,first_name,company\nann@example.com,Ann,"Acme, Inc"\n'
+                               'not-an-email,Bob,X\nbob@example.com,,\n"broken"quote,x,y\n'
+                               'cid@example.com,Cid\n')
+        out, err = p.stdout.decode(), p.stderr.decode()
+        check('2 created' in out and '2 enrolled in nurture' in out and '3 bad row(s)' in out, f'import: {out!r}')
+        for line in ('contacts.csv:3:', 'contacts.csv:5:', 'contacts.csv:6:'):
+            check(line in err, f'import did not report {line} in {err!r}')
+
+        env.mailer(T0)
+        msgs = env.smtp.messages()
+        check(recipients(msgs) == ['ann@example.com', 'bob@example.com'], f'step 1 went to {recipients(msgs)}')
+        ann = [m for m in msgs if m['To'].addresses[0].addr_spec == 'ann@example.com'][0]
+        check(ann['Subject'] == 'Welcome, Ann (step 1) — café', f'subject {ann["Subject"]!r}')
+        bob = [m for m in msgs if m['To'].addresses[0].addr_spec == 'bob@example.com'][0]
+        check(bob['Subject'].startswith('Welcome, there '), f'fallback: {bob["Subject"]!r}')
+        _, btext, bhtml = check_message(env, bob)
+        check('your company' in bhtml, 'HTML fallback missing')
+        send, text, htm = check_message(env, ann)
+        check('Acme, Inc' in htm, 'field not rendered')
+
+        # Nothing more until an hour has passed.
+        env.mailer(T0 + 30 * 60)
+        check(env.smtp.count() == 2, f'{env.smtp.count()} messages after 30 minutes')
+        env.mailer(T0 + HOUR + 1)
+        msgs = env.smtp.messages()
+        check(len(msgs) == 4 and all('Step 2' in m['Subject'] for m in msgs[2:]), [m['Subject'] for m in msgs])
+        for m in msgs[2:]:
+            check_message(env, m)
+        # Step 3 counts from enrolment: two days after it, not after step 2.
+        env.mailer(T0 + 2 * DAY - 60)
+        check(env.smtp.count() == 4, 'step 3 went early')
+        env.mailer(T0 + 2 * DAY)
+        msgs = env.smtp.messages()
+        check(len(msgs) == 6 and all('Step 3' in m['Subject'] for m in msgs[4:]), [m['Subject'] for m in msgs])
+        env.mailer(T0 + 30 * DAY)
+        check(env.smtp.count() == 6, 'a finished program sent again')
+        sends = {int(m['X-Leadloop-Send']) for m in msgs}
+        check(len(sends) == 6, f'send ids {sends}')
+        tl = env.server.contact_json('ann@example.com')
+        sent = [e for e in tl['events'] if e['type'] == 'sent']
+        check(len(sent) == 3, f'ann has {len(sent)} sent events')
+    finally:
+        env.close()
+
+
+def test_links_pixel_and_timeline():
+    env = Env()
+    env.smtp_tls = True
+    try:
+        env.import_csv(T0, 'email,first_name\nann@example.com,Ann\n')
+        env.mailer(T0)
+        msg = env.smtp.messages()[0]
+        send, text, htm = check_message(env, msg)
+        hrefs, tlinks, imgs = links_of(env, text, htm)
+        base = env.server.base
+        click = [h for h in hrefs if h.startswith(base + '/c/')]
+        check(len(click) == 2, f'HTML links {hrefs}')
+        check('mailto:help@example.com' in hrefs, 'mailto link was rewritten or lost')
+        check(any(h.startswith(base + '/u/') for h in hrefs), 'no unsubscribe link in HTML')
+        check(not any('site.example' in h or 'docs.example' in h for h in hrefs + tlinks), 'an unsigned link remains')
+        tclick = [u for u in tlinks if u.startswith(base + '/c/')]
+        check(len(tclick) == 2, f'text links {tlinks}')
+        want = {'https://site.example/pricing?plan=pro&x=1', 'https://docs.example/start'}
+        links = set()
+        for u in click + tclick:
+            tok = u[len(base) + 3:]
+            pl = token_payload(tok)
+            check(pl['kind'] == 1 and pl['send'] == send, f'token {pl}')
+            check(pl['url'] in want, f'token url {pl["url"]!r}')
+            links.add(pl['link'])
+            r = env.server.get('/c/' + tok)
+            check(r.status == 302, f'click answered {r.status}')
+            loc = r.header('Location')
+            check(loc.startswith(pl['url'].split('#')[0]), f'redirect to {loc!r}, expected {pl["url"]!r}')
+        check(len(links) == 4, f'link indexes {links}')
+        # A changed token is refused.
+        bad = click[0][len(base) + 3:]
+        bad = bad[:-3] + ('A' if bad[-3] != 'A' else 'B') + bad[-2:]
+        check(env.server.get('/c/' + bad).status == 404, 'a changed token redirected')
+        pix = [i for i in imgs if i.startswith(base + '/o/')]
+        check(len(pix) == 1, f'pixel {imgs}')
+        r = env.server.get(pix[0][len(base):])
+        check(r.status == 200 and r.body[:6] in (b'GIF89a', b'GIF87a'), f'pixel answered {r.status}')
+        tl = env.server.contact_json('ann@example.com')
+        by = {}
+        for e in tl['events']:
+            by.setdefault(e['type'], []).append(e)
+        check(len(by.get('click', [])) == 4 and all(e.get('send') == send for e in by['click']), f'clicks {by.get("click")}')
+        check(len(by.get('open', [])) == 1 and by['open'][0].get('send') == send, f'opens {by.get("open")}')
+        check(len(by.get('sent', [])) == 1 and by['sent'][0].get('send') == send, f'sent {by.get("sent")}')
+        text_show = env.server.contact_show('ann@example.com')
+        check(f'send={send}' in text_show and 'sent' in text_show, text_show)
+    finally:
+        env.close()
+
+
+def test_one_click_unsubscribe_stops_the_program():
+    env = Env()
+    env.smtp_tls = True
+    try:
+        env.import_csv(T0, 'email\nann@example.com\nbob@example.com\n')
+        env.mailer(T0)
+        msg = [m for m in env.smtp.messages() if m['To'].addresses[0].addr_spec == 'ann@example.com'][0]
+        url = re.findall(r'<([^>]+)>', msg['List-Unsubscribe'])[0]
+        path = url[len(env.server.base):]
+        r = env.server.get(path)
+        check(r.status == 200 and b'<form method="post"' in r.body, f'GET {r.status} {r.body[:300]!r}')
+        check(env.server.contact_json('ann@example.com')['contact']['flags'] == [], 'GET changed the contact')
+        r = env.server.post(path, 'List-Unsubscribe=One-Click', 'application/x-www-form-urlencoded', ua=None)
+        check(r.status == 200, f'POST answered {r.status} {r.body[:200]!r}')
+        c = env.server.contact_json('ann@example.com')
+        check(c['contact']['flags'] == ['unsubscribed'], f'flags {c["contact"]["flags"]}')
+        check(any(e['type'] == 'unsubscribe' and e.get('send') for e in c['events']), 'no unsubscribe event')
+        check(env.server.post(path[:-2] + 'zz', 'List-Unsubscribe=One-Click', 'application/x-www-form-urlencoded').status
+              == 404, 'a changed unsubscribe token was accepted')
+        env.mailer(T0 + 3 * DAY)
+        env.mailer(T0 + 3 * DAY + 1)  # one step per enrollment a pass: step 3 comes in the next
+        later = env.smtp.messages()[2:]
+        check(recipients(later) == ['bob@example.com', 'bob@example.com'], f'after the opt-out: {recipients(later)}')
+        check('leaves nurture' in env.mailer_logs[-2], 'the opted-out contact did not leave the program')
+        # Enrolling again is refused.
+        p = env.cli(T0 + 3 * DAY, 'enroll', 'ann@example.com', 'nurture')
+        check(b'not enrolled' in p.stdout, p.stdout)
+    finally:
+        env.close()
+
+
+def test_hard_bounce_suppresses_and_soft_bounce_retries():
+    env = Env(extra_mailer='  retry: 600')
+    env.smtp_tls = True
+    try:
+        env.import_csv(T0, 'email\nbounce.me@example.com\ndefer.me@example.com\nok@example.com\n')
+        env.mailer(T0)
+        check(recipients(env.smtp.messages()) == ['ok@example.com'], recipients(env.smtp.messages()))
+        c = env.server.contact_json('bounce.me@example.com')
+        check(c['contact']['flags'] == ['bounced'], f'flags {c["contact"]["flags"]}')
+        check(any(e['type'] == 'bounce' for e in c['events']), 'no bounce event')
+        d = env.server.contact_json('defer.me@example.com')
+        check(d['contact']['flags'] == [], f'4xx flagged the contact: {d["contact"]["flags"]}')
+        check(not any(e['type'] in ('bounce', 'sent') for e in d['events']), f'4xx recorded {d["events"]}')
+        env.mailer(T0 + 3 * DAY)
+        got = recipients(env.smtp.messages())
+        check('bounce.me@example.com' not in got, 'a bounced contact was mailed again')
+        log = env.mailer_logs[-1]
+        check('bounce.me@example.com' not in log or 'opted out' in log, log)
+        check('defer.me@example.com: deferred' in log or 'retry' in log, f'no retry in {log!r}')
+        p = env.cli(T0, 'enroll', 'bounce.me@example.com', 'nurture')
+        check(b'not enrolled' in p.stdout, p.stdout)
+    finally:
+        env.close()
+
+
+def test_kill_mid_batch_then_restart_sends_each_exactly_once():
+    env = Env(delay=0.03, extra_mailer='  batch: 1000')
+    env.smtp_tls = True
+    n = 40
+    try:
+        rows = 'email\n' + ''.join(f'user{i}@example.com\n' for i in range(n))
+        env.import_csv(T0, rows)
+        proc = env.mailer(T0, wait=False)
+        deadline = time.time() + 30
+        while env.smtp.count() < 8 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        check(proc.poll() is None, f'the mailer finished before it could be killed ({env.smtp.count()} sent)')
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        first = env.smtp.count()
+        check(0 < first < n, f'{first} of {n} sent before the kill')
+        env.mailer(T0 + 5)
+        msgs = env.smtp.messages()
+        got = recipients(msgs)
+        want = sorted(f'user{i}@example.com' for i in range(n))
+        dup = sorted({a for a in got if got.count(a) > 1})
+        missing = sorted(set(want) - set(got))
+        check(not dup and not missing, f'after restart: {len(got)} messages, duplicates {dup}, missing {missing}')
+        sends = env.server.events('--type', 'sent')
+        check(len(sends) == n and len({e['send'] for e in sends}) == n, f'{len(sends)} sent events for {n} messages')
+        env.mailer(T0 + 10)
+        check(env.smtp.count() == n, 'a third run sent again')
+    finally:
+        env.close()
+
+
+def test_enroll_unenroll_and_conditions():
+    steps = '''      - template: step1.tpl
+      - template: step2.tpl
+        delay: 1 hour
+        if:
+          not_clicked: 1
+      - template: step3.tpl
+        delay: 2 hours
+        if:
+          field: country
+          equals: FR'''
+    env = Env(tls=False, steps=steps, program_extra='    reentry: false')
+    env.smtp_tls = False
+    try:
+        env.cli(T0, 'contact', 'add', 'ann@example.com', 'country=FR')
+        env.cli(T0, 'contact', 'add', 'bob@example.com', 'country=DE')
+        env.cli(T0, 'contact', 'add', 'cid@example.com')
+        for who in ('ann', 'bob', 'cid'):
+            p = env.cli(T0, 'enroll', f'{who}@example.com', 'nurture')
+            check(b'enrolled' in p.stdout, p.stdout)
+        p = env.cli(T0, 'enroll', 'ann@example.com', 'nurture')
+        check(b'already' in p.stdout, p.stdout)
+        p = env.cli(T0, 'enroll', 'ann@example.com', 'nosuch', ok=False)
+        check(p.returncode == 1 and b'no program' in p.stderr, p.stderr)
+        env.mailer(T0)
+        check(env.smtp.count() == 3, f'{env.smtp.count()} first messages')
+        env.cli(T0, 'unenroll', 'cid@example.com', 'nurture')
+        p = env.cli(T0, 'unenroll', 'cid@example.com', 'nurture', ok=False)
+        check(p.returncode == 1, 'unenrolling twice succeeded')
+        # Bob clicks step 1's link: step 2 ("only if step 1 was not clicked") skips him.
+        bob = [m for m in env.smtp.messages() if m['To'].addresses[0].addr_spec == 'bob@example.com'][0]
+        _, text, htm = check_message(env, bob)
+        hrefs, _, _ = links_of(env, text, htm)
+        r = env.server.get(hrefs[0][len(env.server.base):])
+        check(r.status == 302, f'click {r.status}')
+        time.sleep(0.2)
+        env.mailer(T0 + HOUR)
+        got = recipients(env.smtp.messages()[3:])
+        check(got == ['ann@example.com'], f'step 2 went to {got}')
+        env.mailer(T0 + 3 * HOUR + 5)
+        got = recipients(env.smtp.messages()[4:])
+        check(got == ['ann@example.com'], f'step 3 (country FR) went to {got}')
+        env.mailer(T0 + 9 * DAY)
+        check(env.smtp.count() == 5, 'more messages after the program ended')
+        p = env.cli(T0, 'enroll', 'ann@example.com', 'nurture')
+        check(b'already' in p.stdout, f're-entry allowed: {p.stdout!r}')
+    finally:
+        env.close()
+
+
+def example_conf(smtp_port):
+    """The commented nurture section of deploy/leadloop.example.yaml, uncommented, pointed at the
+    test's SMTP server and at deploy/templates."""
+    root = os.path.dirname(os.path.dirname(HERE))
+    with open(os.path.join(root, 'deploy', 'leadloop.example.yaml')) as f:
+        lines = f.read().split('\n')
+    start = lines.index('# smtp:')
+    out = []
+    for ln in lines[start:]:
+        if not ln.startswith('#'):
+            break
+        out.append(ln[2:] if ln.startswith('# ') else ln[1:])
+    text = '\n'.join(out)
+    text = text.replace('port: 25', f'port: {smtp_port}').replace('starttls: true', 'starttls: false')
+    text = text.replace('templates: deploy/templates', 'templates: ' + it.yaml_str(os.path.join(root, 'deploy', 'templates')))
+    return text
+
+
+def test_example_program_from_deploy():
+    """The README's path: import a CSV, enrol it in the example program, run the mailer."""
+    tmp = tempfile.mkdtemp(prefix='ll-mail-')
+    smtp = Smtp(tmp, tls=False)
+    SMTPS.append(smtp)
+    s = it.Server(conf=example_conf(smtp.port), tmp=tmp)
+    # leadloopd's clock too: the goal is a form submitted after enrolment.
+    os.environ['LEADLOOP_FAKE_TIME'] = str(T0 + 2 * HOUR)
+    try:
+        s.start()
+    finally:
+        del os.environ['LEADLOOP_FAKE_TIME']
+    env = Env.__new__(Env)
+    env.tmp, env.smtp, env.server, env.mailer_logs, env.smtp_tls = tmp, smtp, s, [], False
+    try:
+        env.import_csv(T0, 'email,first_name,tz\nann@example.com,Ann,Europe/Paris\nbob@example.com,Bob,\n',
+                       enroll='welcome')
+        # 08:00 UTC on a Friday: 09:00 in Paris, still 08:00 in UTC (bob has no zone: the default).
+        env.mailer(T0)
+        check(recipients(smtp.messages()) == ['ann@example.com'], f'in the window: {recipients(smtp.messages())}')
+        env.mailer(T0 + HOUR)
+        msgs = smtp.messages()
+        check(recipients(msgs) == ['ann@example.com', 'bob@example.com'], recipients(msgs))
+        for m in msgs:
+            send, text, htm = check_message(env, m)
+            hrefs, tlinks, imgs = links_of(env, text, htm)
+            check(any(h.startswith(s.base + '/c/') for h in hrefs) and any(i.startswith(s.base + '/o/') for i in imgs),
+                  f'links {hrefs} {imgs}')
+        # A form submission is the program's goal: ann leaves it.
+        r = s.form('contact', {'email': 'ann@example.com', 'name': 'Ann'})
+        check(r.status in (200, 204, 303), f'form {r.status}')
+        env.mailer(T0 + 4 * DAY + 2 * HOUR)  # a Tuesday, 10:00 UTC
+        got = recipients(smtp.messages()[2:])
+        check(got == ['bob@example.com'], f'after ann reached the goal: {got}')
+    finally:
+        s.stop()
+        smtp.stop()
+
+
+# ---------------------------------------------------------------------------------------
+
+def main():
+    only = sys.argv[1:]
+    tests = [(n, f) for n, f in list(globals().items()) if n.startswith('test_') and callable(f)]
+    if only:
+        tests = [(n, f) for n, f in tests if any(o in n for o in only)]
+    passed = failed = 0
+    missing = [b for b in (it.LEADLOOPD, it.LEADLOOP, MAILER) if not os.access(b, os.X_OK)]
+    if not missing:
+        make_certs()
+    for name, fn in tests:
+        it.SERVERS.clear()
+        SMTPS.clear()
+        err = None
+        if missing:
+            err = f'missing {", ".join(missing)} (run make)'
+        else:
+            try:
+                fn()
+            except Exception as e:
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                err = f'{first}\n{traceback.format_exc()}'
+        for s in it.SERVERS:
+            s.cleanup()
+        for s in SMTPS:
+            s.stop()
+        if err is None:
+            passed += 1
+            print(f'ok {name}', flush=True)
+            if os.environ.get('LL_TEST_KEEP') != '1':
+                for s in it.SERVERS:
+                    shutil.rmtree(s.tmp, ignore_errors=True)
+        else:
+            failed += 1
+            reason, _, rest = err.partition('\n')
+            print(f'FAIL {name}: {reason}', flush=True)
+            for line in rest.rstrip().splitlines():
+                print('    ' + line)
+            for s in it.SERVERS:
+                print(f'    --- leadloopd stderr ({s.tmp}) ---')
+                for line in s.stderr_tail(2000).splitlines():
+                    print('    ' + line)
+            sys.stdout.flush()
+    if CERTS:
+        shutil.rmtree(CERTS, ignore_errors=True)
+    print(f'mailer: {passed} passed, {failed} failed', flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+    main()
