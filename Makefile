@@ -42,7 +42,7 @@ SNIPPET := build/ll.min.js
 
 BINDIR  := $(if $(SANITIZE),$(B)/bin,bin)
 
-.PHONY: all deps test-deps run test unit bench clean
+.PHONY: all deps test-deps run test unit bench clean fuzz fuzz-replay
 all: $(BINDIR)/leadloopd $(BINDIR)/leadloop $(BINDIR)/leadloop-mailer $(SNIPPET) $(GEODB)
 
 deps:
@@ -92,12 +92,57 @@ unit: $(UNIT_BIN)
 	@sh tests/run-unit.sh $(UNIT_BIN)
 
 test: test-deps
-	@$(MAKE) --no-print-directory all $(UNIT_BIN)
-	@BINDIR=$(BINDIR) sh tests/run-all.sh $(UNIT_BIN)
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(FUZZ_REPLAY)
+	@BINDIR=$(BINDIR) FUZZ_DIR=$(B)/fuzz sh tests/run-all.sh $(UNIT_BIN)
+
+# Fuzz targets (tests/fuzz, STYLE.md 9). `make test` replays each corpus through replay.c built
+# with ASan+UBSan ($(B)/fuzz/replay_<name>); `make fuzz` builds the targets with clang and
+# libFuzzer (build-fuzz/fuzz_<name>) and runs each for FUZZ_SECONDS on its corpus. Targets link
+# an archive of every object but server/main.c (tests/fuzz/stubs.c stands in for it), so a
+# target that includes a .c for its statics does not pull that file's object as well.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_NAMES   := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_LIBSRC  := $(TRACKER_SRC) $(filter-out server/main.c,$(SERVER_SRC)) tests/fuzz/stubs.c
+FUZZ_REPLAY  := $(FUZZ_NAMES:%=$(B)/fuzz/replay_%)
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FZ           := build-fuzz
+FUZZ_CFLAGS   = $(filter-out -Werror,$(CFLAGS)) -fsanitize=fuzzer-no-link,address,undefined \
+               -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+$(B)/fuzz/obj/%.o: %.c $(wildcard include/leadloop/*.h) server/server.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FUZZ_SAN) -c -o $@ $<
+
+$(B)/fuzz/libfuzz.a: $(FUZZ_LIBSRC:%.c=$(B)/fuzz/obj/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c tests/fuzz/fuzz.h $(B)/fuzz/libfuzz.a
+	$(CC) $(CFLAGS) $(FUZZ_SAN) -o $@ $< tests/fuzz/replay.c $(B)/fuzz/libfuzz.a $(LDLIBS)
+
+$(FZ)/obj/%.o: %.c $(wildcard include/leadloop/*.h) server/server.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FZ)/libfuzz.a: $(FUZZ_LIBSRC:%.c=$(FZ)/obj/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FZ)/libfuzz.a
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FZ)/libfuzz.a $(LDLIBS)
+
+fuzz-replay: $(FUZZ_REPLAY)
+	@FUZZ_DIR=$(B)/fuzz sh tests/fuzz/run-replay.sh
+
+fuzz:
+	@sh deploy/install-deps.sh fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_NAMES:%=$(FZ)/fuzz_%)
+	@sh tests/fuzz/run-fuzz.sh $(FZ) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 bench: test-deps
 	@$(MAKE) --no-print-directory all
 	@sh tests/bench/run.sh
 
 clean:
-	rm -rf build build-san bin
+	rm -rf build build-san build-fuzz bin

@@ -11,6 +11,8 @@ if [ "$1" = test ]; then
     # Node.js for the browser test; keep an existing install (it may come with its own npm).
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS="$PKGS nodejs npm"
 fi
+# `install-deps.sh fuzz` (make fuzz): clang and its libFuzzer runtime.
+[ "$1" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -21,28 +21,35 @@ h2o_iovec_t ll__header_str(h2o_req_t *req, const char *name)
     return i < 0 ? h2o_iovec_init(NULL, 0) : req->headers.entries[i].value;
 }
 
+int ll__cookie_visitor(const char *name, const char *v, size_t len, ll_visitor_id_t *out)
+{
+    size_t nlen = strlen(name);
+    const char *p = v, *end = v + len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ';'))
+            p++;
+        const char *semi = memchr(p, ';', end - p);
+        const char *stop = semi ? semi : end;
+        const char *eq = memchr(p, '=', stop - p);
+        if (eq != NULL && (size_t)(eq - p) == nlen && memcmp(p, name, nlen) == 0 &&
+            ll_visitor_from_hex(out, eq + 1, stop - eq - 1) == 0)
+            return 0;
+        p = stop;
+    }
+    return LL_ENOTFOUND;
+}
+
 /* The visitor cookie: a value of exactly 32 hex chars; anything else (garbage, oversized,
  * duplicated junk) is ignored and a new id is issued. Scans at most 8 KB of Cookie headers. */
 static int cookie_visitor(h2o_req_t *req, ll_visitor_id_t *out)
 {
-    const char *name = ll_srv.conf.cookie_name;
-    size_t nlen = strlen(name), scanned = 0;
+    size_t scanned = 0;
     for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_COOKIE, i)) >= 0;) {
         h2o_iovec_t v = req->headers.entries[i].value;
         if ((scanned += v.len) > 8192)
             return LL_ETOOBIG;
-        const char *p = v.base, *end = v.base + v.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == ';'))
-                p++;
-            const char *semi = memchr(p, ';', end - p);
-            const char *stop = semi ? semi : end;
-            const char *eq = memchr(p, '=', stop - p);
-            if (eq != NULL && (size_t)(eq - p) == nlen && memcmp(p, name, nlen) == 0 &&
-                ll_visitor_from_hex(out, eq + 1, stop - eq - 1) == 0)
-                return 0;
-            p = stop;
-        }
+        if (ll__cookie_visitor(ll_srv.conf.cookie_name, v.base, v.len, out) == 0)
+            return 0;
     }
     return LL_ENOTFOUND;
 }

@@ -78,6 +78,8 @@ void ll__reqinfo(h2o_req_t *req, int from_snippet, ll_reqinfo_t *ri);
 void ll__event_from_req(h2o_req_t *req, ll_reqinfo_t *ri, ll_event_t *ev, uint8_t ipbuf[16], char asnbuf[16]);
 /** Sets the UTM fields of ev from the query string of url (pointers into pool memory). */
 void ll__event_utm(h2o_mem_pool_t *pool, ll_event_t *ev, ll_str_t url);
+/** The visitor id under cookie name in one Cookie header value [v, v+len); LL_ENOTFOUND when none is valid. */
+int ll__cookie_visitor(const char *name, const char *v, size_t len, ll_visitor_id_t *out);
 /** Percent-decodes s ('+' is a space) into pool memory, NUL-terminated. */
 ll_str_t ll__url_decode(h2o_mem_pool_t *pool, const char *s, size_t n);
 /** Set-Cookie for the visitor, re-issued on every hit. */

@@ -162,10 +162,13 @@ static void bad_request(h2o_req_t *req, ll_endpoint_t ep, ll_reject_t why, const
     ll__respond_text(req, ep, 400, "Bad Request", body);
 }
 
-/* Adds one beacon event; returns a reason text for a 400, or NULL. */
-static const char *beacon_event(h2o_req_t *req, ll_pending_t *p, ll_reqinfo_t *ri, json_t *e)
+/* The client-given part of one beacon event e (type, url, referrer, title, UTM, data) into ev,
+ * with no request in sight, so that tests/fuzz reaches it. *data gets the malloc'd text the DATA
+ * field points into (the caller frees it after encoding). Returns a reason text for a 400, or NULL. */
+static const char *beacon_fields(h2o_mem_pool_t *pool, json_t *e, ll_event_t *ev, char **data)
 {
     static const int allowed[] = {LL_EV_PAGEVIEW, LL_EV_ENGAGE, LL_EV_OUTBOUND, LL_EV_DOWNLOAD, LL_EV_CUSTOM};
+    *data = NULL;
     if (!json_is_object(e))
         return "each event must be an object\n";
     ll_str_t t = json_str(e, "t");
@@ -174,25 +177,35 @@ static const char *beacon_event(h2o_req_t *req, ll_pending_t *p, ll_reqinfo_t *r
         ok |= type == allowed[i];
     if (!ok)
         return "unknown event type\n";
+    ev->type = (uint8_t)type;
+    ev->f[LL_F_URL] = json_str(e, "u");
+    ev->f[LL_F_REFERRER] = json_str(e, "r");
+    ev->f[LL_F_TITLE] = json_str(e, "ti");
+    ll__event_utm(pool, ev, ev->f[LL_F_URL]);
+    json_t *d = json_object_get(e, "d");
+    if (json_is_object(d)) {
+        char *s = json_dumps(d, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (s == NULL || strlen(s) > ll_event_field_limit(LL_F_DATA)) {
+            free(s);
+            return "event data too large\n";
+        }
+        ev->f[LL_F_DATA] = ll_str(s, strlen(s));
+        *data = s;
+    }
+    return NULL;
+}
+
+/* Adds one beacon event; returns a reason text for a 400, or NULL. */
+static const char *beacon_event(h2o_req_t *req, ll_pending_t *p, ll_reqinfo_t *ri, json_t *e)
+{
     ll_event_t ev = {0};
     uint8_t ip[16];
     char asn[16];
+    char *data;
     ll__event_from_req(req, ri, &ev, ip, asn);
-    ev.type = (uint8_t)type;
-    ev.f[LL_F_URL] = json_str(e, "u");
-    ev.f[LL_F_REFERRER] = json_str(e, "r");
-    ev.f[LL_F_TITLE] = json_str(e, "ti");
-    ll__event_utm(&req->pool, &ev, ev.f[LL_F_URL]);
-    json_t *d = json_object_get(e, "d");
-    char *data = NULL;
-    if (json_is_object(d)) {
-        data = json_dumps(d, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (data == NULL || strlen(data) > ll_event_field_limit(LL_F_DATA)) {
-            free(data);
-            return "event data too large\n";
-        }
-        ev.f[LL_F_DATA] = ll_str(data, strlen(data));
-    }
+    const char *why = beacon_fields(&req->pool, e, &ev, &data);
+    if (why != NULL)
+        return why;
     int rc = ll__pending_add(p, &ev);
     free(data);
     return rc == 0 ? NULL : "batch too large\n";

@@ -1,0 +1,61 @@
+/*
+ * The beacon's JSON-to-event path (server/track.c, included for its statics): the body checks
+ * ll__on_beacon makes, then beacon_fields for each event, ll_event_encode as ll__pending_add
+ * does, and back through ll_event_decode and ll_event_to_json. Properties: whatever a client
+ * sends becomes records within LL_EVENT_MAX that decode and print as valid JSON.
+ */
+#include "../../server/track.c"
+#include "fuzz.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    json_error_t jerr;
+    if (size == 0)
+        return 0;
+    json_t *root = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(root)) {
+        ll_utf8_valid((const char *)data, size);
+        json_decref(root);
+        return 0;
+    }
+    json_t *events = json_object_get(root, "e");
+    if (!json_is_array(events) || json_array_size(events) == 0 || json_array_size(events) > BEACON_MAX_EVENTS) {
+        json_decref(root);
+        return 0;
+    }
+    ll_visitor_id_t vid;
+    ll_str_t v = json_str(root, "v");
+    if (v.len != 0 && ll_visitor_from_hex(&vid, v.base, v.len) == 0)
+        FUZZ_CHECK(!ll_visitor_is_zero(&vid));
+    h2o_mem_pool_t pool;
+    h2o_mem_init_pool(&pool);
+    ll_buf_t recs, js;
+    ll_buf_init(&recs, 64 * LL_EVENT_MAX);
+    ll_buf_init(&js, 1 << 20);
+    for (size_t i = 0; i < json_array_size(events); i++) {
+        ll_event_t ev = {0}, back;
+        char *d = NULL;
+        ev.time_us = 1700000000000000ull;
+        if (beacon_fields(&pool, json_array_get(events, i), &ev, &d) != NULL) {
+            FUZZ_CHECK(d == NULL);
+            break;
+        }
+        size_t off = recs.len;
+        int rc = ll_event_encode(&ev, &recs);
+        free(d);
+        if (rc != 0)
+            break;
+        FUZZ_CHECK(recs.len - off <= LL_EVENT_MAX);
+        FUZZ_CHECK(ll_event_decode(recs.data + off, recs.len - off, &back) == 0 && back.type == ev.type);
+        ll_buf_reset(&js);
+        FUZZ_CHECK(ll_event_to_json(&back, NULL, &js) == 0);
+        json_t *j = json_loadb(js.data, js.len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
+        FUZZ_CHECK(json_is_object(j));
+        json_decref(j);
+    }
+    ll_buf_free(&recs);
+    ll_buf_free(&js);
+    h2o_mem_clear_pool(&pool);
+    json_decref(root);
+    return 0;
+}
