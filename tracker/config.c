@@ -70,6 +70,10 @@ static const struct key keys[] = {
     {"mailer", K_SECTION, 0, 0, 0, ll__cfg_mailer},
     {"programs", K_SECTION, 0, 0, 0, ll__cfg_programs},
     {"enroll_rules", K_SECTION, 0, 0, 0, ll__cfg_enroll_rules},
+    {"scoring", K_SECTION, 0, 0, 0, ll__cfg_scoring},
+    {"routing", K_SECTION, 0, 0, 0, ll__cfg_routing},
+    {"sla", K_SECTION, 0, 0, 0, ll__cfg_sla},
+    {"alerts", K_SECTION, 0, 0, 0, ll__cfg_alerts},
 };
 #undef F
 
@@ -124,6 +128,7 @@ void ll_config_defaults(ll_config_t *c)
     for (size_t i = 0; i < sizeof(default_contact_fields) / sizeof(default_contact_fields[0]); i++)
         f->fields[f->num_fields++] = ll_strdup(default_contact_fields[i]);
     ll__cfg_mail_init(c);
+    ll__cfg_score_init(c);
 }
 
 void ll_config_free(ll_config_t *c)
@@ -139,6 +144,7 @@ void ll_config_free(ll_config_t *c)
         form_clear(&c->forms[i]);
     c->num_forms = 0;
     ll__cfg_mail_free(c);
+    ll__cfg_score_free(c);
 }
 
 const ll_form_t *ll_config_form(const ll_config_t *c, const char *id, size_t len)

@@ -44,6 +44,14 @@ int ll__cfg_mailer(ll_cfg_t *x, const yaml_node_t *n);
 int ll__cfg_programs(ll_cfg_t *x, const yaml_node_t *n);
 int ll__cfg_enroll_rules(ll_cfg_t *x, const yaml_node_t *n);
 
+/* Scoring, routing, SLA and alerts (config_score.c, leadloop/score.h). */
+void ll__cfg_score_init(ll_config_t *c);
+void ll__cfg_score_free(ll_config_t *c);
+int ll__cfg_scoring(ll_cfg_t *x, const yaml_node_t *n);
+int ll__cfg_routing(ll_cfg_t *x, const yaml_node_t *n);
+int ll__cfg_sla(ll_cfg_t *x, const yaml_node_t *n);
+int ll__cfg_alerts(ll_cfg_t *x, const yaml_node_t *n);
+
 /* Iterating a mapping: for (yaml_node_pair_t *p = LL_CFG_PAIRS(n); p < n->data.mapping.pairs.top; p++)
  * with yaml_document_get_node(x->doc, p->key / p->value). */
 

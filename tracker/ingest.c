@@ -1,10 +1,12 @@
 /* Identity rules applied to each event inside the writer's transaction (see ingest.h). */
 #include <string.h>
 #include "leadloop/ingest.h"
+#include "leadloop/score.h"
 
 typedef struct {
     ll_txn_t *t;
     uint64_t contact;
+    ll_scorer_t *scorer;
     int rc;
 } attribute_ctx_t;
 
@@ -22,6 +24,16 @@ static int on_attribute(const ll_event_t *ev, void *p)
     if (rc != 0 && rc != MDB_KEYEXIST) {
         a->rc = ll_store_err(rc);
         return 1;
+    }
+    /* DESIGN.md "Identity": binding attributes the earlier events to the contact and scores them. */
+    if (rc == 0 && a->scorer != NULL) {
+        MDB_val ek = {8, sv}, ev_rec;
+        if ((rc = mdb_get(a->t->txn, ll_store_dbi(a->t->store, LL_DB_EVENTS), &ek, &ev_rec)) != 0 ||
+            (a->rc = ll_score_event(a->scorer, a->t, ev_rec.mv_data, ev_rec.mv_size, a->contact, 0)) != 0) {
+            if (a->rc == 0)
+                a->rc = ll_store_err(rc);
+            return 1;
+        }
     }
     return 0;
 }
@@ -77,7 +89,7 @@ int ll_ingest(ll_txn_t *t, ll_ingest_t *in)
         if ((rc = ll_visitor_put(t, &vid, &vr)) != 0)
             return rc;
         if (attribute) {
-            attribute_ctx_t a = {t, bind_to, 0};
+            attribute_ctx_t a = {t, bind_to, in->scorer, 0};
             if ((rc = ll_events_of_visitor(t, &vid, on_attribute, &a)) != 0)
                 return rc;
             if (a.rc != 0)
@@ -103,5 +115,7 @@ int ll_ingest(ll_txn_t *t, ll_ingest_t *in)
     ll_event_patch_contact(in->rec, contact);
     ll_event_patch_flags(in->rec, flags);
     in->contact = contact;
-    return ll_event_append(t, in->rec, in->len, &in->seq);
+    if ((rc = ll_event_append(t, in->rec, in->len, &in->seq)) != 0)
+        return rc;
+    return in->scorer != NULL ? ll_score_event(in->scorer, t, in->rec, in->len, 0, in->email != NULL) : 0;
 }

@@ -65,6 +65,8 @@ typedef struct st_ll_config_t {
     int form_rate_per_min;  /* per client IP, 10 */
     /* nurture mailer: smtp:, mailer:, programs:, enroll_rules: (leadloop/program.h) */
     struct st_ll_mail_conf_t *mail; /* never NULL after ll_config_defaults() */
+    /* scoring:, routing:, sla:, alerts: (leadloop/score.h) */
+    struct st_ll_score_conf_t *score; /* never NULL after ll_config_defaults() */
 } ll_config_t;
 
 /** Fills c with the defaults (the embedded configuration `make run` uses). */

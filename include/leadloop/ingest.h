@@ -26,6 +26,7 @@ typedef struct st_ll_ingest_t {
     const char *email;       /* NUL-terminated normalised address to upsert and bind, or NULL */
     const char *fields_json; /* profile fields to merge with email, or NULL */
     int bind;                /* 1: bind the visitor to the record's contact (a valid click) */
+    struct st_ll_scorer_t *scorer; /* score.h: scores the event (and attributed ones) in this txn; NULL: none */
     /* out */
     uint64_t seq;
     uint64_t contact;

@@ -1,0 +1,347 @@
+/*
+ * Leads (score.h): the hand-off of a sales-ready contact, its lifecycle stage, the SLA pass,
+ * and the alerts they raise. Alerts carry their reasons (score, grade, last events, routing
+ * rule) and an id made of the contact, the event seq and the kind, so a receiver can drop a
+ * repeat (the notifier sends it as the Idempotency-Key).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "score_int.h"
+
+#define LEAD_VERSION 1
+#define LAST_EVENTS 5
+
+int ll_lead_get(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_lead_t *out)
+{
+    uint8_t kb[8];
+    ll_be64_put(kb, contact);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_get(t->txn, sc->leads, &k, &v);
+    memset(out, 0, sizeof(*out));
+    if (rc != 0)
+        return ll_store_err(rc);
+    if (v.mv_size != sizeof(*out))
+        return LL_EINVAL;
+    memcpy(out, v.mv_data, sizeof(*out));
+    return 0;
+}
+
+int ll_lead_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_lead_t *l)
+{
+    uint8_t kb[8];
+    ll_be64_put(kb, contact);
+    ll_lead_t copy = *l;
+    copy.version = LEAD_VERSION;
+    copy.updated_us = ll_now_us();
+    MDB_val k = {8, kb}, v = {sizeof(copy), &copy};
+    return ll_store_err(mdb_put(t->txn, sc->leads, &k, &v, 0));
+}
+
+int ll_lead_each(ll_scorer_t *sc, ll_txn_t *t, ll_lead_cb cb, void *ctx)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(t->txn, sc->leads, &cur);
+    if (rc != 0)
+        return ll_store_err(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        ll_lead_t l;
+        if (k.mv_size != 8 || v.mv_size != sizeof(l))
+            continue;
+        memcpy(&l, v.mv_data, sizeof(l));
+        if ((rc = cb(ll_be64_get(k.mv_data), &l, ctx)) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc > 0 ? ll_store_err(rc) : rc;
+}
+
+/* ---- alerts ---- */
+
+/* The last few events of the contact's timeline, newest first, as a JSON array. */
+static int last_events(ll_txn_t *t, uint64_t contact, ll_buf_t *b)
+{
+    MDB_cursor *cur;
+    uint8_t kb[8];
+    ll_be64_put(kb, contact);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_cursor_open(t->txn, ll_store_dbi(t->store, LL_DB_CONTACT_EVENTS), &cur), n = 0;
+    if (rc != 0)
+        return ll_store_err(rc);
+    ll_buf_appends(b, "[");
+    if (mdb_cursor_get(cur, &k, &v, MDB_SET_KEY) == 0 && mdb_cursor_get(cur, &k, &v, MDB_LAST_DUP) == 0) {
+        do {
+            ll_event_t ev;
+            if (v.mv_size != 8 || ll_event_get(t, ll_be64_get(v.mv_data), &ev) != 0)
+                continue;
+            char iso[32];
+            ll__iso(ev.time_us, iso);
+            ll_buf_printf(b, "%s{\"seq\":%llu,\"type\":\"%s\",\"time\":\"%s\"", n ? "," : "",
+                          (unsigned long long)ev.seq, ll_event_type_name(ev.type), iso);
+            static const int show[] = {LL_F_URL, LL_F_FORM, LL_F_PROGRAM, LL_F_STEP};
+            for (size_t i = 0; i < sizeof(show) / sizeof(show[0]); i++) {
+                if (ev.f[show[i]].len == 0)
+                    continue;
+                ll_buf_printf(b, ",\"%s\":\"", ll_field_name(show[i]));
+                ll_buf_append_json_str(b, ev.f[show[i]].base, ev.f[show[i]].len);
+                ll_buf_appends(b, "\"");
+            }
+            ll_buf_appends(b, "}");
+            n++;
+        } while (n < LAST_EVENTS && mdb_cursor_get(cur, &k, &v, MDB_PREV_DUP) == 0);
+    }
+    ll_buf_appends(b, "]");
+    mdb_cursor_close(cur);
+    return 0;
+}
+
+int ll__alert(ll_scorer_t *sc, ll_txn_t *t, const char *kind, uint64_t contact, const ll_lead_t *l, uint64_t seq,
+              const char *why, const char *to)
+{
+    const ll_score_conf_t *conf = sc->conf;
+    ll_contact_t c;
+    ll_score_state_t st;
+    int rc = ll_contact_get(t, contact, &c);
+    if (rc != 0)
+        return rc == LL_ENOTFOUND ? 0 : rc;
+    if ((rc = ll_score_get(sc, t, contact, &st)) != 0 && rc != LL_ENOTFOUND && rc != LL_EINVAL) {
+        ll_contact_clear(&c);
+        return rc;
+    }
+    uint64_t now = ll_now_us();
+    char iso[32];
+    ll__iso(now, iso);
+    ll_buf_t b;
+    ll_buf_init(&b, 64 * 1024);
+    ll_buf_printf(&b, "{\"id\":\"%llu-%llu-%s\",\"alert\":\"%s\",\"time\":\"%s\",\"why\":\"",
+                  (unsigned long long)contact, (unsigned long long)seq, kind, kind, iso);
+    ll_buf_append_json_str(&b, why, strlen(why));
+    ll_buf_printf(&b, "\",\"to\":\"");
+    ll_buf_append_json_str(&b, to, strlen(to));
+    ll_buf_printf(&b, "\",\"contact\":{\"id\":%llu,\"email\":\"", (unsigned long long)contact);
+    ll_buf_append_json_str(&b, c.email, strlen(c.email));
+    ll_buf_printf(&b, "\",\"fields\":%s},", c.fields_json ? c.fields_json : "{}");
+    ll_buf_printf(&b, "\"score\":%.0f,\"threshold\":%d,\"fit\":%d,\"grade\":\"%c\",", ll_score_decayed(conf, &st, now),
+                  conf->threshold, st.fit, ll_score_grade(conf, st.fit));
+    if (l != NULL) {
+        ll_buf_printf(&b, "\"stage\":\"%s\",\"owner\":\"", ll_stage_name(l->stage));
+        ll_buf_append_json_str(&b, l->owner, strlen(l->owner));
+        ll_buf_appends(&b, "\",\"routing_rule\":\"");
+        ll_buf_append_json_str(&b, l->rule, strlen(l->rule));
+        ll_buf_appends(&b, "\",");
+        if (l->accept_by_us != 0) {
+            ll__iso(l->accept_by_us, iso);
+            ll_buf_printf(&b, "\"accept_by\":\"%s\",", iso);
+        }
+    }
+    ll_buf_appends(&b, "\"last_events\":");
+    rc = last_events(t, contact, &b);
+    ll_buf_appends(&b, "}");
+    ll_contact_clear(&c);
+    if (rc == 0)
+        rc = b.len < b.limit ? ll_outbox_alert(sc, t, to, b.data, b.len) : LL_ETOOBIG;
+    ll_buf_free(&b);
+    return rc;
+}
+
+/* ---- hand-off ---- */
+
+static int assign(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_lead_t *l, const char *exclude)
+{
+    ll_contact_t c;
+    ll_score_state_t st;
+    int rc = ll_contact_get(t, contact, &c);
+    if (rc != 0)
+        return rc;
+    if ((rc = ll_score_get(sc, t, contact, &st)) != 0 && rc != LL_ENOTFOUND) {
+        ll_contact_clear(&c);
+        return rc;
+    }
+    rc = ll_route_pick(sc, t, c.fields_json, st.country[0] ? st.country : NULL, exclude, l->owner, l->rule);
+    ll_contact_clear(&c);
+    uint64_t now = ll_now_us();
+    l->assigned_us = now;
+    l->accept_by_us = sc->conf->accept_seconds > 0 ? now + (uint64_t)sc->conf->accept_seconds * 1000000 : 0;
+    l->escalated = 0;
+    return rc;
+}
+
+int ll__lead_on_ready(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_score_state_t *st, uint64_t seq,
+                      uint64_t time_us)
+{
+    ll_lead_t l;
+    int rc = ll_lead_get(sc, t, contact, &l);
+    if (rc != 0 && rc != LL_ENOTFOUND)
+        return rc;
+    if (rc == 0 && l.stage != LL_STAGE_NONE && l.stage != LL_STAGE_INQUIRY && l.stage != LL_STAGE_RECYCLED)
+        return 0;
+    memset(&l, 0, sizeof(l));
+    l.stage = LL_STAGE_MQL;
+    l.mql_us = time_us;
+    l.last_activity_us = time_us;
+    double score = ll_score_decayed(sc->conf, st, time_us);
+    l.score_at_mql = (int32_t)(score + 0.5);
+    l.grade_at_mql = ll_score_grade(sc->conf, st->fit);
+    if ((rc = assign(sc, t, contact, &l, NULL)) != 0 || (rc = ll_lead_put(sc, t, contact, &l)) != 0)
+        return rc;
+    char why[512];
+    snprintf(why, sizeof(why), "sales-ready: score %d reached the threshold %d (grade %c); routed by %s to %s",
+             l.score_at_mql, sc->conf->threshold, l.grade_at_mql, l.rule, l.owner);
+    return ll__alert(sc, t, "sales_ready", contact, &l, seq, why, l.owner);
+}
+
+int ll__lead_on_activity(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_event_t *ev,
+                         const ll_score_state_t *st)
+{
+    ll_lead_t l;
+    int rc = ll_lead_get(sc, t, contact, &l);
+    if (rc != 0)
+        return rc == LL_ENOTFOUND || rc == LL_EINVAL ? 0 : rc;
+    if (ev->time_us > l.last_activity_us) {
+        l.last_activity_us = ev->time_us;
+        if ((rc = ll_lead_put(sc, t, contact, &l)) != 0)
+            return rc;
+    }
+    int owned = l.stage >= LL_STAGE_MQL && l.stage <= LL_STAGE_CUSTOMER && strcmp(l.owner, sc->conf->hopper) != 0;
+    if (ev->type != LL_EV_CLICK || !owned)
+        return 0;
+    char why[512];
+    snprintf(why, sizeof(why), "a click by a lead owned by %s (stage %s)", l.owner, ll_stage_name(l.stage));
+    return ll__alert(sc, t, "owner_click", contact, &l, ev->seq, why, l.owner);
+}
+
+/* ---- by hand ---- */
+
+int ll_lead_accept(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint64_t now_us)
+{
+    ll_lead_t l;
+    int rc = ll_lead_get(sc, t, contact, &l);
+    if (rc != 0)
+        return rc;
+    if (l.stage != LL_STAGE_MQL)
+        return LL_EINVAL;
+    l.stage = LL_STAGE_ACCEPTED;
+    l.accepted_us = now_us;
+    l.last_activity_us = now_us;
+    return ll_lead_put(sc, t, contact, &l);
+}
+
+/* Recycling resets the engagement score, so the contact must earn its way back to sales-ready. */
+static int recycle(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_lead_t *l, uint64_t now_us, const char *why)
+{
+    ll_score_state_t st;
+    int rc = ll_score_get(sc, t, contact, &st);
+    l->stage = LL_STAGE_RECYCLED;
+    if (rc == 0) {
+        double was = ll_score_decayed(sc->conf, &st, now_us);
+        ll_ledger_rec_t r;
+        memset(&r, 0, sizeof(r));
+        r.time_us = now_us;
+        r.seq = ll_event_last_seq(t);
+        r.points = -(int32_t)(was + 0.5);
+        r.after = 0;
+        snprintf(r.rule, sizeof(r.rule), "%s", why);
+        st.engagement = 0;
+        st.engaged_us = now_us;
+        if ((rc = ll__ledger_put(sc, t, contact, 0xffff, &r)) != 0 || (rc = ll__score_put(sc, t, contact, &st)) != 0)
+            return rc;
+    } else if (rc != LL_ENOTFOUND) {
+        return rc;
+    }
+    return ll_lead_put(sc, t, contact, l);
+}
+
+int ll_lead_reject(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint64_t now_us)
+{
+    ll_lead_t l;
+    int rc = ll_lead_get(sc, t, contact, &l);
+    if (rc != 0)
+        return rc;
+    if (l.stage != LL_STAGE_MQL && l.stage != LL_STAGE_ACCEPTED)
+        return LL_EINVAL;
+    return recycle(sc, t, contact, &l, now_us, "recycle:rejected");
+}
+
+int ll_lead_set_stage(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, int stage, uint64_t now_us)
+{
+    ll_lead_t l;
+    int rc = ll_lead_get(sc, t, contact, &l);
+    if (rc != 0)
+        return rc;
+    if (stage == LL_STAGE_RECYCLED)
+        return recycle(sc, t, contact, &l, now_us, "recycle:by-hand");
+    if (stage < LL_STAGE_ACCEPTED || stage > LL_STAGE_CUSTOMER)
+        return LL_EINVAL;
+    l.stage = (uint8_t)stage;
+    if (stage == LL_STAGE_ACCEPTED && l.accepted_us == 0)
+        l.accepted_us = now_us;
+    return ll_lead_put(sc, t, contact, &l);
+}
+
+/* ---- SLA ---- */
+
+typedef struct {
+    uint64_t contact;
+    ll_lead_t l;
+} due_t;
+
+typedef struct {
+    ll_scorer_t *sc;
+    uint64_t now;
+    due_t *due;
+    size_t n, cap;
+} sla_ctx_t;
+
+static int on_sla_lead(uint64_t contact, const ll_lead_t *l, void *p)
+{
+    sla_ctx_t *x = p;
+    const ll_score_conf_t *conf = x->sc->conf;
+    int breach = l->stage == LL_STAGE_MQL && !l->escalated && l->accept_by_us != 0 && x->now >= l->accept_by_us;
+    int idle = l->stage == LL_STAGE_ACCEPTED && conf->recycle_days > 0 &&
+               x->now >= l->last_activity_us + (uint64_t)conf->recycle_days * 86400000000ULL;
+    if (!breach && !idle)
+        return 0;
+    /* Collected first: the leads db is not written while its cursor walks it. */
+    if (x->n == x->cap) {
+        x->cap = x->cap ? x->cap * 2 : 16;
+        x->due = ll_realloc(x->due, x->cap * sizeof(*x->due));
+    }
+    x->due[x->n].contact = contact;
+    x->due[x->n].l = *l;
+    x->n++;
+    return x->n >= 1000; /* at most this many per pass */
+}
+
+int ll_lead_sla_pass(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us, int *changed)
+{
+    sla_ctx_t x = {sc, now_us, NULL, 0, 0};
+    int rc = ll_lead_each(sc, t, on_sla_lead, &x);
+    *changed = 0;
+    for (size_t i = 0; rc == 0 && i < x.n; i++) {
+        ll_lead_t *l = &x.due[i].l;
+        uint64_t contact = x.due[i].contact;
+        char why[768];
+        if (l->stage == LL_STAGE_ACCEPTED) {
+            rc = recycle(sc, t, contact, l, now_us, "recycle:idle");
+        } else {
+            char was[LL_OWNER_MAX];
+            snprintf(was, sizeof(was), "%s", l->owner);
+            l->escalated = 1;
+            if (sc->conf->reassign) {
+                if ((rc = assign(sc, t, contact, l, was)) != 0)
+                    break;
+                l->reassigned++;
+            }
+            if ((rc = ll_lead_put(sc, t, contact, l)) != 0)
+                break;
+            snprintf(why, sizeof(why), "SLA breach: %s did not accept within %d s%s%s", was, sc->conf->accept_seconds,
+                     sc->conf->reassign ? "; reassigned to " : "", sc->conf->reassign ? l->owner : "");
+            const char *to = sc->conf->escalate_to[0] ? sc->conf->escalate_to : was;
+            rc = ll__alert(sc, t, "sla_breach", contact, l, ll_event_last_seq(t), why, to);
+        }
+        (*changed)++;
+    }
+    free(x.due);
+    return rc;
+}
