@@ -72,6 +72,7 @@ $(BINDIR)/leadloop-mailer: $(MAILER_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(MAILER_LIBS) $(LDLIBS)
 
+$(B)/tests/test_mailer: LDLIBS += $(MAILER_LIBS)
 $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)

@@ -247,6 +247,15 @@ void ll__cli_put_event_what(FILE *f, const ll_event_t *ev)
             fprintf(f, " link=%u", ev->link);
         any = 1;
     }
+    if (ev->f[LL_F_PROGRAM].len != 0) {
+        fputs(any ? " program=" : "program=", f);
+        ll__cli_put_text(f, ev->f[LL_F_PROGRAM].base, ev->f[LL_F_PROGRAM].len, 64);
+        if (ev->f[LL_F_STEP].len != 0) {
+            fputs(" step=", f);
+            ll__cli_put_text(f, ev->f[LL_F_STEP].base, ev->f[LL_F_STEP].len, 16);
+        }
+        any = 1;
+    }
     if (!any && ev->f[LL_F_FIELDS].len != 0) {
         ll__cli_put_text(f, ev->f[LL_F_FIELDS].base, ev->f[LL_F_FIELDS].len, 160);
         any = 1;

@@ -149,8 +149,14 @@ static void row_clear(import_t *im)
 
 static void bad_row(import_t *im, const char *fmt, const char *arg)
 {
+    /* The value is the file's: shown bounded, with control characters escaped. */
+    char shown[256];
+    size_t n = 0;
+    for (const unsigned char *s = (const unsigned char *)arg; *s != '\0' && n + 5 < sizeof(shown); s++)
+        n += (size_t)(*s < 0x20 || *s == 0x7f ? snprintf(shown + n, 5, "\\x%02x", *s) : (shown[n] = (char)*s, 1));
+    shown[n] = '\0';
     fprintf(stderr, "leadloop: contact import: %s:%ld: ", im->file, im->row_line);
-    fprintf(stderr, fmt, arg);
+    fprintf(stderr, fmt, shown);
     fputs("; row skipped\n", stderr);
     im->bad++;
 }
@@ -209,7 +215,7 @@ static void import_row(import_t *im)
     }
     const char *raw = im->vals[im->email_col];
     if (ll_email_normalize(raw, strlen(raw), email) != 0) {
-        bad_row(im, "'%.200s' is not an email address", raw);
+        bad_row(im, "'%s' is not an email address", raw);
         return;
     }
     json_t *fields = json_object();
@@ -305,7 +311,7 @@ int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv)
     im.cli = cli;
     im.t = &t;
     im.n = &n;
-    csv_init(&csv, CSV_STRICT | CSV_APPEND_NULL);
+    csv_init(&csv, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL);
     char *line = ll_malloc(IMPORT_LINE_MAX);
     long lineno = 0;
     int new_row = 1;
@@ -322,15 +328,18 @@ int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv)
             /* Start again on the next line: the broken row is dropped whole. */
             csv_free(&csv);
             row_clear(&im);
-            csv_init(&csv, CSV_STRICT | CSV_APPEND_NULL);
+            csv_init(&csv, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL);
             new_row = 1;
             continue;
         }
         /* A quoted field may run over several lines: the next row starts after a row ended. */
         new_row = im.row_ended;
     }
-    if (im.rc == 0)
-        csv_fini(&csv, on_field, on_row, &im);
+    if (im.rc == 0 && csv_fini(&csv, on_field, on_row, &im) != 0) {
+        fprintf(stderr, "leadloop: contact import: %s:%ld: a quoted field is not closed at the end of the file; "
+                        "row skipped\n", pos[0], im.row_line);
+        im.bad++;
+    }
     csv_free(&csv);
     row_clear(&im);
     free(line);

@@ -1,0 +1,300 @@
+/*
+ * The mailer's pure parts: the program configuration (delays, windows, conditions, errors with
+ * file and line), templates (checks and rendering with signed links), quoted-printable and
+ * the message headers, and the nurture state in a real LMDB environment.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "../../mailer/template.c"
+#include "../../mailer/mime.c"
+#include "leadloop/program.h"
+#include "test.h"
+
+static char path[64], err[512];
+
+static int load(ll_config_t *c, const char *text)
+{
+    strcpy(path, "/tmp/ll-test-mailer-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+        return -100;
+    close(fd);
+    ll_config_defaults(c);
+    err[0] = '\0';
+    int rc = ll_config_load(c, path, err, sizeof(err));
+    unlink(path);
+    return rc;
+}
+
+static int fails_at(const char *text, int line, const char *key)
+{
+    ll_config_t c;
+    int rc = load(&c, text);
+    ll_config_free(&c);
+    char want[128];
+    snprintf(want, sizeof(want), "%s:%d: key '%s'", path, line, key);
+    if (rc == 0 || strstr(err, want) == NULL) {
+        fprintf(stderr, "  wanted an error with \"%s\", got rc %d: %s\n", want, rc, err);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_program_config(void)
+{
+    ll_config_t c;
+    int rc = load(&c, "smtp:\n  host: mx.example.com\n  port: 2525\n  starttls: required\n"
+                      "mailer:\n  from: News@Example.com\n  connections: 4\n  rate_per_hour: 100\n"
+                      "programs:\n"
+                      "  p1:\n"
+                      "    steps:\n"
+                      "      - template: a.tpl\n"
+                      "      - {template: b.tpl, delay: 90m, if: {not_clicked: 1}}\n"
+                      "      - {template: c.tpl, delay: 2 months, after: enrolment, if: {field: country, equals: FR}}\n"
+                      "      - {template: d.tpl, delay: 3 days, if: {score_below: 40}}\n"
+                      "    window: {hours: '9-12,14-17', days: mon-fri, tz_field: tz, tz: Europe/Paris}\n"
+                      "    exit: [form:demo, sales_ready, unsubscribed]\n"
+                      "    reentry: true\n"
+                      "enroll_rules:\n  - {form: contact, program: p1}\n  - {field: stage, equals: lead, program: p1}\n");
+    if (rc != 0)
+        fprintf(stderr, "  %s\n", err);
+    CHECK_EQ_INT(rc, 0);
+    ll_mail_conf_t *m = c.mail;
+    CHECK_EQ_STR(m->smtp_host, "mx.example.com");
+    CHECK_EQ_INT(m->smtp_port, 2525);
+    CHECK_EQ_INT(m->smtp_starttls, 2);
+    CHECK_EQ_STR(m->from, "news@example.com");
+    CHECK_EQ_INT(m->connections, 4);
+    CHECK_EQ_INT(m->num_programs, 1);
+    const ll_program_t *p = ll_mail_program(m, "p1");
+    CHECK(p != NULL && ll_mail_program(m, "p2") == NULL);
+    if (p != NULL) {
+        CHECK_EQ_INT(p->num_steps, 4);
+        CHECK_EQ_INT(p->steps[1].delay_s, 5400);
+        CHECK_EQ_INT(p->steps[1].cond, LL_COND_NOT_CLICKED);
+        CHECK_EQ_INT(p->steps[2].delay_months, 2);
+        CHECK_EQ_INT(p->steps[2].after_enrolment, 1);
+        CHECK_EQ_INT(p->steps[2].cond, LL_COND_FIELD_EQ);
+        CHECK_EQ_INT(p->steps[3].cond, LL_COND_SCORE_BELOW);
+        CHECK_EQ_INT(p->window_hours, 0x3de00); /* 9-12 and 14-17 */
+        CHECK_EQ_INT(p->window_days, 0x3e);      /* Monday to Friday */
+        CHECK_EQ_STR(p->window_tz, "Europe/Paris");
+        CHECK_EQ_STR(p->exit_form, "demo");
+        CHECK_EQ_INT(p->exit_sales_ready, 1);
+        CHECK_EQ_INT(p->reentry, 1);
+        /* Delays: step 2 after step 1; step 3 two calendar months after enrolment (31 Jan -> 31 Mar). */
+        uint64_t jan31 = 1800000000ULL * 1000000 + 0; /* 2027-01-15T08:00Z */
+        CHECK_EQ_INT(ll_program_step_due(p, 1, jan31, jan31 + 10), jan31 + 10 + 5400ULL * 1000000);
+        uint64_t e = 1801728000ULL * 1000000; /* 2027-02-04T08:00Z: a 4th stays a 4th */
+        CHECK_EQ_INT(ll_program_step_due(p, 2, e, 0), (1801728000ULL + (28 + 31) * 86400ULL) * 1000000);
+    }
+    CHECK_EQ_INT(m->num_rules, 2);
+    ll_config_free(&c);
+}
+
+static void test_program_config_errors(void)
+{
+    CHECK(fails_at("programs:\n  p:\n    steps:\n      - delay: 1 day\n", 4, "steps"));
+    CHECK(fails_at("programs:\n  p:\n    steps:\n      - {template: a, delay: soon}\n", 4, "delay"));
+    CHECK(fails_at("programs:\n  p:\n    steps:\n      - {template: a, if: {not_clicked: 1}}\n", 4, "if"));
+    CHECK(fails_at("programs:\n  p:\n    steps: [{template: a}]\n    window: {hours: 9-25}\n", 4, "hours"));
+    CHECK(fails_at("programs:\n  p:\n    steps: [{template: a}]\n    exit: [whenever]\n", 4, "exit"));
+    CHECK(fails_at("programs:\n  p:\n    steps: [{template: a}]\n    colour: blue\n", 4, "colour"));
+    CHECK(fails_at("programs:\n  \"bad id\":\n    steps: [{template: a}]\n", 2, "programs"));
+    CHECK(fails_at("smtp:\n  port: 0\n", 2, "port"));
+    CHECK(fails_at("mailer:\n  from: nobody\n", 2, "from"));
+    CHECK(fails_at("enroll_rules:\n  - {program: p}\n", 2, "enroll_rules"));
+}
+
+static int write_file(const char *p, const char *text)
+{
+    FILE *f = fopen(p, "w");
+    if (f == NULL)
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+static int tpl_fails(const char *text, const char *want)
+{
+    ll_config_t c;
+    ll_tpl_t *t;
+    char p[] = "/tmp/ll-test-tpl-XXXXXX";
+    int fd = mkstemp(p);
+    close(fd);
+    write_file(p, text);
+    ll_config_defaults(&c);
+    int rc = ll__tpl_load(p, &c, &t, err, sizeof(err));
+    ll_config_free(&c);
+    unlink(p);
+    char full[128];
+    snprintf(full, sizeof(full), "%s:%s", p, want);
+    if (rc == 0 || strstr(err, full) == NULL) {
+        fprintf(stderr, "  wanted \"%s\", got rc %d: %s\n", full, rc, err);
+        ll__tpl_free(rc == 0 ? t : NULL);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_template_errors(void)
+{
+    CHECK(tpl_fails("--- text\nhi\n", "1: no 'Subject:' line"));
+    CHECK(tpl_fails("Subject: x\n", "1: no '--- html' or '--- text' part"));
+    CHECK(tpl_fails("Subject: {{shoe_size}}\n--- text\nx\n", "1: unknown field 'shoe_size'"));
+    CHECK(tpl_fails("Subject: x\n--- text\na\nb {{name\n", "4: unclosed placeholder"));
+    CHECK(tpl_fails("Subject: x\n--- html\n<p>a</p>\n<div><b>x</b>\n\n", "4: unclosed tag <div>"));
+    CHECK(tpl_fails("Subject: x\n--- html\n<p>a</p>\n<a href=\"https://x.example/\"\n", "4: unclosed tag"));
+    CHECK(tpl_fails("Subject: x\n--- pdf\n", "2: unknown section"));
+    CHECK(tpl_fails("Subject: x\n--- text\n{{}}\n", "3: empty placeholder"));
+}
+
+static void test_render(void)
+{
+    ll_config_t c;
+    ll_tpl_t *t = NULL;
+    ll_keyring_t *keys = NULL;
+    char p[] = "/tmp/ll-test-tpl-XXXXXX", kp[] = "/tmp/ll-test-keys-XXXXXX";
+    close(mkstemp(p));
+    close(mkstemp(kp));
+    unlink(kp);
+    write_file(p, "Subject: Hi {{first_name|there}}\n"
+                  "--- html\n<html><body><p>Hi {{first_name|there}} &amp; {{company}}</p>\n"
+                  "<a href=\"https://a.example/x?a=1&amp;b=2\">A</a> <a href=mailto:x@y.example>M</a>\n"
+                  "<a href='{{unsubscribe_url}}'>U</a></body></html>\n"
+                  "--- text\nHi {{first_name}}: https://a.example/x?a=1&b=2, (https://b.example/y).\n");
+    ll_config_defaults(&c);
+    CHECK_EQ_INT(ll__tpl_load(p, &c, &t, err, sizeof(err)), 0);
+    CHECK_EQ_INT(ll_keyring_open(kp, &keys, err, sizeof(err)), 0);
+    ll_render_t r = {.keys = keys, .public_url = "https://e.example", .send = 7, .contact = 9,
+                     .email = "ann@example.com", .fields_json = "{\"first_name\":\"<Ann>\",\"company\":\"A&B\"}"};
+    snprintf(r.unsub_url, sizeof(r.unsub_url), "https://e.example/u/TOKEN");
+    snprintf(r.pixel_url, sizeof(r.pixel_url), "https://e.example/o/PIX.gif");
+    char *subject, *html, *text;
+    if (t != NULL && keys != NULL && ll__tpl_render(t, &r, &subject, &html, &text) == 0) {
+        CHECK_EQ_STR(subject, "Hi <Ann>");
+        CHECK(strstr(html, "Hi &lt;Ann&gt; &amp; A&amp;B") != NULL);
+        CHECK(strstr(html, "a.example") == NULL);      /* the link is signed, its URL inside the token */
+        CHECK(strstr(html, "href=mailto:x@y.example") != NULL);
+        CHECK(strstr(html, "href='https://e.example/u/TOKEN'") != NULL);
+        CHECK(strstr(html, "<img src=\"https://e.example/o/PIX.gif\"") < strstr(html, "</body>"));
+        const char *c1 = strstr(html, "href=\"https://e.example/c/");
+        CHECK(c1 != NULL);
+        if (c1 != NULL) {
+            const char *tok = c1 + strlen("href=\"https://e.example/c/");
+            size_t n = strcspn(tok, "\"");
+            ll_token_t v;
+            CHECK_EQ_INT(ll_token_verify(keys, LL_TOK_CLICK, tok, n, &v), 0);
+            CHECK_EQ_STR(v.url, "https://a.example/x?a=1&b=2"); /* the entity decoded by the parser */
+            CHECK_EQ_INT(v.send, 7);
+            CHECK_EQ_INT(v.contact, 9);
+            CHECK_EQ_INT(v.link, 1);
+        }
+        CHECK(strncmp(text, "Hi <Ann>: https://e.example/c/", 30) == 0);
+        CHECK(strstr(text, ", (https://e.example/c/") != NULL && strstr(text, ").\n") != NULL);
+        CHECK(strstr(text, "b.example") == NULL);
+        free(subject);
+        free(html);
+        free(text);
+    } else {
+        CHECK(0);
+    }
+    ll__tpl_free(t);
+    ll_keyring_free(keys);
+    ll_config_free(&c);
+    unlink(p);
+    unlink(kp);
+}
+
+static void test_qp_and_headers(void)
+{
+    ll_buf_t b;
+    ll_buf_init(&b, 1 << 16);
+    ll__mime_qp("caf\xc3\xa9 = ok \n.dot\ntrailing \n", 27, &b);
+    CHECK_EQ_STR(b.data, "caf=C3=A9 =3D ok=20\r\n=2Edot\r\ntrailing=20\r\n");
+    ll_buf_reset(&b);
+    char longline[200];
+    memset(longline, 'x', sizeof(longline) - 1);
+    longline[sizeof(longline) - 1] = '\0';
+    ll__mime_qp(longline, strlen(longline), &b);
+    for (char *line = b.data, *nl; (nl = strstr(line, "\r\n")) != NULL; line = nl + 2)
+        CHECK(nl - line <= 76);
+    ll_buf_reset(&b);
+    ll_mime_in_t in = {"news@example.com", "Caf\xc3\xa9 News", "ann@example.com", "Hello \xe2\x80\x94 caf\xc3\xa9",
+                       "<p>x</p>", "x", "https://e.example/u/T", "unsub@example.com", "T", 42, 1800000000ULL * 1000000};
+    CHECK_EQ_INT(ll__mime_build(&in, &b), 0);
+    CHECK(strstr(b.data, "Subject: =?UTF-8?B?SGVsbG8g4oCUIGNhZsOp?=\r\n") != NULL);
+    CHECK(strstr(b.data, "From: =?UTF-8?B?Q2Fmw6kgTmV3cw==?= <news@example.com>\r\n") != NULL);
+    CHECK(strstr(b.data, "Date: Fri, 15 Jan 2027 08:00:00 +0000\r\n") != NULL);
+    CHECK(strstr(b.data, "List-Unsubscribe: <https://e.example/u/T>, <mailto:unsub@example.com?subject=unsubscribe%20T>\r\n") != NULL);
+    CHECK(strstr(b.data, "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n") != NULL);
+    CHECK(strstr(b.data, "Message-ID: <ll.42.") != NULL);
+    for (size_t i = 0; i < b.len; i++)
+        if (b.data[i] == '\n')
+            CHECK(i > 0 && b.data[i - 1] == '\r');
+    ll_buf_free(&b);
+}
+
+static void test_nurture_state(void)
+{
+    char dir[] = "/tmp/ll-test-nurture-XXXXXX";
+    ll_store_t *s;
+    ll_nurture_t n;
+    ll_txn_t t;
+    ll_config_t c;
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK_EQ_INT(ll_store_open(dir, 0, LL_STORE_NOSYNC, &s, err, sizeof(err)), 0);
+    CHECK_EQ_INT(ll_nurture_open(s, &n), 0);
+    CHECK_EQ_INT(load(&c, "programs:\n  p:\n    steps:\n      - {template: a, delay: 1h}\n      - {template: b, delay: 1d}\n"), 0);
+    const ll_program_t *p = ll_mail_program(c.mail, "p");
+    uint64_t id, id2, now = 1800000000ULL * 1000000;
+    int created;
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_contact_upsert(&t, "a@example.com", NULL, &id, &created), 0);
+    CHECK_EQ_INT(ll_contact_upsert(&t, "b@example.com", NULL, &id2, &created), 0);
+    CHECK_EQ_INT(ll_nurture_enroll(&n, &t, id, p, now), 0);
+    CHECK_EQ_INT(ll_nurture_enroll(&n, &t, id, p, now), LL_EEXIST);
+    CHECK_EQ_INT(ll_nurture_enroll(&n, &t, id2, p, now + 10), 0);
+    ll_enrollment_t e;
+    CHECK_EQ_INT(ll_enrollment_get(&n, &t, id, "p", &e), 0);
+    CHECK_EQ_INT(e.state, LL_ENR_ACTIVE);
+    CHECK_EQ_INT(e.next_us, now + 3600ULL * 1000000);
+    /* Opt-outs leave every program. */
+    CHECK_EQ_INT(ll_nurture_exit_all(&n, &t, id2, LL_EXIT_UNSUBSCRIBED), 0);
+    CHECK_EQ_INT(ll_enrollment_get(&n, &t, id2, "p", &e), 0);
+    CHECK_EQ_INT(e.state, LL_ENR_EXITED);
+    CHECK_EQ_INT(e.exit_reason, LL_EXIT_UNSUBSCRIBED);
+    CHECK_EQ_INT(ll_nurture_exit(&n, &t, id2, "p", LL_EXIT_UNENROLLED), LL_ENOTFOUND);
+    /* Sends: ids increase; rows round-trip. */
+    ll_send_t row = {0}, back;
+    CHECK_EQ_INT(ll_send_next_id(&n, &t, &row.id), 0);
+    CHECK_EQ_INT(row.id, 1);
+    row.state = LL_SEND_COMMITTED, row.contact = id, row.step = 1, row.accepted_us = 5;
+    strcpy(row.program, "p");
+    CHECK_EQ_INT(ll_send_put(&n, &t, &row), 0);
+    CHECK_EQ_INT(ll_send_next_id(&n, &t, &row.id), 0);
+    CHECK_EQ_INT(row.id, 2);
+    CHECK_EQ_INT(ll_send_get(&n, &t, 1, &back), 0);
+    CHECK_EQ_INT(back.state, LL_SEND_COMMITTED);
+    CHECK_EQ_STR(back.program, "p");
+    CHECK_EQ_INT(back.accepted_us, 5);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    ll_config_free(&c);
+    ll_store_close(s);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
+int main(void)
+{
+    RUN(test_program_config);
+    RUN(test_program_config_errors);
+    RUN(test_template_errors);
+    RUN(test_render);
+    RUN(test_qp_and_headers);
+    RUN(test_nurture_state);
+    return TEST_DONE("mailer-unit");
+}
