@@ -9,6 +9,7 @@
  * mailer.poll seconds until SIGTERM or SIGINT.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,8 +17,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/file.h>
 #include <jansson.h>
 #include "leadloop/ingest.h"
+#include "leadloop/score.h"
 #include "mailer.h"
 
 int ll_log_level = 1;
@@ -60,6 +63,7 @@ typedef struct {
     ll_store_t *store;
     ll_keyring_t *keys;
     ll_nurture_t n;
+    ll_scorer_t *scorer; /* score.h: sales-ready exits, score conditions; events are scored too */
     ll_tpl_t *tpl[LL_MAX_PROGRAMS][LL_MAX_STEPS];
     ll_smtp_t smtp;
 } mailer_t;
@@ -108,6 +112,8 @@ static size_t program_index(mailer_t *M, const ll_program_t *p)
 
 /* ---- events ---- */
 
+static ll_scorer_t *the_scorer;
+
 static int record_event(ll_txn_t *t, int type, uint64_t contact, uint64_t send, const char *program, int step,
                         uint64_t time_us, const char *data)
 {
@@ -134,6 +140,7 @@ static int record_event(ll_txn_t *t, int type, uint64_t contact, uint64_t send, 
         memset(&in, 0, sizeof(in));
         in.rec = (uint8_t *)rec.data;
         in.len = rec.len;
+        in.scorer = the_scorer;
         rc = ll_ingest(t, &in);
     }
     ll_buf_free(&rec);
@@ -196,6 +203,10 @@ static int condition_holds(mailer_t *M, ll_txn_t *t, const ll_program_t *p, cons
         return !sc.found;
     }
     case LL_COND_SCORE_BELOW: {
+        /* The scorer's engagement, decayed to now; without scoring state, a numeric `score` field. */
+        ll_score_state_t st;
+        if (M->scorer != NULL && ll_score_get(M->scorer, t, contact, &st) == 0)
+            return ll_score_decayed(ll_scorer_conf(M->scorer), &st, ll_now_us()) < s->cond_score;
         json_t *j = json_object_get(fields, "score");
         double score = json_is_number(j) ? json_number_value(j) : json_is_string(j) ? atof(json_string_value(j)) : 0;
         return score < s->cond_score;
@@ -210,6 +221,17 @@ static int condition_holds(mailer_t *M, ll_txn_t *t, const ll_program_t *p, cons
 }
 
 /* The first moment at or after at_us inside p's window, in the contact's time zone. */
+/* Sales-ready: a lead at MQL or later (and not recycled), or a profile field stage: sales-ready. */
+static int sales_ready(mailer_t *M, ll_txn_t *t, uint64_t contact, json_t *fields)
+{
+    ll_lead_t lead;
+    if (M->scorer != NULL && ll_lead_get(M->scorer, t, contact, &lead) == 0 && lead.stage >= LL_STAGE_MQL &&
+        lead.stage != LL_STAGE_RECYCLED)
+        return 1;
+    const char *stage = json_string_value(json_object_get(fields, "stage"));
+    return stage != NULL && strcmp(stage, "sales-ready") == 0;
+}
+
 static uint64_t window_next(const ll_program_t *p, json_t *fields, uint64_t at_us)
 {
     if (p->window_hours == 0 && p->window_days == 0)
@@ -398,13 +420,15 @@ static int claim_one(pass_t *ps, struct due_item *it)
         }
     }
     if (!have_row) {
-        const char *stage = json_string_value(json_object_get(fields, "stage"));
         scan_t sc = {&M->n, t, p->id, 0, p->exit_form, e.enrolled_us, 0};
-        if (p->exit_sales_ready && stage != NULL && strcmp(stage, "sales-ready") == 0) {
+        if (p->exit_sales_ready && sales_ready(M, t, c.id, fields)) {
+            log_info("contact %llu (%s) is sales-ready: leaves %s", (unsigned long long)c.id, c.email, p->id);
             rc = ll_nurture_exit(&M->n, t, c.id, p->id, LL_EXIT_SALES_READY);
             goto out;
         }
         if (p->exit_form[0] != '\0' && (ll_events_of_contact(t, c.id, on_form_scan, &sc), sc.found)) {
+            log_info("contact %llu (%s) reached the goal (form %s): leaves %s", (unsigned long long)c.id, c.email,
+                     p->exit_form, p->id);
             rc = ll_nurture_exit(&M->n, t, c.id, p->id, LL_EXIT_GOAL);
             goto out;
         }
@@ -711,6 +735,15 @@ int main(int argc, char **argv)
     free(keypath);
     if (ll_nurture_open(M.store, &M.n) != 0)
         fatalx("%s: cannot open the nurture databases", M.conf.data_dir);
+    if (ll_scorer_open(M.store, M.conf.score, &M.scorer, err, sizeof(err)) != 0)
+        fatalx("%s", err);
+    the_scorer = M.scorer;
+    /* One mailer per environment: two would claim the same due rows. */
+    char *lockpath = path_join(M.conf.data_dir, "mailer.lock");
+    int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0)
+        fatalx("%s: %s", lockpath, lockfd < 0 ? strerror(errno) : "another leadloop-mailer runs on this data directory");
+    free(lockpath);
     M.smtp.m = M.m;
     M.smtp.nurture = &M.n;
     ll__smtp_init();
@@ -740,7 +773,9 @@ int main(int argc, char **argv)
         for (size_t s = 0; s < M.m->programs[i].num_steps; s++)
             ll__tpl_free(M.tpl[i][s]);
     ll_keyring_free(M.keys);
+    ll_scorer_free(M.scorer);
     ll_store_close(M.store);
+    close(lockfd);
     ll_config_free(&M.conf);
     return status;
 }

@@ -112,6 +112,8 @@ static void copy_status(ll_outmsg_t *m, const smtp_status_t *st)
     for (char *p = m->reply; *p != '\0'; p++)
         if ((unsigned char)*p < 0x20)
             *p = ' ';
+    for (size_t n = strlen(m->reply); n > 0 && m->reply[n - 1] == ' ';)
+        m->reply[--n] = '\0';
 }
 
 static void *worker_main(void *arg)

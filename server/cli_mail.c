@@ -365,3 +365,91 @@ close:
         fclose(fp);
     return rc;
 }
+
+/* ---- enrollments EMAIL ---- */
+
+typedef struct {
+    uint64_t contact;
+    size_t n;
+} sends_ctx_t;
+
+static int on_send(const ll_send_t *s, void *arg)
+{
+    sends_ctx_t *c = arg;
+    if (s->contact != c->contact)
+        return 0;
+    char created[32], accepted[32] = "-";
+    ll__cli_iso(s->created_us, created);
+    if (s->accepted_us != 0)
+        ll__cli_iso(s->accepted_us, accepted);
+    if (c->n++ == 0)
+        printf("sends\n  %-8s %-16s %-5s %-10s %-20s %-20s %s\n", "SEND", "PROGRAM", "STEP", "STATE", "CLAIMED",
+               "SMTP ACCEPTED", "CODE");
+    printf("  %-8llu ", (unsigned long long)s->id);
+    ll__cli_put_text(stdout, s->program, strlen(s->program), 16);
+    printf("%*s %-5u %-10s %-20s %-20s %u\n", strlen(s->program) < 16 ? (int)(16 - strlen(s->program)) : 0, "",
+           s->step + 1u, ll_send_state_name(s->state), created, accepted, s->smtp_code);
+    return ll__cli_out_failed();
+}
+
+int ll__cli_enrollments(ll_cli_t *cli, int argc, char **argv)
+{
+    static const char cmd[] = "enrollments";
+    const ll_cli_opt_t opts[] = {{NULL, 0, NULL}};
+    char *pos[1], email[256];
+    ll_nurture_t n;
+    ll_txn_t t = {NULL, NULL, 0};
+    uint64_t id;
+    int npos, rc, any = 0;
+    if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 1, &npos)) != 0)
+        return rc;
+    if (npos != 1)
+        return ll__cli_usage(cmd, "usage: enrollments EMAIL");
+    if ((rc = ll__cli_email(cmd, NULL, pos[0], email)) != 0 || (rc = ll__cli_contact_id(cli, cmd, NULL, email, &id)) != 0)
+        return rc;
+    if ((rc = ll_nurture_open(cli->store, &n)) != 0 || (rc = ll_txn_begin(cli->store, 1, &t)) != 0)
+        return ll__cli_fail(cmd, "%s: cannot read the store: %s", cli->data_dir, ll_strerror(rc));
+    /* Every enrollment of the contact, configured program or not. */
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint8_t ck[8];
+    ll_be64_put(ck, id);
+    if (mdb_cursor_open(t.txn, n.enrollments, &cur) == 0) {
+        k.mv_size = 8, k.mv_data = ck;
+        for (int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            char prog[LL_PROGRAM_ID_MAX];
+            ll_enrollment_t e;
+            if (k.mv_size < 9 || memcmp(k.mv_data, ck, 8) != 0 || k.mv_size - 8 >= sizeof(prog))
+                break;
+            memcpy(prog, (char *)k.mv_data + 8, k.mv_size - 8);
+            prog[k.mv_size - 8] = '\0';
+            if (ll_enrollment_get(&n, &t, id, prog, &e) != 0)
+                continue;
+            const ll_program_t *p = ll_mail_program(cli->conf.mail, prog);
+            char enrolled[32], next[32] = "-", steps[32];
+            ll__cli_iso(e.enrolled_us, enrolled);
+            if (e.state == LL_ENR_ACTIVE)
+                ll__cli_iso(e.next_us, next);
+            if (p != NULL)
+                snprintf(steps, sizeof(steps), "%u/%zu", e.step + 1u > p->num_steps ? (unsigned)p->num_steps : e.step + 1u,
+                         p->num_steps);
+            else
+                snprintf(steps, sizeof(steps), "%u/?", e.step + 1u);
+            if (!any++)
+                printf("%-16s %-8s %-6s %-20s %-20s %s\n", "PROGRAM", "STATE", "STEP", "ENROLLED", "NEXT", "EXIT");
+            ll__cli_put_text(stdout, prog, strlen(prog), 16);
+            printf("%*s %-8s %-6s %-20s %-20s %s\n", strlen(prog) < 16 ? (int)(16 - strlen(prog)) : 0, "",
+                   e.state == LL_ENR_ACTIVE ? "active" : e.state == LL_ENR_DONE ? "done" : "exited", steps, enrolled,
+                   next, e.state == LL_ENR_EXITED ? ll_exit_reason_name(e.exit_reason) : "-");
+        }
+        mdb_cursor_close(cur);
+    }
+    if (!any)
+        printf("%s is in no program\n", email);
+    sends_ctx_t sc = {id, 0};
+    rc = ll_send_scan(&n, &t, on_send, &sc);
+    ll_txn_abort(&t);
+    if (rc != 0)
+        return ll__cli_fail(cmd, "%s: cannot read the store: %s", cli->data_dir, ll_strerror(rc));
+    return 0;
+}

@@ -9,7 +9,7 @@ Recipients whose local part starts with "bounce" are refused with 550 at RCPT (a
 bounce); "defer" with 451 (a temporary failure). With --cert, STARTTLS is offered (and
 required before MAIL). --delay waits before answering each DATA, after storing the message (to kill a client
 mid-batch).
-Prints "ready" once listening; stops on SIGTERM.
+--auth USER:PASSWORD requires AUTH (PLAIN or LOGIN). Prints "ready" once listening; stops on SIGTERM.
 """
 import argparse
 import asyncio
@@ -20,6 +20,7 @@ import sys
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 
 class MaildirHandler:
@@ -40,7 +41,10 @@ class MaildirHandler:
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode('utf-8', 'surrogateescape')
+        user = getattr(session, 'auth_data', None)
+        user = user.login.decode() if user is not None and hasattr(user, 'login') else '-'
         head = (f'X-Envelope-From: {envelope.mail_from}\r\n'
+                f'X-Auth-User: {user}\r\n'
                 f'X-Envelope-To: {",".join(envelope.rcpt_tos)}\r\n'
                 f'X-Received-At: {time.time():.6f}\r\n'
                 f'X-TLS: {"yes" if session.ssl is not None else "no"}\r\n').encode()
@@ -59,12 +63,21 @@ def main():
     ap.add_argument('--cert')
     ap.add_argument('--key')
     ap.add_argument('--delay', type=float, default=0)
+    ap.add_argument('--auth', help='USER:PASSWORD: AUTH required (after STARTTLS)')
     a = ap.parse_args()
     kw = {}
     if a.cert:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(a.cert, a.key)
         kw = {'tls_context': ctx, 'require_starttls': True}
+    if a.auth:
+        want_user, _, want_pw = a.auth.partition(':')
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (getattr(auth_data, 'login', b'') == want_user.encode()
+                  and getattr(auth_data, 'password', b'') == want_pw.encode())
+            return AuthResult(success=ok, handled=False, auth_data=auth_data)
+        kw.update(authenticator=authenticator, auth_required=True, auth_require_tls=bool(a.cert))
     c = Controller(MaildirHandler(a.maildir, a.delay), hostname='127.0.0.1', port=a.port,
                    decode_data=False, **kw)
     c.start()
