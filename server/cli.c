@@ -30,7 +30,6 @@ static void usage(void)
             "Nurture programs (programs: in the configuration; leadloop-mailer sends them)\n"
             "  enroll EMAIL PROGRAM                start the program for a contact (created if missing)\n"
             "  unenroll EMAIL PROGRAM              stop it\n"
-            "  enrollments EMAIL                   its programs (state, step, next send) and sends\n"
             "\n"
             "Signed links (each creates the contact when it does not exist yet)\n"
             "  link URL --to EMAIL [--send ID] [--link N]  click link: PUBLIC_URL/c/TOKEN\n"
@@ -43,6 +42,15 @@ static void usage(void)
             "      --limit N stops after the first N matching events (oldest first)\n"
             "      --json prints one JSON object a line\n"
             "  stats [--json]      events by type and class, contacts, visitors, last seq\n"
+            "\n"
+            "Scoring and hand-off (scoring:, routing:, sla:, alerts: in the configuration)\n"
+            "  score EMAIL [--json]                the score, fit grade, stage and owner, and the ledger\n"
+            "                                      line by line (event, rule, points, decay)\n"
+            "  rescore                             rebuild every score and the ledger from the log\n"
+            "  lead list [--stage S] [--owner O] [--json]   sales-ready leads and their SLA deadlines\n"
+            "  lead accept EMAIL | lead reject EMAIL        the owner's answer (reject recycles)\n"
+            "  lead stage EMAIL STAGE              sql, opportunity, customer, recycled\n"
+            "  outbox                              alerts waiting for delivery\n"
             "\n"
             "Keys (DIR/keys)\n"
             "  keys list           key ids and fingerprints; the newest signs\n"
@@ -304,9 +312,12 @@ static const struct {
     {"events", ll__cli_events},
     {"keys", ll__cli_keys_cmd},
     {"stats", ll__cli_stats},
+    {"score", ll__cli_score},
+    {"rescore", ll__cli_rescore},
+    {"lead", ll__cli_lead},
+    {"outbox", ll__cli_outbox},
     {"enroll", ll__cli_enroll},
     {"unenroll", ll__cli_unenroll},
-    {"enrollments", ll__cli_enrollments},
 };
 
 int main(int argc, char **argv)

@@ -84,6 +84,11 @@ int ll__cli_out_failed(void);
 int ll__cli_contact(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_events(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_stats(ll_cli_t *cli, int argc, char **argv);
+/* cli_score.c */
+int ll__cli_score(ll_cli_t *cli, int argc, char **argv);
+int ll__cli_rescore(ll_cli_t *cli, int argc, char **argv);
+int ll__cli_lead(ll_cli_t *cli, int argc, char **argv);
+int ll__cli_outbox(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_link(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_pixel(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_unsubscribe_link(ll_cli_t *cli, int argc, char **argv);
@@ -92,7 +97,6 @@ int ll__cli_keys_cmd(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_enroll(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_unenroll(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv);
-int ll__cli_enrollments(ll_cli_t *cli, int argc, char **argv);
 
 /** Parses an --since TIME (ISO 8601 date or date-time, unix seconds, or "30s"/"15m"/"2h"/"7d" ago). */
 int ll__cli_parse_time(const char *s, uint64_t now_us, uint64_t *out_us);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include "leadloop/score.h"
 #include "server.h"
 
 ll_server_t ll_srv;
@@ -366,6 +367,12 @@ int main(int argc, char **argv)
     handler->on_req = on_req;
     setup_tls();
 
+    if (ll_scorer_open(ll_srv.store, ll_srv.conf.score, &ll_srv.scorer, err, sizeof(err)) != 0)
+        fatalx("%s", err);
+    if (ll__admin_start(err, sizeof(err)) != 0)
+        fatalx("%s", err);
+    if (ll__notify_start() != 0)
+        fatalx("cannot start the notifier thread");
     if (ll__writer_start() != 0)
         fatalx("cannot start the writer thread");
 
@@ -398,6 +405,9 @@ int main(int argc, char **argv)
     ll__writer_stop();
     for (int i = 0; i < n; i++)
         pthread_join(threads[i].tid, NULL);
+    ll__notify_stop();
+    ll__admin_stop();
+    ll_scorer_free(ll_srv.scorer);
     ll_store_close(ll_srv.store);
     log_info("stopped");
     return 0;

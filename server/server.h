@@ -55,6 +55,7 @@ typedef struct st_ll_server_t {
     ll_store_t *store;
     ll_keyring_t *keys;
     ll_geo_db_t *geo;
+    struct st_ll_scorer_t *scorer; /* leadloop/score.h: scoring, leads, outbox */
     h2o_iovec_t snippet;    /* /t.js body with the config substituted */
     char snippet_etag[40];
     char public_host[256];
@@ -142,6 +143,15 @@ void ll__pending_free(ll_pending_t *p);
 
 int ll__writer_start(void);
 void ll__writer_stop(void);   /* drains the queue, then joins */
+
+/* The notifier (notify.c): outbox delivery and the SLA pass; kicked after each commit. */
+int ll__notify_start(void);
+void ll__notify_stop(void);
+void ll__notify_kick(void);
+/* The admin listener (admin.c): the SSE stream of alerts; off without alerts.admin_token. */
+int ll__admin_start(char *err, size_t errlen);
+void ll__admin_stop(void);
+void ll__admin_publish(const char *json, size_t len);
 ll_loop_t *ll__loop_current(h2o_context_t *ctx);
 ll_loop_t *ll__loop_new(h2o_context_t *ctx);
 

@@ -159,7 +159,8 @@ static int ingest_item(ll_txn_t *t, ll_pending_t *p)
                           /* only the first record (the form or the click itself) binds */
                           .email = i == 0 ? p->email : NULL,
                           .fields_json = i == 0 ? p->fields_json : NULL,
-                          .bind = i == 0 ? p->bind : 0};
+                          .bind = i == 0 ? p->bind : 0,
+                          .scorer = ll_srv.scorer};
         int rc = ll_ingest(t, &in);
         if (rc != 0)
             return rc;
@@ -238,6 +239,7 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&q.mutex);
 
         commit_batch(batch, n);
+        ll__notify_kick(); /* alerts written in this batch go out now */
         while (batch != NULL) {
             ll_pending_t *next = batch->next;
             h2o_multithread_send_message(&batch->loop->receiver, &batch->super);

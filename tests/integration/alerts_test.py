@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""
+Scoring, hand-off and alerts through the real leadloopd (issue #4): visits, a click and a form
+drive a contact over the threshold; a webhook receiver started here (http.server) checks what
+arrives on the wire: the HMAC signature, the owner routing picked, exactly once, retries,
+restarts, SLA escalation and the SSE stream.
+
+Run from the repository root:  python3 tests/integration/alerts_test.py [SUBSTRING ...]
+Uses the Server class of tests/integration/run.py (same LEADLOOPD / LEADLOOP variables).
+The last line is "alerts: N passed, N failed".
+"""
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as it  # noqa: E402
+from run import Server, check, free_port, wait_until, beacon_body, new_visitor  # noqa: E402
+
+SECRET = 's3cret-key-for-tests'
+TOKEN = 'admin-token-0123456789'
+
+
+class Receiver:
+    """A webhook receiver on loopback; answers with self.status (or the next of self.script)."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.got = []        # (time, path, headers dict lower-cased, body bytes, status answered)
+        self.status = 200
+        self.script = []     # statuses to answer first
+        self.lock = threading.Lock()
+        rcv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get('Content-Length') or 0)
+                body = self.rfile.read(n)
+                with rcv.lock:
+                    st = rcv.script.pop(0) if rcv.script else rcv.status
+                    rcv.got.append((time.time(), self.path, {k.lower(): v for k, v in self.headers.items()}, body, st))
+                self.send_response(st)
+                self.send_header('Content-Length', '0')
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(('127.0.0.1', self.port), H)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def alerts(self, path='/hook'):
+        with self.lock:
+            return [(t, h, json.loads(b), st) for t, p, h, b, st in self.got if p == path]
+
+    def ok_alerts(self, path='/hook'):
+        return [a for a in self.alerts(path) if 200 <= a[3] < 300]
+
+
+def conf_yaml(hook_port, extra=''):
+    return f'''
+scoring:
+  threshold: 60
+  rules:
+    - {{name: pricing, event: pageview, path: "/pricing*", points: 15}}
+    - {{name: page, event: pageview, points: 2}}
+    - {{name: email-click, event: click, points: 10}}
+    - {{name: contact-form, event: form, form: contact, points: 30}}
+  fit:
+    - {{name: acme-ish, field: company, match: "acme*", points: 30}}
+routing:
+  rules:
+    - {{name: acme, company: "Acme*", to: "rita@corp.example"}}
+    - {{name: everyone, group: team}}
+  groups:
+    team:
+      - {{rep: "sam@corp.example", weight: 1}}
+      - {{rep: "tom@corp.example", weight: 1}}
+alerts:
+  webhooks:
+    - {{name: crm, url: "http://127.0.0.1:{hook_port}/hook", secret: "{SECRET}"}}
+    - {{name: chat, url: "http://127.0.0.1:{hook_port}/slack", kind: slack}}
+{extra}
+'''
+
+
+def check_signature(h, body_bytes):
+    ts = h.get('x-leadloop-timestamp')
+    sig = h.get('x-leadloop-signature', '')
+    check(ts and ts.isdigit() and abs(int(ts) - time.time()) < 60, f'X-Leadloop-Timestamp {ts!r}')
+    want = hmac.new(SECRET.encode(), ts.encode() + b'.' + body_bytes, hashlib.sha256).hexdigest()
+    check(sig == 'v1=' + want, f'X-Leadloop-Signature {sig!r}, expected v1={want}')
+
+
+def drive_to_threshold(s, email, company='Acme Inc', v=None):
+    """A click, two pricing visits and the contact form: 10 + 17 + 17 + 30 = 74 (threshold 60)."""
+    v = v or new_visitor()
+    tok = s.link('https://site.example/pricing', email)
+    r = s.get('/c/' + tok, headers={'Cookie': f'_ll={v}'})
+    check(r.status == 302, f'click {r.status}')
+    for path in ('/pricing', '/pricing/enterprise'):
+        r = s.beacon(beacon_body(v, u='https://site.example' + path))
+        check(r.status == 204, f'beacon {r.status}')
+    t0 = time.time()
+    r = s.form('contact', {'email': email, 'name': 'Pat', 'company': company}, headers={'Cookie': f'_ll={v}'})
+    check(r.status == 200, f'form {r.status} {r.body!r}')
+    return t0, v
+
+
+def test_threshold_alert_signed_once_to_routed_owner():
+    rcv = Receiver()
+    try:
+        with Server(conf=conf_yaml(rcv.port)) as s:
+            t0, v = drive_to_threshold(s, 'pat@example.com')
+            check(wait_until(lambda: len(rcv.alerts()) >= 1, timeout=1.0), 'no alert within a second of the form')
+            t, h, a, st = rcv.alerts()[0]
+            check(t - t0 < 1.0, f'alert after {t - t0:.2f} s')
+            body = [b for _, p, _, b, _ in rcv.got if p == '/hook'][0]
+            check_signature(h, body)
+            check(h.get('content-type') == 'application/json', f'Content-Type {h.get("content-type")}')
+            check(h.get('idempotency-key') == a['id'] + ':crm', f'Idempotency-Key {h.get("idempotency-key")!r}')
+            check(a['alert'] == 'sales_ready', f'alert {a}')
+            check(a['owner'] == 'rita@corp.example' and a['to'] == 'rita@corp.example', f'owner {a}')
+            check(a['routing_rule'] == 'acme', f'routing rule {a}')
+            check(a['score'] == 74 and a['threshold'] == 60 and a['grade'] == 'B' and a['fit'] == 30, f'score {a}')
+            check(a['contact']['email'] == 'pat@example.com', f'contact {a["contact"]}')
+            types = [e['type'] for e in a['last_events']]
+            check(types[:4] == ['form', 'pageview', 'pageview', 'click'], f'last_events {types}')
+            check('threshold 60' in a['why'], f'why {a["why"]!r}')
+            slack = rcv.alerts('/slack')
+            check(len(slack) == 1 and 'sales_ready' in slack[0][2]['text'] and 'pat@example.com' in slack[0][2]['text'],
+                  f'slack: {slack}')
+            # More visits: no second hand-off.
+            s.beacon(beacon_body(v, u='https://site.example/pricing/again'))
+            time.sleep(1.2)
+            check(len(rcv.alerts()) == 1, f'{len(rcv.alerts())} alerts, expected exactly one')
+            # The score explained, and the lead.
+            out = s.cli('score', 'pat@example.com').stdout.decode()
+            for word in ('pricing', 'email-click', 'contact-form', 'fit:acme-ish', 'sales-ready', 'rita@corp.example'):
+                check(word in out, f'leadloop score lacks {word!r}:\n{out}')
+            j = json.loads(s.cli('score', 'pat@example.com', '--json').stdout)
+            check(round(j['score']) == 91 and j['stage'] == 'mql' and len(j['ledger']) == 9, f'score --json {j}')
+            leads = [json.loads(x) for x in s.cli('lead', 'list', '--json').stdout.decode().splitlines()]
+            check(len(leads) == 1 and leads[0]['owner'] == 'rita@corp.example' and leads[0]['stage'] == 'mql',
+                  f'lead list {leads}')
+            # A click by a lead that has an owner: an owner_click alert.
+            tok = s.link('https://site.example/case-study', 'pat@example.com')
+            s.get('/c/' + tok, headers={'Cookie': f'_ll={v}'})
+            check(wait_until(lambda: len(rcv.alerts()) == 2, timeout=1.0), f'no owner_click alert: {rcv.alerts()}')
+            check(rcv.alerts()[1][2]['alert'] == 'owner_click', f'second alert {rcv.alerts()[1][2]}')
+            # Accept; rescore rebuilds the same score from the log.
+            s.cli('lead', 'accept', 'pat@example.com')
+            before = json.loads(s.cli('score', 'pat@example.com', '--json').stdout)
+            s.cli('rescore')
+            after = json.loads(s.cli('score', 'pat@example.com', '--json').stdout)
+            check(after['ledger'] == before['ledger'] and after['stage'] == 'accepted', f'rescore: {before} vs {after}')
+    finally:
+        rcv.stop()
+
+
+def test_bots_never_score_or_alert():
+    rcv = Receiver()
+    try:
+        with Server(conf=conf_yaml(rcv.port)) as s:
+            tok = s.link('https://site.example/pricing', 'bot-target@example.com')
+            for ua in ('curl/8.0', 'Mozilla/5.0 (compatible; Googlebot/2.1)', None):
+                for _ in range(5):
+                    s.get('/c/' + tok, ua=ua)
+            s.get('/c/' + tok, headers={'Sec-Purpose': 'prefetch'})
+            evs = [e for e in s.events() if e['type'] == 'click']
+            check(len(evs) == 16 and all(e['class'] != 'human' for e in evs), f'classes {[e["class"] for e in evs]}')
+            j = json.loads(s.cli('score', 'bot-target@example.com', '--json').stdout)
+            check(j['score'] == 0 and j['ledger'] == [], f'bot clicks scored: {j}')
+            time.sleep(0.5)
+            check(rcv.got == [], f'alerts for bots: {rcv.got}')
+    finally:
+        rcv.stop()
+
+
+def test_sla_breach_escalates_and_reassigns():
+    rcv = Receiver()
+    extra = 'sla:\n  accept_seconds: 1\n  escalate_to: "boss@corp.example"\n  reassign: true\n'
+    try:
+        with Server(conf=conf_yaml(rcv.port, extra)) as s:
+            drive_to_threshold(s, 'quinn@example.com', company='Globex')
+            check(wait_until(lambda: len(rcv.alerts()) >= 1, timeout=1.0), 'no sales_ready alert')
+            first = rcv.alerts()[0][2]
+            check(first['routing_rule'] == 'everyone' and first['owner'] in ('sam@corp.example', 'tom@corp.example'),
+                  f'round robin {first}')
+            check(wait_until(lambda: len(rcv.alerts()) >= 2, timeout=4.0), f'no SLA alert: {rcv.alerts()}')
+            a = rcv.alerts()[1][2]
+            check(a['alert'] == 'sla_breach' and a['to'] == 'boss@corp.example', f'sla alert {a}')
+            other = ({'sam@corp.example', 'tom@corp.example'} - {first['owner']}).pop()
+            check(a['owner'] == other and first['owner'] in a['why'], f'reassigned {a}')
+            leads = [json.loads(x) for x in s.cli('lead', 'list', '--json').stdout.decode().splitlines()]
+            check(leads[0]['owner'] == other, f'lead list {leads}')
+            # The new owner accepts in time: no further escalation.
+            s.cli('lead', 'accept', 'quinn@example.com')
+            time.sleep(2.0)
+            check(len(rcv.alerts()) == 2, f'escalated again after accept: {[x[2]["alert"] for x in rcv.alerts()]}')
+    finally:
+        rcv.stop()
+
+
+def test_receiver_down_then_back_gets_it_once():
+    port = free_port()
+    s = Server(conf=conf_yaml(port))
+    with s:
+        drive_to_threshold(s, 'rae@example.com')
+        time.sleep(1.5)  # a refused connection or two, backing off
+        rows = s.cli('outbox').stdout.decode()
+        check('crm' in rows and 'attempts' in rows, f'outbox while down:\n{rows}')
+        rcv = Receiver(port)
+        rcv.script = [503]  # and one more failure after it comes back
+        try:
+            check(wait_until(lambda: len(rcv.ok_alerts()) == 1, timeout=12.0), f'not delivered: {rcv.got}')
+            time.sleep(2.5)
+            got = rcv.alerts()
+            check(len(rcv.ok_alerts()) == 1 and len(got) == 2, f'{len(got)} posts, {len(rcv.ok_alerts())} answered 2xx')
+            check(got[0][1]['idempotency-key'] == got[1][1]['idempotency-key'], 'the retry changed its Idempotency-Key')
+            check(wait_until(lambda: 'crm' not in s.cli('outbox').stdout.decode(), timeout=2.0), 'row left in the outbox')
+        finally:
+            rcv.stop()
+
+
+def test_kill9_before_delivery_delivers_after_restart():
+    port = free_port()
+    s = Server(conf=conf_yaml(port))
+    s.start()
+    drive_to_threshold(s, 'sid@example.com')
+    time.sleep(0.3)
+    s.kill9()  # committed, not delivered (nobody listens yet)
+    rcv = Receiver(port)
+    try:
+        s.start()
+        check(wait_until(lambda: len(rcv.ok_alerts()) == 1, timeout=5.0), f'not delivered after restart: {rcv.got}')
+        time.sleep(1.5)
+        check(len(rcv.ok_alerts()) == 1, f'delivered {len(rcv.ok_alerts())} times')
+        check(rcv.ok_alerts()[0][2]['contact']['email'] == 'sid@example.com', 'wrong alert')
+        s.stop()
+    finally:
+        rcv.stop()
+
+
+def test_sse_stream_on_admin_listener():
+    rcv = Receiver()
+    aport = free_port()
+    extra = f'  admin_listen: "127.0.0.1:{aport}"\n  admin_token: "{TOKEN}"\n'
+    try:
+        with Server(conf=conf_yaml(rcv.port, extra)) as s:
+            c = socket.create_connection(('127.0.0.1', aport), timeout=5)
+            c.sendall(b'GET /alerts HTTP/1.1\r\nHost: x\r\n\r\n')
+            check(c.recv(4096).startswith(b'HTTP/1.1 401'), 'no token: not 401')
+            c.close()
+            c = socket.create_connection(('127.0.0.1', aport), timeout=5)
+            c.sendall(f'GET /alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n'.encode())
+            head = c.recv(4096)
+            check(head.startswith(b'HTTP/1.1 200') and b'text/event-stream' in head, f'SSE head {head[:200]!r}')
+            drive_to_threshold(s, 'uma@example.com')
+            buf = b''
+            end = time.time() + 3
+            while b'\n\n' not in buf.split(b'data: ', 1)[-1] and time.time() < end:
+                buf += c.recv(65536)
+            c.close()
+            line = [ln for ln in buf.split(b'\n') if ln.startswith(b'data: ')]
+            check(line, f'no SSE event: {buf[:300]!r}')
+            a = json.loads(line[0][6:])
+            check(a['alert'] == 'sales_ready' and a['contact']['email'] == 'uma@example.com', f'SSE alert {a}')
+    finally:
+        rcv.stop()
+
+
+def main():
+    only = sys.argv[1:]
+    tests = [(n, f) for n, f in list(globals().items()) if n.startswith('test_') and callable(f)]
+    if only:
+        tests = [(n, f) for n, f in tests if any(o in n for o in only)]
+    passed = failed = 0
+    for name, fn in tests:
+        it.SERVERS.clear()
+        try:
+            fn()
+            err = None
+        except Exception as e:
+            import traceback
+            err = f'{e}\n{traceback.format_exc()}'
+        for s in it.SERVERS:
+            s.cleanup()
+        if err is None:
+            passed += 1
+            print(f'ok {name}', flush=True)
+        else:
+            failed += 1
+            reason, _, rest = err.partition('\n')
+            print(f'FAIL {name}: {reason}', flush=True)
+            for s in it.SERVERS:
+                rest += f'\n--- leadloopd stderr ({s.tmp}) ---\n' + s.stderr_tail(3000)
+            for line in rest.rstrip().splitlines():
+                print('    ' + line)
+    print(f'alerts: {passed} passed, {failed} failed', flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == '__main__':
+    main()
