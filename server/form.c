@@ -86,7 +86,14 @@ static void parse_urlencoded(h2o_mem_pool_t *pool, h2o_iovec_t body, pairs_t *ps
 static ll_str_t header_param(const char *s, size_t n, const char *param)
 {
     size_t pl = strlen(param);
+    int quoted = 0;
     for (size_t i = 0; i + pl < n; i++) {
+        /* Inside another parameter's quoted value, "; filename=" is text: browsers escape only
+         * '"', CR and LF in a field name, so name="a; filename=b" must not make a file part. */
+        if (s[i] == '"')
+            quoted = !quoted;
+        if (quoted)
+            continue;
         if ((i == 0 || s[i - 1] == ';' || s[i - 1] == ' ') && strncasecmp(s + i, param, pl) == 0 && s[i + pl] == '=') {
             const char *v = s + i + pl + 1, *end = s + n;
             if (v < end && *v == '"') {
@@ -130,9 +137,12 @@ static int parse_multipart(h2o_iovec_t body, ll_str_t boundary, pairs_t *ps)
         for (const char *h = headers; h < headers + hend;) {
             const char *eol = memchr(h, '\n', headers + hend - h);
             size_t hl = eol ? (size_t)(eol - h) : (size_t)(headers + hend - h);
-            if (hl > 20 && strncasecmp(h, "content-disposition:", 20) == 0) {
-                name = header_param(h, hl, "name");
-                filename = header_param(h, hl, "filename");
+            /* Lines end in CRLF: without the CR, an unquoted last parameter (name=email) of a
+             * line that another header follows would read as "email\r". */
+            size_t vl = hl > 0 && h[hl - 1] == '\r' ? hl - 1 : hl;
+            if (vl > 20 && strncasecmp(h, "content-disposition:", 20) == 0) {
+                name = header_param(h, vl, "name");
+                filename = header_param(h, vl, "filename");
             }
             h += hl + 1;
         }

@@ -161,9 +161,14 @@ void ll__event_utm(h2o_mem_pool_t *pool, ll_event_t *ev, ll_str_t url)
         const char *amp = memchr(p, '&', end - p), *stop = amp ? amp : end;
         const char *eq = memchr(p, '=', stop - p);
         if (eq != NULL) {
-            for (size_t i = 0; i < sizeof(utm) / sizeof(utm[0]); i++)
-                if ((size_t)(eq - p) == strlen(utm[i].name) && memcmp(p, utm[i].name, eq - p) == 0)
-                    ev->f[utm[i].tag] = ll__url_decode(pool, eq + 1, stop - eq - 1);
+            for (size_t i = 0; i < sizeof(utm) / sizeof(utm[0]); i++) {
+                if ((size_t)(eq - p) != strlen(utm[i].name) || memcmp(p, utm[i].name, eq - p) != 0)
+                    continue;
+                /* The handlers store only valid UTF-8; a %-escape (%00, %FF) must not undo that. */
+                ll_str_t v = ll__url_decode(pool, eq + 1, stop - eq - 1);
+                if (ll_utf8_valid(v.base, v.len))
+                    ev->f[utm[i].tag] = v;
+            }
         }
         p = stop + 1;
     }

@@ -2,7 +2,8 @@
  * The beacon's JSON-to-event path (server/track.c, included for its statics): the body checks
  * ll__on_beacon makes, then beacon_fields for each event, ll_event_encode as ll__pending_add
  * does, and back through ll_event_decode and ll_event_to_json. Properties: whatever a client
- * sends becomes records within LL_EVENT_MAX that decode and print as valid JSON.
+ * sends becomes records within LL_EVENT_MAX whose text fields are valid UTF-8 and that decode
+ * and print as valid JSON.
  */
 #include "../../server/track.c"
 #include "fuzz.h"
@@ -47,6 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         FUZZ_CHECK(recs.len - off <= LL_EVENT_MAX);
         FUZZ_CHECK(ll_event_decode(recs.data + off, recs.len - off, &back) == 0 && back.type == ev.type);
+        for (int t = 1; t < LL_F__MAX; t++)
+            FUZZ_CHECK(ll_utf8_valid(back.f[t].base, back.f[t].len));
         ll_buf_reset(&js);
         FUZZ_CHECK(ll_event_to_json(&back, NULL, &js) == 0);
         json_t *j = json_loadb(js.data, js.len, JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);

@@ -1,7 +1,8 @@
 /*
  * ll__url_decode and ll__event_utm (server/http.c) over a page URL a client sends. Properties:
  * decoding never grows the text and NUL-terminates it; every UTM field lies in pool memory
- * and is read in full.
+ * and is valid UTF-8 without NULs, like every other text a handler stores (a %-escape must
+ * not smuggle in what the body checks refuse).
  */
 #include <string.h>
 #include "fuzz.h"
@@ -20,7 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int t = LL_F_UTM_SOURCE; t <= LL_F_UTM_CONTENT; t++) {
         FUZZ_CHECK(ev.f[t].len <= size);
         if (ev.f[t].len != 0)
-            FUZZ_CHECK(ev.f[t].base[ev.f[t].len] == '\0');
+            FUZZ_CHECK(ev.f[t].base[ev.f[t].len] == '\0' && ll_utf8_valid(ev.f[t].base, ev.f[t].len));
     }
     for (int t = 0; t < LL_F__MAX; t++)
         if (t < LL_F_UTM_SOURCE || t > LL_F_UTM_CONTENT)
