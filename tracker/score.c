@@ -300,6 +300,8 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
     if (sc == NULL || ll_event_decode(rec, len, &ev) != 0)
         return 0;
     const ll_score_conf_t *conf = sc->conf;
+    if (!conf->enabled)
+        return 0; /* no scoring: section: the writer's hot path stays as it was */
     if (contact != 0)
         ev.contact = contact;
     if (ev.contact == 0)
