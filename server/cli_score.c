@@ -295,7 +295,8 @@ static int cmd_outbox(ll_cli_t *cli, int argc, char **argv)
     if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 0, &npos)) != 0 || (rc = open_scorer(cli, cmd, 0, &sc)) != 0)
         return rc;
     if ((rc = ll_txn_begin(cli->store, 1, &t)) == 0) {
-        rc = ll_outbox_each(sc, &t, on_row, &n);
+        if ((rc = ll_outbox_each(sc, &t, on_row, &n)) == 0)
+            rc = ll_outbox_mail_each(sc, &t, on_row, &n);
         ll_txn_abort(&t);
     }
     ll_scorer_free(sc);

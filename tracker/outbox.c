@@ -12,33 +12,19 @@
 #define OUTBOX_VERSION 1
 #define BACKOFF_MAX_US (600ULL * 1000000)
 
-static int next_id(ll_scorer_t *sc, ll_txn_t *t, uint64_t *id)
+/* Ids come from one counter in the meta db, so they never repeat, even after the outbox empties. */
+static int next_id(ll_txn_t *t, uint64_t *id)
 {
-    MDB_cursor *cur;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(t->txn, sc->outbox, &cur);
-    if (rc != 0)
-        return ll_store_err(rc);
-    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
-    mdb_cursor_close(cur);
-    if (rc == MDB_NOTFOUND) {
-        /* Empty (all delivered): continue after the last id ever used, kept in the meta db. */
-        MDB_val mk = {12, "outbox_next"}, mv;
-        *id = 1;
-        if ((rc = mdb_get(t->txn, ll_store_dbi(t->store, LL_DB_META), &mk, &mv)) == 0 && mv.mv_size == 8)
-            *id = ll_be64_get(mv.mv_data);
-        return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
-    }
-    if (rc != 0 || k.mv_size != 8)
-        return rc != 0 ? ll_store_err(rc) : LL_EINVAL;
-    *id = ll_be64_get(k.mv_data) + 1;
-    return 0;
+    MDB_val mk = {11, "outbox_next"}, mv;
+    int rc = mdb_get(t->txn, ll_store_dbi(t->store, LL_DB_META), &mk, &mv);
+    *id = rc == 0 && mv.mv_size == 8 ? ll_be64_get(mv.mv_data) : 1;
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
 static int put_row(ll_scorer_t *sc, ll_txn_t *t, int kind, const char *target, const char *json, size_t len)
 {
     uint64_t id;
-    int rc = next_id(sc, t, &id);
+    int rc = next_id(t, &id);
     if (rc != 0)
         return rc;
     ll_outbox_hdr_t h;
@@ -51,11 +37,13 @@ static int put_row(ll_scorer_t *sc, ll_txn_t *t, int kind, const char *target, c
     ll_be64_put(kb, id);
     ll_be64_put(nb, id + 1);
     MDB_val k = {8, kb}, v = {sizeof(h) + len, NULL};
-    if ((rc = mdb_put(t->txn, sc->outbox, &k, &v, MDB_RESERVE)) != 0)
+    /* Email rows wait for the mailer in their own db: the notifier never scans them. */
+    MDB_dbi dbi = kind == LL_OUT_EMAIL ? sc->outbox_mail : sc->outbox;
+    if ((rc = mdb_put(t->txn, dbi, &k, &v, MDB_RESERVE)) != 0)
         return ll_store_err(rc);
     memcpy(v.mv_data, &h, sizeof(h));
     memcpy((char *)v.mv_data + sizeof(h), json, len);
-    MDB_val mk = {12, "outbox_next"}, mv = {8, nb};
+    MDB_val mk = {11, "outbox_next"}, mv = {8, nb};
     return ll_store_err(mdb_put(t->txn, ll_store_dbi(t->store, LL_DB_META), &mk, &mv, 0));
 }
 
@@ -73,11 +61,11 @@ int ll_outbox_alert(ll_scorer_t *sc, ll_txn_t *t, const char *to, const char *js
     return rc;
 }
 
-int ll_outbox_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
+static int each(MDB_dbi dbi, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
 {
     MDB_cursor *cur;
     MDB_val k, v;
-    int rc = mdb_cursor_open(t->txn, sc->outbox, &cur);
+    int rc = mdb_cursor_open(t->txn, dbi, &cur);
     if (rc != 0)
         return ll_store_err(rc);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -90,6 +78,25 @@ int ll_outbox_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
     }
     mdb_cursor_close(cur);
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+int ll_outbox_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
+{
+    return each(sc->outbox, t, cb, ctx);
+}
+
+int ll_outbox_mail_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
+{
+    return each(sc->outbox_mail, t, cb, ctx);
+}
+
+int ll_outbox_mail_done(ll_scorer_t *sc, ll_txn_t *t, uint64_t id)
+{
+    uint8_t kb[8];
+    ll_be64_put(kb, id);
+    MDB_val k = {8, kb};
+    int rc = mdb_del(t->txn, sc->outbox_mail, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
 int ll_outbox_done(ll_scorer_t *sc, ll_txn_t *t, uint64_t id)

@@ -9,7 +9,8 @@
  *   scores   contact id (be64)                      -> ll_score_state_t (packed, versioned)
  *   ledger   contact id (be64) seq (be64) n (be16)   -> ll_ledger_rec_t: one row per score change
  *   leads    contact id (be64)                      -> ll_lead_t: stage, owner, SLA times
- *   outbox   id (be64, increasing)                  -> ll_outbox_hdr_t + JSON alert body
+ *   outbox   id (be64, increasing)                  -> ll_outbox_hdr_t + JSON alert body (webhooks, SSE)
+ *   outbox_mail  id (be64)                          -> the same, kind email, for the mailer to send
  *   routing  "rr:<group>"                           -> "rep=credit\n" lines (round-robin state)
  *
  * Behavior points come from ordered rules matching the event type and optional matchers (URL
@@ -250,8 +251,15 @@ typedef struct st_ll_outbox_hdr_t {
 /** Appends one row per receiver of an alert (every hook, SSE, the owner's email). */
 int ll_outbox_alert(ll_scorer_t *sc, ll_txn_t *t, const char *to, const char *json, size_t len);
 typedef int (*ll_outbox_cb)(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_t len, void *ctx);
-/** Rows in id order (all kinds). */
+/** Rows for the notifier (webhooks, Slack, SSE) in id order. */
 int ll_outbox_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx);
+/**
+ * Email rows (kind LL_OUT_EMAIL, target the owner's address, body the alert JSON) in id order:
+ * the mailer's to send; it removes each with ll_outbox_mail_done() in the transaction that
+ * records the send.
+ */
+int ll_outbox_mail_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx);
+int ll_outbox_mail_done(ll_scorer_t *sc, ll_txn_t *t, uint64_t id);
 /** Removes a delivered row. */
 int ll_outbox_done(ll_scorer_t *sc, ll_txn_t *t, uint64_t id);
 /** Records a failed attempt: next try after an exponential backoff (1 s doubling, at most 10 min). */

@@ -216,6 +216,7 @@ static outbox_ctx_t outbox(void)
     ll_txn_t t;
     CHECK_EQ_INT(ll_txn_begin(store, 1, &t), 0);
     CHECK_EQ_INT(ll_outbox_each(sc, &t, on_outbox, &x), 0);
+    CHECK_EQ_INT(ll_outbox_mail_each(sc, &t, on_outbox, &x), 0);
     ll_txn_abort(&t);
     return x;
 }
