@@ -260,6 +260,28 @@ int ll__on_beacon(h2o_req_t *req)
     return 0;
 }
 
+/* The pixel's query ("?u=..&r=..&ti=..&t=..", with its '?') into q's URL, REFERRER, TITLE and
+ * DATA (the type name), decoded into pool memory; the last of a repeated parameter wins. */
+static void pixel_query(h2o_mem_pool_t *pool, h2o_iovec_t query, ll_event_t *q)
+{
+    static const struct {
+        const char *name;
+        ll_field_t tag;
+    } params[] = {{"u", LL_F_URL}, {"r", LL_F_REFERRER}, {"ti", LL_F_TITLE}, {"t", LL_F_DATA}};
+    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+        char pat[8];
+        snprintf(pat, sizeof(pat), "%s=", params[i].name);
+        for (size_t off = 1; off < query.len;) {
+            const char *s = query.base + off, *amp = memchr(s, '&', query.len - off);
+            size_t len = amp ? (size_t)(amp - s) : query.len - off;
+            if (len > strlen(pat) && memcmp(s, pat, strlen(pat)) == 0) {
+                q->f[params[i].tag] = ll__url_decode(pool, s + strlen(pat), len - strlen(pat));
+            }
+            off += len + 1;
+        }
+    }
+}
+
 /* GET /e.gif?t=pageview&u=...&r=...&ti=...: the same for pages without JavaScript. */
 int ll__on_pixel(h2o_req_t *req)
 {
@@ -271,25 +293,8 @@ int ll__on_pixel(h2o_req_t *req)
     ll__event_from_req(req, &ri, &ev, ip, asn);
     ev.type = LL_EV_PAGEVIEW;
     ll_event_t q = {0};
-    if (req->query_at != SIZE_MAX) {
-        h2o_iovec_t query = h2o_iovec_init(req->path.base + req->query_at, req->path.len - req->query_at);
-        static const struct {
-            const char *name;
-            ll_field_t tag;
-        } params[] = {{"u", LL_F_URL}, {"r", LL_F_REFERRER}, {"ti", LL_F_TITLE}, {"t", LL_F_DATA}};
-        for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
-            char pat[8];
-            snprintf(pat, sizeof(pat), "%s=", params[i].name);
-            for (size_t off = 1; off < query.len;) {
-                const char *s = query.base + off, *amp = memchr(s, '&', query.len - off);
-                size_t len = amp ? (size_t)(amp - s) : query.len - off;
-                if (len > strlen(pat) && memcmp(s, pat, strlen(pat)) == 0) {
-                    q.f[params[i].tag] = ll__url_decode(&req->pool, s + strlen(pat), len - strlen(pat));
-                }
-                off += len + 1;
-            }
-        }
-    }
+    if (req->query_at != SIZE_MAX)
+        pixel_query(&req->pool, h2o_iovec_init(req->path.base + req->query_at, req->path.len - req->query_at), &q);
     ev.f[LL_F_URL] = q.f[LL_F_URL];
     ev.f[LL_F_TITLE] = q.f[LL_F_TITLE];
     ev.f[LL_F_REFERRER] = q.f[LL_F_REFERRER];
