@@ -51,6 +51,7 @@ static void usage(void)
             "  lead accept EMAIL | lead reject EMAIL        the owner's answer (reject recycles)\n"
             "  lead stage EMAIL STAGE              sql, opportunity, customer, recycled\n"
             "  outbox                              alerts waiting for delivery\n"
+            "  rep list | rep away NAME | rep back NAME     round-robin reps, their credit, away or not\n"
             "\n"
             "Keys (DIR/keys)\n"
             "  keys list           key ids and fingerprints; the newest signs\n"
@@ -316,6 +317,7 @@ static const struct {
     {"rescore", ll__cli_rescore},
     {"lead", ll__cli_lead},
     {"outbox", ll__cli_outbox},
+    {"rep", ll__cli_rep},
     {"enroll", ll__cli_enroll},
     {"unenroll", ll__cli_unenroll},
 };

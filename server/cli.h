@@ -89,6 +89,7 @@ int ll__cli_score(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_rescore(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_lead(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_outbox(ll_cli_t *cli, int argc, char **argv);
+int ll__cli_rep(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_link(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_pixel(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_unsubscribe_link(ll_cli_t *cli, int argc, char **argv);

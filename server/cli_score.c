@@ -307,6 +307,63 @@ static int cmd_outbox(ll_cli_t *cli, int argc, char **argv)
     return 0;
 }
 
+static int cmd_rep(ll_cli_t *cli, int argc, char **argv)
+{
+    const char *cmd = "rep";
+    char *pos[2];
+    int npos, rc;
+    ll_cli_opt_t opts[] = {{NULL, 0, NULL}};
+    ll_scorer_t *sc = NULL;
+    ll_txn_t t;
+    const ll_score_conf_t *conf = cli->conf.score;
+    if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 2, &npos)) != 0)
+        return rc;
+    int list = npos == 1 && strcmp(pos[0], "list") == 0;
+    int set = npos == 2 && (strcmp(pos[0], "away") == 0 || strcmp(pos[0], "back") == 0);
+    if (!list && !set)
+        return ll__cli_usage(cmd, "rep list | rep away NAME | rep back NAME");
+    if (set) {
+        int known = 0;
+        for (size_t g = 0; g < conf->num_groups; g++)
+            for (size_t i = 0; i < conf->groups[g].num_reps; i++)
+                known |= strcmp(conf->groups[g].reps[i].name, pos[1]) == 0;
+        if (!known)
+            return ll__cli_fail(cmd, "'%s' is in no routing group of the configuration (use -c)", pos[1]);
+    }
+    if ((rc = open_scorer(cli, cmd, 0, &sc)) != 0)
+        return rc;
+    if ((rc = ll_txn_begin(cli->store, list, &t)) == 0) {
+        if (set) {
+            if ((rc = ll_rep_away_set(sc, &t, pos[1], pos[0][0] == 'a')) == 0)
+                rc = ll_txn_commit(&t);
+            else
+                ll_txn_abort(&t);
+            if (rc == 0)
+                printf("%s: %s\n", pos[1], pos[0][0] == 'a' ? "away (no round-robin leads)" : "back in the rotation");
+        } else {
+            printf("%-16s %-32s %-6s %-8s %s\n", "group", "rep", "weight", "credit", "status");
+            for (size_t g = 0; g < conf->num_groups; g++) {
+                for (size_t i = 0; i < conf->groups[g].num_reps; i++) {
+                    const ll_rep_t *r = &conf->groups[g].reps[i];
+                    int away = 0;
+                    ll_rep_away_get(sc, &t, r->name, &away);
+                    printf("%-16s %-32s %-6d %-8lld %s\n", conf->groups[g].name, r->name, r->weight,
+                           ll_rep_credit(sc, &t, conf->groups[g].name, r->name),
+                           r->away ? "away (config)" : away ? "away" : "available");
+                }
+            }
+            ll_txn_abort(&t);
+        }
+    }
+    ll_scorer_free(sc);
+    return rc != 0 ? ll__cli_fail(cmd, "%s", ll_strerror(rc)) : 0;
+}
+
+int ll__cli_rep(ll_cli_t *cli, int argc, char **argv)
+{
+    return cmd_rep(cli, argc, argv);
+}
+
 int ll__cli_score(ll_cli_t *cli, int argc, char **argv)
 {
     return cmd_score(cli, argc, argv);

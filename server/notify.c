@@ -214,7 +214,15 @@ static void record(collect_t *x)
 static void sla_pass(void)
 {
     ll_txn_t t;
-    int changed = 0, rc = ll_txn_begin(ll_srv.store, 0, &t);
+    int changed = 0, rc, due = 0;
+    /* A read first: the write lock is taken only when some lead is due. */
+    if (ll_txn_begin(ll_srv.store, 1, &t) == 0) {
+        due = ll_lead_sla_due(ll_srv.scorer, &t, ll_now_us());
+        ll_txn_abort(&t);
+    }
+    if (!due)
+        return;
+    rc = ll_txn_begin(ll_srv.store, 0, &t);
     if (rc == 0 && (rc = ll_lead_sla_pass(ll_srv.scorer, &t, ll_now_us(), &changed)) == 0 && changed > 0) {
         rc = ll_txn_commit(&t);
         if (rc == 0)

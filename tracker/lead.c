@@ -313,6 +313,14 @@ static int on_sla_lead(uint64_t contact, const ll_lead_t *l, void *p)
     return x->n >= 1000; /* at most this many per pass */
 }
 
+int ll_lead_sla_due(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us)
+{
+    sla_ctx_t x = {sc, now_us, NULL, 0, 0};
+    ll_lead_each(sc, t, on_sla_lead, &x);
+    free(x.due);
+    return x.n > 0;
+}
+
 int ll_lead_sla_pass(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us, int *changed)
 {
     sla_ctx_t x = {sc, now_us, NULL, 0, 0};

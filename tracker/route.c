@@ -30,6 +30,48 @@ static int at_least(json_t *fields, const char *name, double min)
     return end != v && d == d && d >= min;
 }
 
+static int away_key(const char *name, char key[LL_OWNER_MAX + 8])
+{
+    return snprintf(key, LL_OWNER_MAX + 8, "away:%s", name);
+}
+
+int ll_rep_away_get(ll_scorer_t *sc, ll_txn_t *t, const char *rep, int *away)
+{
+    char key[LL_OWNER_MAX + 8];
+    MDB_val k = {(size_t)away_key(rep, key), key}, v;
+    int rc = mdb_get(t->txn, sc->routing, &k, &v);
+    *away = rc == 0;
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+int ll_rep_away_set(ll_scorer_t *sc, ll_txn_t *t, const char *rep, int away)
+{
+    char key[LL_OWNER_MAX + 8];
+    MDB_val k = {(size_t)away_key(rep, key), key}, v = {1, "1"};
+    int rc = away ? mdb_put(t->txn, sc->routing, &k, &v, 0) : mdb_del(t->txn, sc->routing, &k, NULL);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+long long ll_rep_credit(ll_scorer_t *sc, ll_txn_t *t, const char *group, const char *rep)
+{
+    char key[LL_NAME_MAX + 4];
+    int klen = snprintf(key, sizeof(key), "rr:%s", group);
+    MDB_val k = {(size_t)klen, key}, v;
+    if (mdb_get(t->txn, sc->routing, &k, &v) != 0)
+        return 0;
+    const char *p = v.mv_data, *end = p + v.mv_size;
+    size_t n = strlen(rep);
+    while (p < end) {
+        const char *nl = memchr(p, '\n', end - p);
+        if (nl == NULL)
+            break;
+        if ((size_t)(nl - p) > n && memcmp(p, rep, n) == 0 && p[n] == ' ')
+            return strtoll(p + n + 1, NULL, 10);
+        p = nl + 1;
+    }
+    return 0;
+}
+
 static int rule_matches(const ll_route_rule_t *r, json_t *fields, const char *geo_country)
 {
     char v[256];
@@ -91,7 +133,10 @@ static int rr_pick(ll_scorer_t *sc, ll_txn_t *t, const ll_route_group_t *g, cons
     int best = -1;
     for (size_t i = 0; i < g->num_reps; i++) {
         const ll_rep_t *r = &g->reps[i];
-        if (r->away || (exclude != NULL && strcmp(r->name, exclude) == 0))
+        int away = r->away;
+        if (!away && (rc = ll_rep_away_get(sc, t, r->name, &away)) != 0)
+            return rc;
+        if (away || (exclude != NULL && strcmp(r->name, exclude) == 0))
             continue;
         credit[i] += r->weight;
         total += r->weight;

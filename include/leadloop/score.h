@@ -227,6 +227,18 @@ int ll_route_pick(ll_scorer_t *sc, ll_txn_t *t, const char *fields_json, const c
                   char owner[LL_OWNER_MAX], char rule[LL_NAME_MAX]);
 
 /**
+ * A rep marked away by an operator (leadloop rep away) gets no round-robin leads until marked
+ * back; it keeps its place in the rotation. Config `away: true` is the static form.
+ */
+int ll_rep_away_get(ll_scorer_t *sc, ll_txn_t *t, const char *rep, int *away);
+int ll_rep_away_set(ll_scorer_t *sc, ll_txn_t *t, const char *rep, int away);
+/** A rep's round-robin credit in a group (0 when never picked). */
+long long ll_rep_credit(ll_scorer_t *sc, ll_txn_t *t, const char *group, const char *rep);
+
+/** 1 when some lead is due for the SLA pass at now_us (read-only; for a cheap check first). */
+int ll_lead_sla_due(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us);
+
+/**
  * The SLA pass: leads past their accept deadline are escalated (an alert to escalate_to and,
  * with reassign, a new owner by routing); accepted leads idle for recycle_days are recycled.
  * Scans the leads database (MQLs only, small). *changed counts leads touched.

@@ -213,6 +213,29 @@ def test_sla_breach_escalates_and_reassigns():
         rcv.stop()
 
 
+def test_rep_away_at_runtime():
+    rcv = Receiver()
+    try:
+        with Server(conf=conf_yaml(rcv.port)) as s:
+            p = s.cli('rep', 'away', 'sam@corp.example')
+            check(b'away' in p.stdout, f'rep away: {p.stdout!r}')
+            for i in range(3):
+                drive_to_threshold(s, f'w{i}@example.com', company='Initech')
+            check(wait_until(lambda: len(rcv.alerts()) == 3, timeout=2.0), f'alerts {len(rcv.alerts())}')
+            owners = [a[2]['owner'] for a in rcv.alerts()]
+            check(owners == ['tom@corp.example'] * 3, f'owners while sam is away: {owners}')
+            out = s.cli('rep', 'list').stdout.decode()
+            check('sam@corp.example' in out and 'away' in out, f'rep list:\n{out}')
+            s.cli('rep', 'back', 'sam@corp.example')
+            drive_to_threshold(s, 'w9@example.com', company='Initech')
+            check(wait_until(lambda: len(rcv.alerts()) == 4, timeout=2.0), 'fourth alert')
+            check(rcv.alerts()[3][2]['owner'] == 'sam@corp.example', f'after back: {rcv.alerts()[3][2]["owner"]}')
+            r = s.cli('rep', 'away', 'nobody@corp.example', ok=False)
+            check(r.returncode == 1, f'unknown rep: exit {r.returncode}')
+    finally:
+        rcv.stop()
+
+
 def test_receiver_down_then_back_gets_it_once():
     port = free_port()
     s = Server(conf=conf_yaml(port))

@@ -468,6 +468,25 @@ static void test_routing_round_robin(void)
         seen_carl += strcmp(l.owner, "carl@corp.example") == 0;
     }
     CHECK_EQ_INT(seen_carl, 1);
+    /* Marked away at runtime (leadloop rep away): skipped, and back again later. */
+    ll_txn_t t;
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    CHECK_EQ_INT(ll_rep_away_set(sc, &t, "anna@corp.example", 1), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    for (int i = 0; i < 4; i++) {
+        char email[64];
+        snprintf(email, sizeof(email), "away%d@example.com", i);
+        l = lead(mql(email, (uint8_t)(80 + i), "{\"country\":\"FR\"}"), &rc);
+        CHECK(strcmp(l.owner, "anna@corp.example") != 0);
+    }
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    CHECK_EQ_INT(ll_rep_away_set(sc, &t, "anna@corp.example", 0), 0);
+    int away = 1;
+    CHECK_EQ_INT(ll_rep_away_get(sc, &t, "anna@corp.example", &away), 0);
+    CHECK_EQ_INT(away, 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    l = lead(mql("back@example.com", 90, "{\"country\":\"FR\"}"), &rc);
+    CHECK_EQ_STR(l.owner, "anna@corp.example"); /* her credit was kept while away: she is next */
     teardown();
 }
 
