@@ -196,7 +196,7 @@ static int parse_rule(ll_cfg_t *x, const yaml_node_t *n, ll_score_rule_t *r, siz
             rc = get_int(x, vn, k, -1000, 1000, &r->points);
             have_points = 1;
         } else if (strcmp(k, "cap_per_day") == 0) {
-            rc = get_int(x, vn, k, 0, 100000, &r->cap_per_day);
+            rc = get_int(x, vn, k, 0, 65000, &r->cap_per_day);
         } else {
             rc = ll__cfg_fail(x, kn, k, "unknown key in a scoring rule (name, event, path, link, form, file, program, "
                                         "step, points, cap_per_day)");

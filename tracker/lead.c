@@ -238,7 +238,7 @@ static int recycle(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_lead_t *l,
         ll_ledger_rec_t r;
         memset(&r, 0, sizeof(r));
         r.time_us = now_us;
-        r.seq = ll_event_last_seq(t);
+        r.seq = ll__contact_last_seq(t, contact); /* shown after the contact's latest event */
         r.points = -(int32_t)(was + 0.5);
         r.after = 0;
         snprintf(r.rule, sizeof(r.rule), "%s", why);

@@ -11,7 +11,7 @@
 #include <time.h>
 #include "score_int.h"
 
-#define STATE_VERSION 1
+#define STATE_VERSION 2
 #define DAY_US 86400000000ULL
 
 int ll_scorer_open(ll_store_t *s, const ll_score_conf_t *conf, ll_scorer_t **out, char *err, size_t errlen)
@@ -147,37 +147,95 @@ int ll__score_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_score
     return ll_store_err(mdb_put(t->txn, sc->scores, &k, &v, 0));
 }
 
+/* The ledger is keyed by seq (then a row number), so rows are appended at the end of the tree
+ * and a batch dirties a few pages, not one per contact; a contact's rows are found through its
+ * timeline (contact_events). A value, packed: contact (8), time (8), points (4), capped (4),
+ * after (8, a double), event type (1), is_fit (1), then the rule name (< LL_NAME_MAX bytes). */
+#define LEDGER_FIXED 34
+
 int ll__ledger_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint16_t n, const ll_ledger_rec_t *r)
 {
-    uint8_t kb[18];
-    ll_be64_put(kb, contact);
-    ll_be64_put(kb + 8, r->seq);
-    kb[16] = (uint8_t)(n >> 8), kb[17] = (uint8_t)n;
-    MDB_val k = {18, kb}, v = {sizeof(*r), (void *)r};
+    uint8_t kb[10], vb[LEDGER_FIXED + LL_NAME_MAX];
+    ll_be64_put(kb, r->seq);
+    kb[8] = (uint8_t)(n >> 8), kb[9] = (uint8_t)n;
+    size_t nl = strnlen(r->rule, sizeof(r->rule) - 1);
+    ll_be64_put(vb, contact);
+    ll_be64_put(vb + 8, r->time_us);
+    ll_be32_put(vb + 16, (uint32_t)r->points);
+    ll_be32_put(vb + 20, (uint32_t)r->capped);
+    memcpy(vb + 24, &r->after, 8);
+    vb[32] = r->event_type, vb[33] = r->is_fit;
+    memcpy(vb + LEDGER_FIXED, r->rule, nl);
+    MDB_val k = {10, kb}, v = {LEDGER_FIXED + nl, vb};
     return ll_store_err(mdb_put(t->txn, sc->ledger, &k, &v, 0));
+}
+
+/* The rows of one seq that belong to contact. */
+static int ledger_of_seq(MDB_cursor *cur, uint64_t contact, uint64_t seq, ll_ledger_cb cb, void *ctx, int *stop)
+{
+    uint8_t kb[10] = {0};
+    ll_be64_put(kb, seq);
+    MDB_val k = {10, kb}, v;
+    int rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 10 || ll_be64_get(k.mv_data) != seq)
+            break;
+        ll_ledger_rec_t r;
+        const uint8_t *vb = v.mv_data;
+        if (v.mv_size < LEDGER_FIXED || v.mv_size >= LEDGER_FIXED + sizeof(r.rule) || ll_be64_get(vb) != contact)
+            continue;
+        memset(&r, 0, sizeof(r));
+        r.seq = seq;
+        r.time_us = ll_be64_get(vb + 8);
+        r.points = (int32_t)ll_be32_get(vb + 16);
+        r.capped = (int32_t)ll_be32_get(vb + 20);
+        memcpy(&r.after, vb + 24, 8);
+        r.event_type = vb[32], r.is_fit = vb[33];
+        memcpy(r.rule, vb + LEDGER_FIXED, v.mv_size - LEDGER_FIXED);
+        if (cb(&r, ctx) != 0) {
+            *stop = 1;
+            return 0;
+        }
+    }
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
 int ll_ledger_each(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_ledger_cb cb, void *ctx)
 {
-    MDB_cursor *cur;
+    MDB_cursor *ce, *cur;
     uint8_t kb[8];
     ll_be64_put(kb, contact);
     MDB_val k = {8, kb}, v;
-    int rc = mdb_cursor_open(t->txn, sc->ledger, &cur);
-    if (rc != 0)
+    int rc, stop = 0;
+    if ((rc = mdb_cursor_open(t->txn, ll_store_dbi(t->store, LL_DB_CONTACT_EVENTS), &ce)) != 0)
         return ll_store_err(rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 18 || ll_be64_get(k.mv_data) != contact)
-            break;
-        ll_ledger_rec_t r;
-        if (v.mv_size != sizeof(r))
-            continue;
-        memcpy(&r, v.mv_data, sizeof(r));
-        if (cb(&r, ctx) != 0)
+    if ((rc = mdb_cursor_open(t->txn, sc->ledger, &cur)) != 0) {
+        mdb_cursor_close(ce);
+        return ll_store_err(rc);
+    }
+    for (rc = mdb_cursor_get(ce, &k, &v, MDB_SET_KEY); rc == 0 && !stop; rc = mdb_cursor_get(ce, &k, &v, MDB_NEXT_DUP)) {
+        if (v.mv_size == 8 && (rc = ledger_of_seq(cur, contact, ll_be64_get(v.mv_data), cb, ctx, &stop)) != 0)
             break;
     }
     mdb_cursor_close(cur);
-    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+    mdb_cursor_close(ce);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : rc < 0 ? rc : ll_store_err(rc);
+}
+
+/** The seq of the contact's latest event (0 when none): where a row without an event goes. */
+uint64_t ll__contact_last_seq(ll_txn_t *t, uint64_t contact)
+{
+    MDB_cursor *ce;
+    uint8_t kb[8];
+    ll_be64_put(kb, contact);
+    MDB_val k = {8, kb}, v;
+    uint64_t seq = 0;
+    if (mdb_cursor_open(t->txn, ll_store_dbi(t->store, LL_DB_CONTACT_EVENTS), &ce) != 0)
+        return 0;
+    if (mdb_cursor_get(ce, &k, &v, MDB_SET_KEY) == 0 && mdb_cursor_get(ce, &k, &v, MDB_LAST_DUP) == 0 && v.mv_size == 8)
+        seq = ll_be64_get(v.mv_data);
+    mdb_cursor_close(ce);
+    return seq;
 }
 
 /* ---- behavior ---- */
@@ -311,8 +369,12 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
     int human = ev.cls == LL_CLASS_HUMAN;
     if (!human && !profile_changed && ev.type != LL_EV_IDENTIFY)
         return 0;
-    if ((rc = ll_score_get(sc, t, ev.contact, &st)) != 0 && rc != LL_ENOTFOUND)
-        return rc == LL_EINVAL ? 0 : rc;
+    if ((rc = ll_score_get(sc, t, ev.contact, &st)) == LL_EINVAL) {
+        memset(&st, 0, sizeof(st)); /* an older layout: start again (leadloop rescore rebuilds it) */
+        rc = LL_ENOTFOUND;
+    } else if (rc != 0 && rc != LL_ENOTFOUND) {
+        return rc;
+    }
     st.version = STATE_VERSION;
     int changed = rc == LL_ENOTFOUND;
     if (ev.f[LL_F_COUNTRY].len == 2 && memcmp(st.country, ev.f[LL_F_COUNTRY].base, 2) != 0) {
@@ -330,16 +392,30 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
         int pts = r->points, withheld = 0;
         if (r->cap_per_day > 0) {
             uint32_t day = (uint32_t)(ev.time_us / DAY_US);
-            if (st.cap_day[i] != day)
-                st.cap_day[i] = day, st.cap_used[i] = 0;
-            int room = r->cap_per_day - st.cap_used[i];
+            uint16_t scratch = 0, *used = &scratch;
+            if (day > st.cap_day) {
+                st.cap_day = day;
+                st.num_caps = 0;
+            }
+            if (day == st.cap_day) {
+                size_t c = 0;
+                while (c < st.num_caps && st.caps[c].rule != i)
+                    c++;
+                if (c == st.num_caps && c < LL_SCORE_MAX_CAPS) {
+                    st.caps[c].rule = (uint16_t)i, st.caps[c].used = 0;
+                    st.num_caps++;
+                }
+                if (c < st.num_caps)
+                    used = &st.caps[c].used;
+            }
+            int room = r->cap_per_day - *used;
             int mag = abs(pts);
             if (mag > room) {
                 withheld = mag - (room > 0 ? room : 0);
                 mag = room > 0 ? room : 0;
                 pts = pts < 0 ? -mag : mag;
             }
-            st.cap_used[i] += mag;
+            *used = (uint16_t)(*used + mag > 65535 ? 65535 : *used + mag);
         }
         /* Lazy decay: bring the value to the later of the two times, then add. An event older
          * than the state (attributed on binding) adds its points already decayed. */

@@ -23,6 +23,8 @@ void ll__field(json_t *fields, const char *name, char *out, size_t outlen);
 void ll__iso(uint64_t us, char out[32]);
 /** Writes the state back. */
 int ll__score_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_score_state_t *st);
+/** The seq of the contact's latest event (0: none). */
+uint64_t ll__contact_last_seq(ll_txn_t *t, uint64_t contact);
 /** Appends a ledger row for contact (n tells rows of one event apart). */
 int ll__ledger_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint16_t n, const ll_ledger_rec_t *r);
 

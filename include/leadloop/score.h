@@ -7,7 +7,7 @@
  * (only ll_score_rescore() does). Everything it decides is written in that same transaction:
  *
  *   scores   contact id (be64)                      -> ll_score_state_t (packed, versioned)
- *   ledger   contact id (be64) seq (be64) n (be16)   -> ll_ledger_rec_t: one row per score change
+ *   ledger   seq (be64) n (be16)                    -> contact + ll_ledger_rec_t, packed: one row per change
  *   leads    contact id (be64)                      -> ll_lead_t: stage, owner, SLA times
  *   outbox   id (be64, increasing)                  -> ll_outbox_hdr_t + JSON alert body (webhooks, SSE)
  *   outbox_mail  id (be64)                          -> the same, kind email, for the mailer to send
@@ -143,18 +143,29 @@ typedef enum {
 const char *ll_stage_name(int stage);
 int ll_stage_parse(const char *s); /* -1 when unknown */
 
-/** The state kept per contact. Times in microseconds. */
+#define LL_SCORE_MAX_CAPS 16 /* capped rules one contact can use in one day */
+
+/**
+ * The state kept per contact (about 110 bytes: it is rewritten by every scored event, so its
+ * size is most of what scoring adds to a commit). Times in microseconds. Cap counters are for
+ * one UTC day (cap_day), the latest seen; an event of an earlier day (attributed late) is
+ * capped on its own.
+ */
 typedef struct st_ll_score_state_t {
     uint32_t version;
     int32_t fit;
     uint32_t fit_mask;     /* the fit rules (by position) that match */
-    uint32_t pad;
+    uint32_t cap_day;      /* UTC day number of the counters */
     double engagement;     /* as of engaged_us */
     uint64_t engaged_us;
     uint64_t updated_us;
     char country[4];       /* last geo country seen in an event */
-    uint32_t cap_day[LL_SCORE_MAX_RULES]; /* UTC day number the cap counter is for */
-    int32_t cap_used[LL_SCORE_MAX_RULES];
+    uint16_t num_caps;
+    uint16_t pad;
+    struct {
+        uint16_t rule;     /* position in scoring.rules */
+        uint16_t used;     /* points given today (absolute) */
+    } caps[LL_SCORE_MAX_CAPS];
 } ll_score_state_t;
 
 /** A ledger row. rule is the rule's name ("fit:<name>", "recycle" for resets). */

@@ -581,10 +581,61 @@ static void test_rescore_rebuilds(void)
     teardown();
 }
 
+/* The commented section of deploy/leadloop.example.yaml (the manual) parses once uncommented. */
+static void test_example_section_parses(void)
+{
+    FILE *f = fopen("deploy/leadloop.example.yaml", "r");
+    if (f == NULL)
+        f = fopen("../../deploy/leadloop.example.yaml", "r");
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    char line[1024], path[] = "/tmp/test_score_example.XXXXXX", err[512] = "";
+    int fd = mkstemp(path), in = 0, n = 0;
+    FILE *out = fdopen(fd, "w");
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strstr(line, "---- lead scoring") != NULL) {
+            in = 1;
+            continue;
+        }
+        if (!in || strncmp(line, "# ", 2) != 0 || strncmp(line, "# ----", 6) == 0) {
+            in = in && strncmp(line, "# ", 2) == 0 && strncmp(line, "# ----", 6) != 0;
+            continue;
+        }
+        const char *l = line + 2;
+        if (strncmp(l, "Without", 7) == 0)
+            continue;
+        if (strncmp(l, "  # admin_token:", 16) == 0)
+            l = "  admin_token: a-long-random-token-for-the-test\n";
+        fputs(l, out);
+        n++;
+    }
+    fclose(f);
+    fclose(out);
+    CHECK(n > 30);
+    ll_config_t c;
+    ll_config_defaults(&c);
+    int rc = ll_config_load(&c, path, err, sizeof(err));
+    if (rc != 0)
+        fprintf(stderr, "example: %s\n", err);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(c.score->enabled);
+    CHECK_EQ_INT(c.score->num_rules, 7);
+    CHECK_EQ_INT(c.score->num_fit, 5);
+    CHECK_EQ_INT(c.score->num_routes, 4);
+    CHECK_EQ_INT(c.score->groups[0].num_reps, 3);
+    CHECK_EQ_INT(c.score->num_hooks, 2);
+    CHECK_EQ_INT(c.score->hooks[1].kind, LL_HOOK_SLACK);
+    CHECK_EQ_INT(c.score->accept_seconds, 3600);
+    ll_config_free(&c);
+    unlink(path);
+}
+
 int main(void)
 {
     RUN(test_glob);
     RUN(test_config_errors);
+    RUN(test_example_section_parses);
     RUN(test_rules_caps_ledger);
     RUN(test_non_human_never_scores);
     RUN(test_decay);
