@@ -75,6 +75,16 @@ int ll__mime_build(const ll_mime_in_t *in, ll_buf_t *out);
 /** Quoted-printable (RFC 2045) of s into out, CRLF line ends, lines at most 76 chars. */
 int ll__mime_qp(const char *s, size_t n, ll_buf_t *out);
 
+/* ---- DKIM (dkim.c) ---- */
+
+typedef struct st_ll_dkim_t ll_dkim_t;
+/** Loads a PEM private key and checks that it signs. err names the file. */
+int ll__dkim_open(const char *key_path, const char *selector, const char *domain, ll_dkim_t **out, char *err,
+                  size_t errlen);
+void ll__dkim_free(ll_dkim_t *d);
+/** Signs msg (a whole message, CRLF) and puts the DKIM-Signature header in front of it. */
+int ll__dkim_sign(ll_dkim_t *d, uint64_t send, ll_buf_t *msg);
+
 /* ---- SMTP (smtp.c) ---- */
 
 typedef struct st_ll_outmsg_t {

@@ -64,6 +64,7 @@ typedef struct {
     ll_keyring_t *keys;
     ll_nurture_t n;
     ll_scorer_t *scorer; /* score.h: sales-ready exits, score conditions; events are scored too */
+    ll_dkim_t *dkim;     /* NULL: messages are not signed */
     ll_tpl_t *tpl[LL_MAX_PROGRAMS][LL_MAX_STEPS];
     ll_smtp_t smtp;
 } mailer_t;
@@ -370,6 +371,8 @@ static int render(mailer_t *M, const ll_program_t *p, size_t step, const ll_cont
                            ll_now_us()};
         ll_buf_init(&o->body, 4 * LL_TPL_MAX);
         rc = ll__mime_build(&in, &o->body);
+        if (rc == 0 && M->dkim != NULL)
+            rc = ll__dkim_sign(M->dkim, send, &o->body);
     }
     free(subject);
     free(html);
@@ -738,6 +741,12 @@ int main(int argc, char **argv)
     if (ll_scorer_open(M.store, M.conf.score, &M.scorer, err, sizeof(err)) != 0)
         fatalx("%s", err);
     the_scorer = M.scorer;
+    if (M.m->dkim_key != NULL) {
+        const char *at = strrchr(M.m->from, '@');
+        if (ll__dkim_open(M.m->dkim_key, M.m->dkim_selector, M.m->dkim_domain ? M.m->dkim_domain : at ? at + 1 : "",
+                          &M.dkim, err, sizeof(err)) != 0)
+            fatalx("%s", err);
+    }
     /* One mailer per environment: two would claim the same due rows. */
     char *lockpath = path_join(M.conf.data_dir, "mailer.lock");
     int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -774,6 +783,7 @@ int main(int argc, char **argv)
             ll__tpl_free(M.tpl[i][s]);
     ll_keyring_free(M.keys);
     ll_scorer_free(M.scorer);
+    ll__dkim_free(M.dkim);
     ll_store_close(M.store);
     close(lockfd);
     ll_config_free(&M.conf);

@@ -30,6 +30,7 @@ static void usage(void)
             "Nurture programs (programs: in the configuration; leadloop-mailer sends them)\n"
             "  enroll EMAIL PROGRAM                start the program for a contact (created if missing)\n"
             "  unenroll EMAIL PROGRAM              stop it\n"
+            "  enrollments EMAIL                   its programs (state, step, next send) and sends\n"
             "\n"
             "Signed links (each creates the contact when it does not exist yet)\n"
             "  link URL --to EMAIL [--send ID] [--link N]  click link: PUBLIC_URL/c/TOKEN\n"
@@ -320,6 +321,7 @@ static const struct {
     {"rep", ll__cli_rep},
     {"enroll", ll__cli_enroll},
     {"unenroll", ll__cli_unenroll},
+    {"enrollments", ll__cli_enrollments},
 };
 
 int main(int argc, char **argv)

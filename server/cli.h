@@ -98,6 +98,7 @@ int ll__cli_keys_cmd(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_enroll(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_unenroll(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv);
+int ll__cli_enrollments(ll_cli_t *cli, int argc, char **argv);
 
 /** Parses an --since TIME (ISO 8601 date or date-time, unix seconds, or "30s"/"15m"/"2h"/"7d" ago). */
 int ll__cli_parse_time(const char *s, uint64_t now_us, uint64_t *out_us);

@@ -31,6 +31,7 @@ void ll__cfg_mail_init(ll_config_t *c)
     m->retry_s = 300;
     m->max_attempts = 8;
     m->poll_s = 30;
+    m->dkim_selector = ll_strdup("default");
     c->mail = m;
 }
 
@@ -56,7 +57,7 @@ void ll__cfg_mail_free(ll_config_t *c)
         return;
     programs_clear(m);
     char **strs[] = {&m->smtp_host, &m->smtp_user, &m->smtp_password, &m->smtp_ca_file, &m->from, &m->from_name,
-                     &m->templates_dir, &m->unsubscribe_mailto};
+                     &m->templates_dir, &m->unsubscribe_mailto, &m->dkim_key, &m->dkim_selector, &m->dkim_domain};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
         free(*strs[i]);
     free(m);
@@ -102,6 +103,9 @@ static const struct mkey mailer_keys[] = {
     {"retry", V_INT, MO(retry_s), 1, 86400},
     {"max_attempts", V_INT, MO(max_attempts), 1, 100},
     {"poll", V_INT, MO(poll_s), 1, 3600},
+    {"dkim_key", V_STR, MO(dkim_key), 0, 0},
+    {"dkim_selector", V_STR, MO(dkim_selector), 0, 0},
+    {"dkim_domain", V_STR, MO(dkim_domain), 0, 0},
 };
 #undef MO
 

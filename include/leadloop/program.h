@@ -90,6 +90,9 @@ typedef struct st_ll_mail_conf_t {
     int retry_s;             /* first retry after a 4xx, doubled each time, 300 */
     int max_attempts;        /* a message given up after this many 4xx, 8 */
     int poll_s;              /* the daemon looks for due messages this often, 30 */
+    char *dkim_key;          /* PEM private key: sign with DKIM (rsa-sha256, relaxed); NULL: no signing */
+    char *dkim_selector;     /* "default" */
+    char *dkim_domain;       /* d=; NULL: the domain of `from` */
     ll_program_t programs[LL_MAX_PROGRAMS];
     size_t num_programs;
     ll_enroll_rule_t rules[LL_MAX_ENROLL_RULES];

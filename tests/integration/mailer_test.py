@@ -112,6 +112,7 @@ def make_certs():
     subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost',
                     '-addext', 'subjectAltName=DNS:localhost', '-keyout', os.path.join(CERTS, 'key.pem'),
                     '-out', os.path.join(CERTS, 'cert.pem')], check=True, capture_output=True)
+    subprocess.run(['openssl', 'genrsa', '-out', os.path.join(CERTS, 'dkim.pem'), '2048'], check=True, capture_output=True)
 
 
 class Smtp:
@@ -339,14 +340,16 @@ def test_three_step_program_over_starttls():
         env.close()
 
 
-def test_links_pixel_and_timeline():
-    env = Env()
+def test_links_pixel_and_timeline_dkim():
+    env = Env(extra_mailer=f'  dkim_key: {it.yaml_str(os.path.join(CERTS, "dkim.pem"))}\n  dkim_selector: ll2027')
     env.smtp_tls = True
     try:
         env.import_csv(T0, 'email,first_name\nann@example.com,Ann\n')
         env.mailer(T0)
         msg = env.smtp.messages()[0]
         send, text, htm = check_message(env, msg)
+        dk = re.sub(r'\s+', ' ', str(msg['DKIM-Signature'] or ''))
+        check('a=rsa-sha256' in dk and 'd=example.com' in dk and 's=ll2027' in dk and 'bh=' in dk, f'DKIM: {dk!r}')
         hrefs, tlinks, imgs = links_of(env, text, htm)
         base = env.server.base
         click = [h for h in hrefs if h.startswith(base + '/c/')]

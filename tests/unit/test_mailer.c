@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include "../../mailer/template.c"
 #include "../../mailer/mime.c"
+#include "../../mailer/dkim.c"
 #include "leadloop/program.h"
 #include "test.h"
 
@@ -237,6 +238,69 @@ static void test_qp_and_headers(void)
     ll_buf_free(&b);
 }
 
+/* Signs a message, then verifies it with libopendkim against a key record from a file (its
+ * test query method), and checks that a changed body fails. */
+static void test_dkim(void)
+{
+    char dir[] = "/tmp/ll-test-dkim-XXXXXX", cmd[512], key[128], keys[128], pub[2048] = "";
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    snprintf(keys, sizeof(keys), "%s/keys.txt", dir);
+    snprintf(cmd, sizeof(cmd), "openssl genrsa -out %s 2048 2>/dev/null && openssl rsa -in %s -pubout -outform DER "
+                               "2>/dev/null | base64 -w0", key, key);
+    FILE *pp = popen(cmd, "r");
+    CHECK(pp != NULL && fgets(pub, sizeof(pub), pp) != NULL);
+    if (pp != NULL)
+        pclose(pp);
+    FILE *kf = fopen(keys, "w");
+    fprintf(kf, "sel._domainkey.example.com v=DKIM1; k=rsa; p=%s\n", pub);
+    fclose(kf);
+
+    ll_dkim_t *d = NULL;
+    CHECK_EQ_INT(ll__dkim_open("/nonexistent/key.pem", "sel", "example.com", &d, err, sizeof(err)), LL_EIO);
+    CHECK_EQ_INT(ll__dkim_open(key, "sel", "example.com", &d, err, sizeof(err)), 0);
+    ll_buf_t b;
+    ll_buf_init(&b, 1 << 20);
+    ll_mime_in_t in = {"news@example.com", NULL, "ann@example.com", "Hello", "<p>Hi <a href=\"x\">there</a></p>",
+                       "Hi there", "https://e.example/u/T", "news@example.com", "T", 7, 1800000000ULL * 1000000};
+    CHECK_EQ_INT(ll__mime_build(&in, &b), 0);
+    if (d != NULL)
+        CHECK_EQ_INT(ll__dkim_sign(d, 7, &b), 0);
+    CHECK(strncmp(b.data, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel;", 73) == 0);
+    for (size_t i = 0; i < b.len; i++)
+        if (b.data[i] == '\n')
+            CHECK(i > 0 && b.data[i - 1] == '\r');
+    for (int tamper = 0; tamper < 2; tamper++) {
+        DKIM_LIB *lib = dkim_init(NULL, NULL);
+        int qm = DKIM_QUERY_FILE;
+        DKIM_STAT st;
+        dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYMETHOD, &qm, sizeof(qm));
+        dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYINFO, keys, strlen(keys));
+        if (tamper) {
+            char *hi = strstr(b.data, "Hi there");
+            if (hi != NULL)
+                hi[0] = 'h';
+        }
+        DKIM *v = dkim_verify(lib, (const unsigned char *)"v", NULL, &st);
+        CHECK(v != NULL);
+        if (v != NULL) {
+            dkim_chunk(v, (unsigned char *)b.data, b.len);
+            dkim_chunk(v, NULL, 0);
+            st = dkim_eom(v, NULL);
+            if (tamper)
+                CHECK(st != DKIM_STAT_OK);
+            else
+                CHECK_EQ_INT(st, DKIM_STAT_OK);
+            dkim_free(v);
+        }
+        dkim_close(lib);
+    }
+    ll_buf_free(&b);
+    ll__dkim_free(d);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
 static void test_nurture_state(void)
 {
     char dir[] = "/tmp/ll-test-nurture-XXXXXX";
@@ -295,6 +359,7 @@ int main(void)
     RUN(test_template_errors);
     RUN(test_render);
     RUN(test_qp_and_headers);
+    RUN(test_dkim);
     RUN(test_nurture_state);
     return TEST_DONE("mailer-unit");
 }
