@@ -121,7 +121,12 @@ int ll__alert(ll_scorer_t *sc, ll_txn_t *t, const char *kind, uint64_t contact, 
     ll_buf_append_json_str(&b, to, strlen(to));
     ll_buf_printf(&b, "\",\"contact\":{\"id\":%llu,\"email\":\"", (unsigned long long)contact);
     ll_buf_append_json_str(&b, c.email, strlen(c.email));
-    ll_buf_printf(&b, "\",\"fields\":%s},", c.fields_json ? c.fields_json : "{}");
+    /* The profile is bounded by the forms' kept fields, but many forms merge into one: past 16 KB
+     * the alert carries the email and says the fields were left out. */
+    const char *fields = c.fields_json ? c.fields_json : "{}";
+    if (strlen(fields) > 16384)
+        fields = "{\"_truncated\":true}";
+    ll_buf_printf(&b, "\",\"fields\":%s},", fields);
     ll_buf_printf(&b, "\"score\":%.0f,\"threshold\":%d,\"fit\":%d,\"grade\":\"%c\",", ll_score_decayed(conf, &st, now),
                   conf->threshold, st.fit, ll_score_grade(conf, st.fit));
     if (l != NULL) {

@@ -376,7 +376,7 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
         return rc;
     }
     st.version = STATE_VERSION;
-    int changed = rc == LL_ENOTFOUND;
+    int first = rc == LL_ENOTFOUND, changed = first;
     if (ev.f[LL_F_COUNTRY].len == 2 && memcmp(st.country, ev.f[LL_F_COUNTRY].base, 2) != 0) {
         memcpy(st.country, ev.f[LL_F_COUNTRY].base, 2);
         st.country[2] = '\0';
@@ -437,7 +437,9 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
             return rc;
         changed = 1;
     }
-    if (conf->num_fit > 0 && (profile_changed || ev.type == LL_EV_FORM || ev.type == LL_EV_IDENTIFY ||
+    /* Fit is recomputed when the profile may have changed, and the first time a contact scores
+     * (a contact imported or added by hand gets its grade with its first event). */
+    if (conf->num_fit > 0 && (first || profile_changed || ev.type == LL_EV_FORM || ev.type == LL_EV_IDENTIFY ||
                               (ev.f[LL_F_COUNTRY].len == 2 && changed))) {
         int32_t fit_before = st.fit;
         if ((rc = update_fit(sc, t, ev.contact, &st, &ev, &n)) != 0)

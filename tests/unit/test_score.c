@@ -373,6 +373,15 @@ static void test_fit_grade(void)
     ingest((evspec_t){.type = LL_EV_PAGEVIEW, .url = "https://site.example/", .visitor = 4, .country = "DE"});
     CHECK_EQ_INT(state(c).fit, 40);
     CHECK_EQ_INT(ll_score_grade(conf.score, 9), 'D');
+    /* A contact imported without the scorer (leadloop contact import) gets its grade with its first event. */
+    ll_txn_t t;
+    uint64_t imp = 0;
+    int created = 0;
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    CHECK_EQ_INT(ll_contact_upsert(&t, "imp@example.com", "{\"industry\":\"software\"}", &imp, &created), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    ingest((evspec_t){.type = LL_EV_CLICK, .contact = imp, .link = 9});
+    CHECK_EQ_INT(state(imp).fit, 20);
     CHECK_EQ_INT(ll_score_grade(conf.score, 10), 'C');
     teardown();
 }
