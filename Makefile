@@ -139,7 +139,7 @@ fuzz-replay: $(FUZZ_REPLAY)
 
 fuzz:
 	@sh deploy/install-deps.sh fuzz
-	@$(MAKE) --no-print-directory $(FUZZ_NAMES:%=$(FZ)/fuzz_%)
+	@$(MAKE) --no-print-directory -s $(FUZZ_NAMES:%=$(FZ)/fuzz_%)
 	@sh tests/fuzz/run-fuzz.sh $(FZ) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 bench: test-deps
