@@ -376,7 +376,10 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
         return rc;
     }
     st.version = STATE_VERSION;
-    int first = rc == LL_ENOTFOUND, changed = first;
+    /* Not for attributed events (the binding event that follows computes it) nor in a rescore,
+     * which gives fit once per contact at the end of its timeline instead (the profile it reads
+     * is today's, not the one the first event saw). */
+    int first = rc == LL_ENOTFOUND && !sc->rescoring && contact == 0, changed = rc == LL_ENOTFOUND;
     if (ev.f[LL_F_COUNTRY].len == 2 && memcmp(st.country, ev.f[LL_F_COUNTRY].base, 2) != 0) {
         memcpy(st.country, ev.f[LL_F_COUNTRY].base, 2);
         st.country[2] = '\0';
@@ -463,6 +466,30 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
 
 /* ---- rescore ---- */
 
+/* A contact whose fit was never computed while replaying (no form, no identify) gets it once,
+ * as a row after its last event (row numbers from 0x8000 keep clear of that event's own). */
+static int fit_at_end(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint64_t seq, uint64_t time_us)
+{
+    if (sc->conf->num_fit == 0)
+        return 0;
+    ll_score_state_t st;
+    int rc = ll_score_get(sc, t, contact, &st);
+    if (rc == LL_ENOTFOUND) {
+        memset(&st, 0, sizeof(st));
+        st.version = STATE_VERSION;
+    } else if (rc != 0) {
+        return rc;
+    }
+    ll_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.seq = seq, ev.time_us = time_us, ev.contact = contact;
+    int32_t before = st.fit;
+    uint16_t n = 0x8000;
+    if ((rc = update_fit(sc, t, contact, &st, &ev, &n)) != 0)
+        return rc;
+    return st.fit != before ? ll__score_put(sc, t, contact, &st) : 0;
+}
+
 int ll_score_rescore(ll_scorer_t *sc, ll_txn_t *t, uint64_t *n)
 {
     MDB_cursor *cur = NULL;
@@ -475,14 +502,26 @@ int ll_score_rescore(ll_scorer_t *sc, ll_txn_t *t, uint64_t *n)
     /* Contact by contact, each timeline in seq order: this includes the anonymous events a
      * binding attributed, whose records carry no contact. */
     sc->rescoring = 1;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 8 || v.mv_size != 8)
+    uint64_t prev = 0, prev_seq = 0, prev_time = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t contact = rc == 0 && k.mv_size == 8 ? ll_be64_get(k.mv_data) : 0;
+        if (rc == 0 && (k.mv_size != 8 || v.mv_size != 8))
             continue;
-        uint64_t contact = ll_be64_get(k.mv_data);
+        if (prev != 0 && contact != prev && (rc == 0 || rc == MDB_NOTFOUND)) {
+            int r2 = fit_at_end(sc, t, prev, prev_seq, prev_time);
+            if (r2 != 0) {
+                rc = r2;
+                break;
+            }
+        }
+        if (rc != 0)
+            break;
         MDB_val ek = {8, v.mv_data}, ev;
         if ((rc = mdb_get(t->txn, ll_store_dbi(t->store, LL_DB_EVENTS), &ek, &ev)) != 0)
             break;
         (*n)++;
+        prev = contact, prev_seq = ll_be64_get(v.mv_data);
+        prev_time = ev.mv_size >= LL_EVENT_HEADER ? ll_be64_get((const uint8_t *)ev.mv_data + 12) : 0;
         if ((rc = ll_score_event(sc, t, ev.mv_data, ev.mv_size, contact, 0)) != 0)
             break;
     }

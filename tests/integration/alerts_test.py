@@ -30,11 +30,11 @@ TOKEN = 'admin-token-0123456789'
 class Receiver:
     """A webhook receiver on loopback; answers with self.status (or the next of self.script)."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, script=()):
         self.port = port or free_port()
         self.got = []        # (time, path, headers dict lower-cased, body bytes, status answered)
         self.status = 200
-        self.script = []     # statuses to answer first
+        self.script = list(script)  # statuses to answer first (set before serving: no race)
         self.lock = threading.Lock()
         rcv = self
 
@@ -244,8 +244,7 @@ def test_receiver_down_then_back_gets_it_once():
         time.sleep(1.5)  # a refused connection or two, backing off
         rows = s.cli('outbox').stdout.decode()
         check('crm' in rows and 'attempts' in rows, f'outbox while down:\n{rows}')
-        rcv = Receiver(port)
-        rcv.script = [503]  # and one more failure after it comes back
+        rcv = Receiver(port, script=[503])  # and one more failure after it comes back
         try:
             check(wait_until(lambda: len(rcv.ok_alerts()) == 1, timeout=12.0), f'not delivered: {rcv.got}')
             time.sleep(2.5)
