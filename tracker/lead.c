@@ -1,8 +1,9 @@
 /*
  * Leads (score.h): the hand-off of a sales-ready contact, its lifecycle stage, the SLA pass,
  * and the alerts they raise. Alerts carry their reasons (score, grade, last events, routing
- * rule) and an id made of the contact, the event seq and the kind, so a receiver can drop a
- * repeat (the notifier sends it as the Idempotency-Key).
+ * rule) and an id made of the contact, the event seq (for an SLA breach, the missed deadline in
+ * unix seconds) and the kind, so a receiver can drop a repeat (the notifier sends it, with the
+ * webhook's name, as the Idempotency-Key).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,6 +340,7 @@ int ll_lead_sla_pass(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us, int *changed
             rc = recycle(sc, t, contact, l, now_us, "recycle:idle");
         } else {
             char was[LL_OWNER_MAX];
+            uint64_t missed_us = l->accept_by_us;
             snprintf(was, sizeof(was), "%s", l->owner);
             l->escalated = 1;
             if (sc->conf->reassign) {
@@ -351,7 +353,9 @@ int ll_lead_sla_pass(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us, int *changed
             snprintf(why, sizeof(why), "SLA breach: %s did not accept within %d s%s%s", was, sc->conf->accept_seconds,
                      sc->conf->reassign ? "; reassigned to " : "", sc->conf->reassign ? l->owner : "");
             const char *to = sc->conf->escalate_to[0] ? sc->conf->escalate_to : was;
-            rc = ll__alert(sc, t, "sla_breach", contact, l, ll_event_last_seq(t), why, to);
+            /* The id's middle number is the missed deadline: a second breach (after a
+             * reassignment) is a new alert, a retry of this one is not. */
+            rc = ll__alert(sc, t, "sla_breach", contact, l, missed_us / 1000000, why, to);
         }
         (*changed)++;
     }

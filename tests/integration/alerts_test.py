@@ -138,6 +138,7 @@ def test_threshold_alert_signed_once_to_routed_owner():
             types = [e['type'] for e in a['last_events']]
             check(types[:4] == ['form', 'pageview', 'pageview', 'click'], f'last_events {types}')
             check('threshold 60' in a['why'], f'why {a["why"]!r}')
+            wait_until(lambda: len(rcv.alerts('/slack')) >= 1, timeout=1.0)  # posted concurrently
             slack = rcv.alerts('/slack')
             check(len(slack) == 1 and 'sales_ready' in slack[0][2]['text'] and 'pat@example.com' in slack[0][2]['text'],
                   f'slack: {slack}')
@@ -210,6 +211,29 @@ def test_sla_breach_escalates_and_reassigns():
             time.sleep(2.0)
             check(len(rcv.alerts()) == 2, f'escalated again after accept: {[x[2]["alert"] for x in rcv.alerts()]}')
     finally:
+        rcv.stop()
+
+
+def test_decay_is_lazy_with_fake_time():
+    """Events at a pinned time; the CLI a half-life later shows half the engagement."""
+    rcv = Receiver()
+    t0 = 1795000000
+    os.environ['LEADLOOP_FAKE_TIME'] = str(t0)
+    try:
+        conf = conf_yaml(rcv.port).replace('  threshold: 60\n', '  threshold: 60\n  half_life_days: 2\n')
+        with Server(conf=conf) as s:
+            drive_to_threshold(s, 'val@example.com')
+            check(wait_until(lambda: len(rcv.alerts()) == 1, timeout=1.0), 'no alert at the pinned time')
+            j = json.loads(s.cli('score', 'val@example.com', '--json').stdout)
+            check(abs(j['score'] - 74) < 1e-6, f'score at t0: {j["score"]}')
+            os.environ['LEADLOOP_FAKE_TIME'] = str(t0 + 2 * 86400)
+            j = json.loads(s.cli('score', 'val@example.com', '--json').stdout)
+            check(abs(j['score'] - 37) < 1e-6 and j['fit'] == 30, f'score a half-life later: {j}')
+            out = s.cli('score', 'val@example.com').stdout.decode()
+            check('decay' in out and 'score 37.0' in out, f'leadloop score shows no decay line:\n{out}')
+            os.environ['LEADLOOP_FAKE_TIME'] = str(t0)
+    finally:
+        os.environ.pop('LEADLOOP_FAKE_TIME', None)
         rcv.stop()
 
 
