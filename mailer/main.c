@@ -571,7 +571,18 @@ static int on_rule_event(const ll_event_t *ev, void *arg)
     rules_t *r = arg;
     mailer_t *M = r->M;
     r->last = ev->seq;
-    if (ev->contact == 0 || (ev->type != LL_EV_FORM && ev->type != LL_EV_IDENTIFY))
+    if (ev->contact != 0 && (ev->type == LL_EV_UNSUBSCRIBE || ev->type == LL_EV_BOUNCE)) {
+        /* An opt-out from the edge (or a bounce) ends the contact's programs now, not when its
+         * next message falls due (that check stays: it covers whatever this misses). */
+        int rc = ll_nurture_exit_all(&M->n, r->t, ev->contact,
+                                     ev->type == LL_EV_UNSUBSCRIBE ? LL_EXIT_UNSUBSCRIBED : LL_EXIT_BOUNCED);
+        if (rc != 0) {
+            r->rc = rc;
+            return 1;
+        }
+        return 0;
+    }
+    if (ev->contact == 0 || M->m->num_rules == 0 || (ev->type != LL_EV_FORM && ev->type != LL_EV_IDENTIFY))
         return 0;
     ll_contact_t c;
     json_t *fields = NULL;
@@ -609,10 +620,10 @@ static int on_rule_event(const ll_event_t *ev, void *arg)
     return 0;
 }
 
+/* Follows the log from where the last pass stopped: opt-outs leave their programs, and the
+ * enroll_rules enrol. */
 static int enroll_by_rules(mailer_t *M)
 {
-    if (M->m->num_rules == 0)
-        return 0;
     ll_txn_t t;
     int rc = ll_txn_begin(M->store, 0, &t);
     if (rc != 0)
