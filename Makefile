@@ -74,7 +74,6 @@ $(BINDIR)/leadloop-mailer: $(MAILER_OBJ) $(LIB)
 
 $(B)/tests/test_mailer: LDLIBS += $(MAILER_LIBS)
 $(B)/tests/test_mailer: CFLAGS += $(shell pkg-config --cflags opendkim 2>/dev/null)
-$(B)/tests/test_mailer: LDLIBS += $(MAILER_LIBS)
 $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
