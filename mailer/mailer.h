@@ -6,6 +6,10 @@
  * the batch to N SMTP sessions on worker threads (smtp.c), then record the outcomes (sent,
  * bounce, retry) in one write transaction. Templates are loaded and checked once at start;
  * rendering never fails on a template, only on a cap.
+ *
+ * Caveat: opt-outs are checked when a message is claimed; one committed while its batch is on
+ * the wire cannot stop it (the window is one batch, bounded by mailer.batch). Run one mailer per
+ * data directory (mailer.lock enforces it): two would claim the same due rows.
  */
 #ifndef LEADLOOP_MAILER_H
 #define LEADLOOP_MAILER_H
@@ -104,7 +108,6 @@ typedef struct st_ll_outmsg_t {
 typedef struct st_ll_smtp_t {
     const ll_mail_conf_t *m;
     ll_nurture_t *nurture;
-    int fail_after;       /* tests: exit the process after this many messages went out (0: never) */
 } ll_smtp_t;
 
 /** Sends msgs over m->connections sessions (each with many messages), filling the results. */
