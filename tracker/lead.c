@@ -28,13 +28,42 @@ int ll_lead_get(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_lead_t *out)
     return 0;
 }
 
+/* When the SLA pass must look at a lead next: its accept deadline while it waits, or the end of
+ * its idle allowance once accepted. 0: never. */
+static uint64_t due_at(const ll_score_conf_t *conf, const ll_lead_t *l)
+{
+    if (l->stage == LL_STAGE_MQL && !l->escalated)
+        return l->accept_by_us;
+    if (l->stage == LL_STAGE_ACCEPTED && conf->recycle_days > 0)
+        return l->last_activity_us + (uint64_t)conf->recycle_days * 86400000000ULL;
+    return 0;
+}
+
+/* The sla_due index: (due time, contact) -> "", so the pass reads only what is due. */
+static int due_index(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint64_t when, int add)
+{
+    uint8_t kb[16];
+    ll_be64_put(kb, when);
+    ll_be64_put(kb + 8, contact);
+    MDB_val k = {16, kb}, v = {0, ""};
+    int rc = add ? mdb_put(t->txn, sc->sla_due, &k, &v, 0) : mdb_del(t->txn, sc->sla_due, &k, NULL);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
 int ll_lead_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_lead_t *l)
 {
     uint8_t kb[8];
     ll_be64_put(kb, contact);
-    ll_lead_t copy = *l;
+    ll_lead_t copy = *l, old;
     copy.version = LEAD_VERSION;
     copy.updated_us = ll_now_us();
+    int rc = ll_lead_get(sc, t, contact, &old);
+    uint64_t was = rc == 0 ? due_at(sc->conf, &old) : 0, now = due_at(sc->conf, &copy);
+    if (rc != 0 && rc != LL_ENOTFOUND && rc != LL_EINVAL)
+        return rc;
+    if (was != now && ((was != 0 && (rc = due_index(sc, t, contact, was, 0)) != 0) ||
+                       (now != 0 && (rc = due_index(sc, t, contact, now, 1)) != 0)))
+        return rc;
     MDB_val k = {8, kb}, v = {sizeof(copy), &copy};
     return ll_store_err(mdb_put(t->txn, sc->leads, &k, &v, 0));
 }
@@ -292,49 +321,58 @@ typedef struct {
     ll_lead_t l;
 } due_t;
 
-typedef struct {
-    ll_scorer_t *sc;
-    uint64_t now;
-    due_t *due;
-    size_t n, cap;
-} sla_ctx_t;
-
-static int on_sla_lead(uint64_t contact, const ll_lead_t *l, void *p)
+/* The leads due at now, from the sla_due index (at most max): a pass reads only those. */
+static int collect_due(ll_scorer_t *sc, ll_txn_t *t, uint64_t now, size_t max, due_t **out, size_t *n)
 {
-    sla_ctx_t *x = p;
-    const ll_score_conf_t *conf = x->sc->conf;
-    int breach = l->stage == LL_STAGE_MQL && !l->escalated && l->accept_by_us != 0 && x->now >= l->accept_by_us;
-    int idle = l->stage == LL_STAGE_ACCEPTED && conf->recycle_days > 0 &&
-               x->now >= l->last_activity_us + (uint64_t)conf->recycle_days * 86400000000ULL;
-    if (!breach && !idle)
-        return 0;
-    /* Collected first: the leads db is not written while its cursor walks it. */
-    if (x->n == x->cap) {
-        x->cap = x->cap ? x->cap * 2 : 16;
-        x->due = ll_realloc(x->due, x->cap * sizeof(*x->due));
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t cap = 0;
+    int rc = mdb_cursor_open(t->txn, sc->sla_due, &cur);
+    *out = NULL, *n = 0;
+    if (rc != 0)
+        return ll_store_err(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && *n < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16)
+            continue;
+        if (ll_be64_get(k.mv_data) > now)
+            break;
+        uint64_t contact = ll_be64_get((const uint8_t *)k.mv_data + 8);
+        ll_lead_t l;
+        if (ll_lead_get(sc, t, contact, &l) != 0)
+            continue;
+        uint64_t when = due_at(sc->conf, &l);
+        if (when == 0 || when > now)
+            continue; /* stale entry (the configuration changed): put fixes it at the next change */
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            *out = ll_realloc(*out, cap * sizeof(**out));
+        }
+        (*out)[*n].contact = contact;
+        (*out)[*n].l = l;
+        (*n)++;
     }
-    x->due[x->n].contact = contact;
-    x->due[x->n].l = *l;
-    x->n++;
-    return x->n >= 1000; /* at most this many per pass */
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
 int ll_lead_sla_due(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us)
 {
-    sla_ctx_t x = {sc, now_us, NULL, 0, 0};
-    ll_lead_each(sc, t, on_sla_lead, &x);
-    free(x.due);
-    return x.n > 0;
+    due_t *due;
+    size_t n;
+    collect_due(sc, t, now_us, 1, &due, &n);
+    free(due);
+    return n > 0;
 }
 
 int ll_lead_sla_pass(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us, int *changed)
 {
-    sla_ctx_t x = {sc, now_us, NULL, 0, 0};
-    int rc = ll_lead_each(sc, t, on_sla_lead, &x);
+    due_t *due;
+    size_t num;
+    int rc = collect_due(sc, t, now_us, 1000, &due, &num);
     *changed = 0;
-    for (size_t i = 0; rc == 0 && i < x.n; i++) {
-        ll_lead_t *l = &x.due[i].l;
-        uint64_t contact = x.due[i].contact;
+    for (size_t i = 0; rc == 0 && i < num; i++) {
+        ll_lead_t *l = &due[i].l;
+        uint64_t contact = due[i].contact;
         char why[768];
         if (l->stage == LL_STAGE_ACCEPTED) {
             rc = recycle(sc, t, contact, l, now_us, "recycle:idle");
@@ -359,6 +397,6 @@ int ll_lead_sla_pass(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us, int *changed
         }
         (*changed)++;
     }
-    free(x.due);
+    free(due);
     return rc;
 }

@@ -21,7 +21,8 @@ int ll_scorer_open(ll_store_t *s, const ll_score_conf_t *conf, ll_scorer_t **out
     sc->store = s;
     sc->conf = conf;
     if ((rc = ll_store_open_db(s, "scores", 0, &sc->scores)) != 0 || (rc = ll_store_open_db(s, "ledger", 0, &sc->ledger)) != 0 ||
-        (rc = ll_store_open_db(s, "leads", 0, &sc->leads)) != 0 || (rc = ll_store_open_db(s, "outbox", 0, &sc->outbox)) != 0 ||
+        (rc = ll_store_open_db(s, "leads", 0, &sc->leads)) != 0 ||
+        (rc = ll_store_open_db(s, "sla_due", 0, &sc->sla_due)) != 0 || (rc = ll_store_open_db(s, "outbox", 0, &sc->outbox)) != 0 ||
         (rc = ll_store_open_db(s, "outbox_mail", 0, &sc->outbox_mail)) != 0 ||
         (rc = ll_store_open_db(s, "routing", 0, &sc->routing)) != 0) {
         free(sc);

@@ -11,7 +11,7 @@
 struct st_ll_scorer_t {
     ll_store_t *store;
     const ll_score_conf_t *conf;
-    MDB_dbi scores, ledger, leads, outbox, outbox_mail, routing;
+    MDB_dbi scores, ledger, leads, sla_due, outbox, outbox_mail, routing;
     int rescoring; /* a rescore replays the log: no routing, no alerts */
 };
 

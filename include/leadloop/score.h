@@ -9,6 +9,7 @@
  *   scores   contact id (be64)                      -> ll_score_state_t (packed, versioned)
  *   ledger   seq (be64) n (be16)                    -> contact + ll_ledger_rec_t, packed: one row per change
  *   leads    contact id (be64)                      -> ll_lead_t: stage, owner, SLA times
+ *   sla_due  due time (be64) contact id (be64)      -> "": when the SLA pass must look at a lead
  *   outbox   id (be64, increasing)                  -> ll_outbox_hdr_t + JSON alert body (webhooks, SSE)
  *   outbox_mail  id (be64)                          -> the same, kind email, for the mailer to send
  *   routing  "rr:<group>"                           -> "rep=credit\n" lines (round-robin state)
@@ -252,7 +253,8 @@ int ll_lead_sla_due(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us);
 /**
  * The SLA pass: leads past their accept deadline are escalated (an alert to escalate_to and,
  * with reassign, a new owner by routing); accepted leads idle for recycle_days are recycled.
- * Scans the leads database (MQLs only, small). *changed counts leads touched.
+ * Reads only the leads due (the sla_due index that ll_lead_put() keeps), at most 1000 a pass.
+ * *changed counts leads touched.
  */
 int ll_lead_sla_pass(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us, int *changed);
 

@@ -514,6 +514,9 @@ static void test_accept_reject_sla(void)
     CHECK_EQ_INT(ll_lead_reject(sc, &t, c3, ll_now_us()), 0);
     CHECK_EQ_INT(ll_lead_accept(sc, &t, c3, ll_now_us()), LL_EINVAL);
     int changed = 0;
+    /* The sla_due index: nothing due yet; c2's deadline (an hour) is. */
+    CHECK_EQ_INT(ll_lead_sla_due(sc, &t, ll_now_us() + 10ULL * 1000000), 0);
+    CHECK_EQ_INT(ll_lead_sla_due(sc, &t, ll_now_us() + 3601ULL * 1000000), 1);
     CHECK_EQ_INT(ll_lead_sla_pass(sc, &t, ll_now_us() + 10ULL * 1000000, &changed), 0);
     CHECK_EQ_INT(changed, 0);
     /* Past the deadline: c2 is escalated to the manager and reassigned; c1 (accepted) is not. */
