@@ -211,7 +211,13 @@ int ll__lead_on_ready(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_s
         return rc;
     if (rc == 0 && l.stage != LL_STAGE_NONE && l.stage != LL_STAGE_INQUIRY && l.stage != LL_STAGE_RECYCLED)
         return 0;
+    uint64_t recycled_us = rc == 0 ? l.recycled_us : 0;
+    char recycle_why[sizeof(l.recycle_why)] = "";
+    if (rc == 0)
+        memcpy(recycle_why, l.recycle_why, sizeof(recycle_why));
     memset(&l, 0, sizeof(l));
+    l.recycled_us = recycled_us; /* kept: a rescore replays the reset */
+    memcpy(l.recycle_why, recycle_why, sizeof(recycle_why));
     l.stage = LL_STAGE_MQL;
     l.mql_us = time_us;
     l.last_activity_us = time_us;
@@ -268,18 +274,12 @@ static int recycle(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_lead_t *l,
     ll_score_state_t st;
     int rc = ll_score_get(sc, t, contact, &st);
     l->stage = LL_STAGE_RECYCLED;
+    l->recycled_us = now_us;
+    snprintf(l->recycle_why, sizeof(l->recycle_why), "%s", why);
     if (rc == 0) {
-        double was = ll_score_decayed(sc->conf, &st, now_us);
-        ll_ledger_rec_t r;
-        memset(&r, 0, sizeof(r));
-        r.time_us = now_us;
-        r.seq = ll__contact_last_seq(t, contact); /* shown after the contact's latest event */
-        r.points = -(int32_t)(was + 0.5);
-        r.after = 0;
-        snprintf(r.rule, sizeof(r.rule), "%s", why);
-        st.engagement = 0;
-        st.engaged_us = now_us;
-        if ((rc = ll__ledger_put(sc, t, contact, 0xffff, &r)) != 0 || (rc = ll__score_put(sc, t, contact, &st)) != 0)
+        /* The row goes after the contact's latest event, where a rescore puts it again. */
+        if ((rc = ll__engagement_reset(sc, t, contact, &st, ll__contact_last_seq(t, contact), now_us, why)) != 0 ||
+            (rc = ll__score_put(sc, t, contact, &st)) != 0)
             return rc;
     } else if (rc != LL_ENOTFOUND) {
         return rc;

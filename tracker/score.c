@@ -239,6 +239,30 @@ uint64_t ll__contact_last_seq(ll_txn_t *t, uint64_t contact)
     return seq;
 }
 
+int ll__engagement_reset(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_score_state_t *st, uint64_t seq,
+                         uint64_t time_us, const char *why)
+{
+    double was = ll_score_decayed(sc->conf, st, time_us);
+    ll_ledger_rec_t r;
+    memset(&r, 0, sizeof(r));
+    r.time_us = time_us;
+    r.seq = seq;
+    r.points = -(int32_t)(was + 0.5);
+    snprintf(r.rule, sizeof(r.rule), "%s", why);
+    st->engagement = 0;
+    st->engaged_us = time_us;
+    return ll__ledger_put(sc, t, contact, 0xffff, &r);
+}
+
+/* In a rescore: the recycle that happened between the previous event and this one. */
+static int replay_reset(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_score_state_t *st, uint64_t before_us)
+{
+    uint64_t at = sc->replay_recycled_us;
+    if (!sc->rescoring || at == 0 || st->engaged_us >= at || before_us < at)
+        return 0;
+    return ll__engagement_reset(sc, t, contact, st, sc->replay_prev_seq, at, sc->replay_why);
+}
+
 /* ---- behavior ---- */
 
 /* The path (and query) of an absolute URL, or the whole text when it has no scheme. */
@@ -377,10 +401,14 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
         return rc;
     }
     st.version = STATE_VERSION;
+    int fresh = rc == LL_ENOTFOUND;
+    uint64_t engaged_before = st.engaged_us;
+    if ((rc = replay_reset(sc, t, ev.contact, &st, ev.time_us)) != 0)
+        return rc;
     /* Not for attributed events (the binding event that follows computes it) nor in a rescore,
      * which gives fit once per contact at the end of its timeline instead (the profile it reads
      * is today's, not the one the first event saw). */
-    int first = rc == LL_ENOTFOUND && !sc->rescoring && contact == 0, changed = rc == LL_ENOTFOUND;
+    int first = fresh && !sc->rescoring && contact == 0, changed = fresh || st.engaged_us != engaged_before;
     if (ev.f[LL_F_COUNTRY].len == 2 && memcmp(st.country, ev.f[LL_F_COUNTRY].base, 2) != 0) {
         memcpy(st.country, ev.f[LL_F_COUNTRY].base, 2);
         st.country[2] = '\0';
@@ -471,8 +499,6 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
  * as a row after its last event (row numbers from 0x8000 keep clear of that event's own). */
 static int fit_at_end(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint64_t seq, uint64_t time_us)
 {
-    if (sc->conf->num_fit == 0)
-        return 0;
     ll_score_state_t st;
     int rc = ll_score_get(sc, t, contact, &st);
     if (rc == LL_ENOTFOUND) {
@@ -485,10 +511,14 @@ static int fit_at_end(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint64_t s
     memset(&ev, 0, sizeof(ev));
     ev.seq = seq, ev.time_us = time_us, ev.contact = contact;
     int32_t before = st.fit;
+    uint64_t engaged = st.engaged_us;
     uint16_t n = 0x8000;
-    if ((rc = update_fit(sc, t, contact, &st, &ev, &n)) != 0)
+    sc->replay_prev_seq = seq;
+    if ((rc = replay_reset(sc, t, contact, &st, UINT64_MAX)) != 0) /* a recycle after the last event */
         return rc;
-    return st.fit != before ? ll__score_put(sc, t, contact, &st) : 0;
+    if (sc->conf->num_fit > 0 && (rc = update_fit(sc, t, contact, &st, &ev, &n)) != 0)
+        return rc;
+    return st.fit != before || st.engaged_us != engaged ? ll__score_put(sc, t, contact, &st) : 0;
 }
 
 int ll_score_rescore(ll_scorer_t *sc, ll_txn_t *t, uint64_t *n)
@@ -517,10 +547,22 @@ int ll_score_rescore(ll_scorer_t *sc, ll_txn_t *t, uint64_t *n)
         }
         if (rc != 0)
             break;
+        if (contact != prev) {
+            /* A new timeline: its lead's last recycle is replayed where it happened. */
+            ll_lead_t l;
+            sc->replay_recycled_us = 0;
+            sc->replay_prev_seq = 0;
+            if (ll_lead_get(sc, t, contact, &l) == 0 && l.recycled_us != 0) {
+                sc->replay_recycled_us = l.recycled_us;
+                snprintf(sc->replay_why, sizeof(sc->replay_why), "%s", l.recycle_why[0] ? l.recycle_why : "recycle");
+            }
+        }
         MDB_val ek = {8, v.mv_data}, ev;
         if ((rc = mdb_get(t->txn, ll_store_dbi(t->store, LL_DB_EVENTS), &ek, &ev)) != 0)
             break;
         (*n)++;
+        if (contact == prev)
+            sc->replay_prev_seq = prev_seq;
         prev = contact, prev_seq = ll_be64_get(v.mv_data);
         prev_time = ev.mv_size >= LL_EVENT_HEADER ? ll_be64_get((const uint8_t *)ev.mv_data + 12) : 0;
         if ((rc = ll_score_event(sc, t, ev.mv_data, ev.mv_size, contact, 0)) != 0)

@@ -13,6 +13,9 @@ struct st_ll_scorer_t {
     const ll_score_conf_t *conf;
     MDB_dbi scores, ledger, leads, sla_due, outbox, outbox_mail, routing;
     int rescoring; /* a rescore replays the log: no routing, no alerts */
+    /* During a rescore, the current contact's last recycle (from its lead) and its previous seq. */
+    uint64_t replay_recycled_us, replay_prev_seq;
+    char replay_why[24];
 };
 
 /** Case-insensitive (ci) or exact glob: '*' any run, '?' one byte. */
@@ -25,6 +28,12 @@ void ll__iso(uint64_t us, char out[32]);
 int ll__score_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_score_state_t *st);
 /** The seq of the contact's latest event (0: none). */
 uint64_t ll__contact_last_seq(ll_txn_t *t, uint64_t contact);
+/**
+ * Resets the engagement in *st at time_us (a recycle), with a ledger row after seq; the caller
+ * writes *st back.
+ */
+int ll__engagement_reset(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_score_state_t *st, uint64_t seq,
+                         uint64_t time_us, const char *why);
 /** Appends a ledger row for contact (n tells rows of one event apart). */
 int ll__ledger_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint16_t n, const ll_ledger_rec_t *r);
 

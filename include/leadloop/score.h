@@ -219,6 +219,8 @@ typedef struct st_ll_lead_t {
     uint64_t mql_us, assigned_us, accept_by_us, accepted_us, last_activity_us, updated_us;
     int32_t score_at_mql;
     char grade_at_mql;
+    char recycle_why[23];  /* the ledger rule of the last recycle ("recycle:idle", ...) */
+    uint64_t recycled_us;  /* the last recycle (its engagement reset is replayed by a rescore) */
 } ll_lead_t;
 
 int ll_lead_get(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_lead_t *out);

@@ -535,14 +535,31 @@ static void test_accept_reject_sla(void)
     CHECK_EQ_INT(l3.stage, LL_STAGE_RECYCLED);
     CHECK(state(c3).engagement == 0);
     CHECK(strstr(ledger(c3).rules, "recycle:rejected=-61") != NULL);
-    ingest((evspec_t){.type = LL_EV_FORM, .form = "demo", .visitor = 52, .time_us = T0 + 1});
-    ingest((evspec_t){.type = LL_EV_FORM, .form = "demo", .visitor = 52, .time_us = T0 + 2});
+    uint64_t later = ll_now_us() + 1000000;
+    ingest((evspec_t){.type = LL_EV_FORM, .form = "demo", .visitor = 52, .time_us = later});
+    ingest((evspec_t){.type = LL_EV_FORM, .form = "demo", .visitor = 52, .time_us = later + 1});
     CHECK_EQ_INT(lead(c3, &rc).stage, LL_STAGE_MQL);
     /* Accepted and idle for recycle_days: recycled. */
     CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
     CHECK_EQ_INT(ll_lead_sla_pass(sc, &t, ll_now_us() + 31 * DAY, &changed), 0);
     CHECK_EQ_INT(ll_txn_commit(&t), 0);
     CHECK_EQ_INT(lead(c1, &rc).stage, LL_STAGE_RECYCLED);
+    /* A rescore replays the recycles where they happened: the same ledgers and scores. */
+    uint64_t cs[] = {c1, c2, c3};
+    ledger_ctx_t lb[3];
+    double eng[3];
+    for (int i = 0; i < 3; i++)
+        lb[i] = ledger(cs[i]), eng[i] = state(cs[i]).engagement;
+    uint64_t n = 0;
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    CHECK_EQ_INT(ll_score_rescore(sc, &t, &n), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_STR(ledger(cs[i]).rules, lb[i].rules);
+        CHECK(fabs(state(cs[i]).engagement - eng[i]) < 1e-9);
+    }
+    CHECK(strstr(lb[0].rules, "recycle:idle=-") != NULL);
+    CHECK(state(c1).engagement == 0);
     teardown();
 }
 
