@@ -34,7 +34,7 @@ void ll__cfg_score_free(ll_config_t *c)
         return;
     for (size_t i = 0; i < s->num_rules; i++) {
         ll_score_rule_t *r = &s->rules[i];
-        free(r->path), free(r->form), free(r->file), free(r->program), free(r->step);
+        free(r->path), free(r->url), free(r->form), free(r->file), free(r->program), free(r->step);
     }
     for (size_t i = 0; i < s->num_fit; i++) {
         free_list(s->fit[i].in, s->fit[i].num_in);
@@ -182,6 +182,8 @@ static int parse_rule(ll_cfg_t *x, const yaml_node_t *n, ll_score_rule_t *r, siz
                 rc = ll__cfg_fail(x, vn, k, "'%s' is not an event type (pageview, click, open, form, download, ...)", s);
         } else if (strcmp(k, "path") == 0) {
             rc = get_str(x, vn, k, 1024, &r->path);
+        } else if (strcmp(k, "url") == 0) {
+            rc = get_str(x, vn, k, 1024, &r->url);
         } else if (strcmp(k, "link") == 0) {
             rc = get_int(x, vn, k, 0, 1 << 30, &r->link);
         } else if (strcmp(k, "form") == 0) {
@@ -198,7 +200,7 @@ static int parse_rule(ll_cfg_t *x, const yaml_node_t *n, ll_score_rule_t *r, siz
         } else if (strcmp(k, "cap_per_day") == 0) {
             rc = get_int(x, vn, k, 0, 65000, &r->cap_per_day);
         } else {
-            rc = ll__cfg_fail(x, kn, k, "unknown key in a scoring rule (name, event, path, link, form, file, program, "
+            rc = ll__cfg_fail(x, kn, k, "unknown key in a scoring rule (name, event, path, url, link, form, file, program, "
                                         "step, points, cap_per_day)");
         }
         if (rc != 0)

@@ -304,6 +304,8 @@ static int rule_matches(const ll_score_rule_t *r, const ll_event_t *ev)
         if (ev->f[LL_F_URL].len == 0 || !ll__glob(r->path, p.base, p.len, 0))
             return 0;
     }
+    if (r->url != NULL && (ev->f[LL_F_URL].len == 0 || !ll__glob(r->url, ev->f[LL_F_URL].base, ev->f[LL_F_URL].len, 1)))
+        return 0;
     if (r->link >= 0 && (ev->type != LL_EV_CLICK || (int64_t)ev->link != r->link))
         return 0;
     if (!str_is(ev->f[LL_F_FORM], r->form) || !str_is(ev->f[LL_F_PROGRAM], r->program) ||

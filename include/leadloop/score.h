@@ -49,6 +49,7 @@ typedef struct st_ll_score_rule_t {
     char name[LL_NAME_MAX];
     int type;             /* ll_event_type_t; 0: any */
     char *path;           /* glob on the URL path (and query), NULL: any */
+    char *url;            /* case-insensitive glob on the whole URL (a click's destination), NULL: any */
     int link;             /* link index; -1: any */
     char *form, *file, *program, *step; /* exact ids; "file" is an extension; NULL: any */
     int points;           /* may be negative */

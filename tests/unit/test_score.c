@@ -33,6 +33,7 @@ static const char *base_yaml =
     "    - {name: nurture-click, event: click, link: 2, points: 8}\n"
     "    - {name: careers, event: pageview, path: \"/careers*\", points: -5}\n"
     "    - {name: step-open, event: open, program: welcome, step: s2, points: 2}\n"
+    "    - {name: to-docs, event: click, url: \"https://docs.example/*\", points: 4}\n"
     "  fit:\n"
     "    - {name: industry, field: industry, in: [software, saas], points: 20}\n"
     "    - {name: size, field: employees, min: 200, points: 15}\n"
@@ -291,19 +292,19 @@ static void test_rules_caps_ledger(void)
     ingest((evspec_t){.type = LL_EV_DOWNLOAD, .url = "https://site.example/files/guide.PDF", .visitor = 1});
     ingest((evspec_t){.type = LL_EV_DOWNLOAD, .url = "https://site.example/files/guide.zip", .visitor = 1});
     ingest((evspec_t){.type = LL_EV_CLICK, .contact = c, .link = 2});
-    ingest((evspec_t){.type = LL_EV_CLICK, .contact = c, .link = 3});
+    ingest((evspec_t){.type = LL_EV_CLICK, .contact = c, .link = 3, .url = "https://DOCS.example/guide"});
     ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .program = "welcome", .step = "s2"});
     ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .program = "welcome", .step = "s1"});
     ledger_ctx_t l = ledger(c);
     CHECK_EQ_STR(l.rules, "pricing=10 any-page=1 pricing=5 any-page=1 pricing=0 any-page=1 any-page=1 careers=-5 "
-                          "whitepaper=5 nurture-click=8 step-open=2");
+                          "whitepaper=5 nurture-click=8 to-docs=4 step-open=2");
     ll_score_state_t st = state(c);
-    CHECK(fabs(st.engagement - 29) < 1e-9);
-    CHECK_EQ_INT(l.sum, 29);
+    CHECK(fabs(st.engagement - 33) < 1e-9);
+    CHECK_EQ_INT(l.sum, 33);
     /* The next UTC day the cap starts again. */
     ingest((evspec_t){.type = LL_EV_PAGEVIEW, .url = "https://site.example/pricing", .visitor = 1, .time_us = T0 + DAY});
     st = state(c);
-    CHECK(fabs(st.engagement - 40) < 1e-9);
+    CHECK(fabs(st.engagement - 44) < 1e-9);
     teardown();
 }
 
@@ -649,7 +650,7 @@ static void test_example_section_parses(void)
         fprintf(stderr, "example: %s\n", err);
     CHECK_EQ_INT(rc, 0);
     CHECK(c.score->enabled);
-    CHECK_EQ_INT(c.score->num_rules, 7);
+    CHECK_EQ_INT(c.score->num_rules, 8);
     CHECK_EQ_INT(c.score->num_fit, 5);
     CHECK_EQ_INT(c.score->num_routes, 4);
     CHECK_EQ_INT(c.score->groups[0].num_reps, 3);
