@@ -24,7 +24,7 @@ int ll_scorer_open(ll_store_t *s, const ll_score_conf_t *conf, ll_scorer_t **out
         (rc = ll_store_open_db(s, "leads", 0, &sc->leads)) != 0 ||
         (rc = ll_store_open_db(s, "sla_due", 0, &sc->sla_due)) != 0 || (rc = ll_store_open_db(s, "outbox", 0, &sc->outbox)) != 0 ||
         (rc = ll_store_open_db(s, "outbox_mail", 0, &sc->outbox_mail)) != 0 ||
-        (rc = ll_store_open_db(s, "routing", 0, &sc->routing)) != 0) {
+        (rc = ll_store_open_db(s, "routing", 0, &sc->routing)) != 0 || (rc = ll_nurture_open(s, &sc->nurture)) != 0) {
         free(sc);
         *out = NULL;
         return ll_err(err, errlen, rc, "cannot open the scoring databases: %s", ll_strerror(rc));
@@ -396,6 +396,17 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
     int human = ev.cls == LL_CLASS_HUMAN;
     if (!human && !profile_changed && ev.type != LL_EV_IDENTIFY)
         return 0;
+    /* An email open or click carries only its token's send id: the mailer's send row names the
+     * program and step (1-based, as on the `sent` event), so `program:`/`step:` rules match it. */
+    char program[LL_PROGRAM_ID_MAX], step[8];
+    ll_send_t send;
+    if ((ev.type == LL_EV_OPEN || ev.type == LL_EV_CLICK) && ev.send != 0 && ev.f[LL_F_PROGRAM].len == 0 &&
+        ll_send_get(&sc->nurture, t, ev.send, &send) == 0 && send.program[0] != '\0') {
+        snprintf(program, sizeof(program), "%s", send.program);
+        snprintf(step, sizeof(step), "%u", send.step + 1u);
+        ev.f[LL_F_PROGRAM] = ll_str(program, strlen(program));
+        ev.f[LL_F_STEP] = ll_str(step, strlen(step));
+    }
     if ((rc = ll_score_get(sc, t, ev.contact, &st)) == LL_EINVAL) {
         memset(&st, 0, sizeof(st)); /* an older layout: start again (leadloop rescore rebuilds it) */
         rc = LL_ENOTFOUND;

@@ -7,11 +7,13 @@
 
 #include <jansson.h>
 #include "leadloop/score.h"
+#include "leadloop/program.h"
 
 struct st_ll_scorer_t {
     ll_store_t *store;
     const ll_score_conf_t *conf;
     MDB_dbi scores, ledger, leads, sla_due, outbox, outbox_mail, routing;
+    ll_nurture_t nurture; /* the mailer's sends: program and step of an email open or click */
     int rescoring; /* a rescore replays the log: no routing, no alerts */
     /* During a rescore, the current contact's last recycle (from its lead) and its previous seq. */
     uint64_t replay_recycled_us, replay_prev_seq;

@@ -11,6 +11,7 @@
 #include "leadloop/config.h"
 #include "leadloop/ingest.h"
 #include "leadloop/score.h"
+#include "leadloop/program.h"
 #include "../../tracker/score_int.h"
 #include "test.h"
 
@@ -32,7 +33,7 @@ static const char *base_yaml =
     "    - {name: whitepaper, event: download, file: pdf, points: 5}\n"
     "    - {name: nurture-click, event: click, link: 2, points: 8}\n"
     "    - {name: careers, event: pageview, path: \"/careers*\", points: -5}\n"
-    "    - {name: step-open, event: open, program: welcome, step: s2, points: 2}\n"
+    "    - {name: step-open, event: open, program: welcome, step: \"2\", points: 2}\n"
     "    - {name: to-docs, event: click, url: \"https://docs.example/*\", points: 4}\n"
     "  fit:\n"
     "    - {name: industry, field: industry, in: [software, saas], points: 20}\n"
@@ -107,7 +108,7 @@ typedef struct {
     const char *url, *form, *email, *fields, *program, *step, *country;
     uint32_t link;
     uint8_t visitor;
-    uint64_t contact;
+    uint64_t contact, send;
 } evspec_t;
 
 /* Ingests one event in its own transaction; returns the contact it was stored with. */
@@ -121,6 +122,7 @@ static uint64_t ingest(evspec_t e)
     ev.time_us = e.time_us ? e.time_us : T0;
     ev.contact = e.contact;
     ev.link = e.link;
+    ev.send = e.send;
     if (e.visitor) {
         ev.visitor.b[0] = 0xbb;
         ev.visitor.b[15] = e.visitor;
@@ -293,8 +295,8 @@ static void test_rules_caps_ledger(void)
     ingest((evspec_t){.type = LL_EV_DOWNLOAD, .url = "https://site.example/files/guide.zip", .visitor = 1});
     ingest((evspec_t){.type = LL_EV_CLICK, .contact = c, .link = 2});
     ingest((evspec_t){.type = LL_EV_CLICK, .contact = c, .link = 3, .url = "https://DOCS.example/guide"});
-    ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .program = "welcome", .step = "s2"});
-    ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .program = "welcome", .step = "s1"});
+    ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .program = "welcome", .step = "2"});
+    ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .program = "welcome", .step = "1"});
     ledger_ctx_t l = ledger(c);
     CHECK_EQ_STR(l.rules, "pricing=10 any-page=1 pricing=5 any-page=1 pricing=0 any-page=1 any-page=1 careers=-5 "
                           "whitepaper=5 nurture-click=8 to-docs=4 step-open=2");
@@ -308,6 +310,36 @@ static void test_rules_caps_ledger(void)
     teardown();
 }
 
+/* An email open carries only its send id: the mailer's send row gives program and step. */
+static void test_send_gives_program_and_step(void)
+{
+    if (setup(base_yaml) != 0)
+        { CHECK(0); teardown(); return; }
+    uint64_t c = contact_of("sam@example.com", 7);
+    ll_nurture_t n;
+    ll_txn_t t;
+    ll_send_t s;
+    memset(&s, 0, sizeof(s));
+    s.state = LL_SEND_ACCEPTED;
+    s.contact = c;
+    strcpy(s.program, "welcome");
+    CHECK_EQ_INT(ll_nurture_open(store, &n), 0);
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    for (uint16_t step = 0; step < 2; step++) { /* sends 77 (step 1) and 78 (step 2) */
+        s.id = 77 + step;
+        s.step = step;
+        CHECK_EQ_INT(ll_send_put(&n, &t, &s), 0);
+    }
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .send = 77});  /* step 1: no rule */
+    ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .send = 78});  /* step 2: step-open */
+    ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .send = 999}); /* no such send */
+    ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .send = 78, .cls = LL_CLASS_BOT});
+    ledger_ctx_t l = ledger(c);
+    CHECK_EQ_STR(l.rules, "step-open=2");
+    teardown();
+}
+
 static void test_non_human_never_scores(void)
 {
     if (setup(base_yaml) != 0)
@@ -316,7 +348,7 @@ static void test_non_human_never_scores(void)
     int classes[] = {LL_CLASS_BOT, LL_CLASS_PREFETCH, LL_CLASS_SCANNER, LL_CLASS_UNKNOWN};
     for (size_t i = 0; i < 4; i++) {
         ingest((evspec_t){.type = LL_EV_CLICK, .cls = classes[i] ? classes[i] : 100, .contact = c, .link = 2});
-        ingest((evspec_t){.type = LL_EV_OPEN, .cls = classes[i] ? classes[i] : 100, .contact = c, .program = "welcome", .step = "s2"});
+        ingest((evspec_t){.type = LL_EV_OPEN, .cls = classes[i] ? classes[i] : 100, .contact = c, .program = "welcome", .step = "2"});
     }
     CHECK_EQ_INT(ledger(c).n, 0);
     CHECK(state(c).engagement == 0);
@@ -667,6 +699,7 @@ int main(void)
     RUN(test_config_errors);
     RUN(test_example_section_parses);
     RUN(test_rules_caps_ledger);
+    RUN(test_send_gives_program_and_step);
     RUN(test_non_human_never_scores);
     RUN(test_decay);
     RUN(test_fit_grade);
