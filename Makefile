@@ -144,7 +144,8 @@ fuzz:
 
 bench: test-deps
 	@$(MAKE) --no-print-directory all
-	@sh tests/bench/run.sh
+	@if [ -f tests/bench/run.sh ]; then sh tests/bench/run.sh; \
+	 else echo "make bench: no benchmarks yet (tests/bench/run.sh; issue #6)" >&2; exit 1; fi
 
 clean:
 	rm -rf build build-san build-fuzz bin
