@@ -68,7 +68,8 @@ int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **htm
 typedef struct st_ll_mime_in_t {
     const char *from, *from_name, *to;
     const char *subject, *html, *text;
-    const char *unsub_url, *unsub_mailto; /* mailto address; the token goes into its subject */
+    const char *unsub_url, *unsub_mailto; /* mailto address; the token goes into its subject. NULL
+                                           * unsub_url: no List-Unsubscribe (alerts to the team) */
     const char *unsub_token;
     uint64_t send;
     uint64_t date_us;
@@ -78,6 +79,17 @@ typedef struct st_ll_mime_in_t {
 int ll__mime_build(const ll_mime_in_t *in, ll_buf_t *out);
 /** Quoted-printable (RFC 2045) of s into out, CRLF line ends, lines at most 76 chars. */
 int ll__mime_qp(const char *s, size_t n, ll_buf_t *out);
+
+/* ---- owner alerts (alert.c) ---- */
+
+/**
+ * The plain-text email for one queued alert (the JSON of an `outbox_mail` row, score.h): a
+ * subject naming the contact and what happened, a body with why, score, grade, routing, the
+ * profile and the last events. *contact is the alert's contact id. Outputs are malloc'd.
+ */
+int ll__alert_render(const char *json, size_t len, char **subject, char **text, uint64_t *contact);
+#define LL_ALERT_PROGRAM "@alert" /* the program of an alert's send row (never a configured id) */
+#define LL_ALERT_BATCH 64         /* alert emails claimed per pass, beside the nurture batch */
 
 /* ---- DKIM (dkim.c) ---- */
 
@@ -93,6 +105,8 @@ int ll__dkim_sign(ll_dkim_t *d, uint64_t send, ll_buf_t *msg);
 
 typedef struct st_ll_outmsg_t {
     uint64_t send, contact;
+    uint64_t alert;       /* an owner alert: its outbox_mail row id; 0 for a nurture message */
+    uint32_t attempts;    /* an alert's earlier deferrals */
     char program[LL_PROGRAM_ID_MAX];
     uint16_t step;
     char to[256];

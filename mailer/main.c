@@ -63,6 +63,7 @@ typedef struct {
     ll_keyring_t *keys;
     ll_nurture_t n;
     ll_scorer_t *scorer; /* score.h: sales-ready exits, score conditions; events are scored too */
+    MDB_dbi alert_sends; /* outbox_mail row id (be64) -> send id (be64): an alert email's claim */
     ll_dkim_t *dkim;     /* NULL: messages are not signed */
     ll_tpl_t *tpl[LL_MAX_PROGRAMS][LL_MAX_STEPS];
     ll_smtp_t smtp;
@@ -492,8 +493,174 @@ typedef struct {
 static int on_rate(const ll_send_t *s, void *arg)
 {
     rate_t *r = arg;
-    r->n += s->created_us >= r->since && s->state != LL_SEND_INTENT;
+    r->n += s->created_us >= r->since && s->state != LL_SEND_INTENT && strcmp(s->program, LL_ALERT_PROGRAM) != 0;
     return 0;
+}
+
+/* ---- owner alert emails (score.h outbox_mail; mailer/alert.c) ----
+ * Exactly once, as for nurture messages: the claim writes a send row (program "@alert") in
+ * state INTENT and maps the outbox row to it in `alert_sends`; smtp.c moves it to COMMITTED
+ * before the final "."; the outcome removes the outbox row. A restart that finds the send
+ * COMMITTED or ACCEPTED drops the row unsent; INTENT is sent again. Alerts do not count
+ * against mailer.rate_per_hour: they are the team's own mail. */
+
+typedef struct {
+    uint64_t id, now;
+    ll_outbox_hdr_t h;
+    char *json;
+    size_t len;
+} alert_row_t;
+
+typedef struct {
+    alert_row_t rows[LL_ALERT_BATCH];
+    size_t n;
+    uint64_t now;
+} alert_rows_t;
+
+static int on_alert_row(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_t len, void *arg)
+{
+    alert_rows_t *a = arg;
+    if (h->next_us > a->now)
+        return 0;
+    if (a->n == LL_ALERT_BATCH)
+        return 1;
+    alert_row_t *r = &a->rows[a->n++];
+    r->id = id, r->h = *h, r->len = len;
+    r->json = ll_malloc(len + 1);
+    memcpy(r->json, body, len);
+    r->json[len] = '\0';
+    return 0;
+}
+
+static int alert_map(mailer_t *M, ll_txn_t *t, uint64_t id, uint64_t *send, int del)
+{
+    uint8_t kb[8], vb[8];
+    ll_be64_put(kb, id);
+    MDB_val k = {8, kb}, v;
+    if (del) {
+        int rc = mdb_del(t->txn, M->alert_sends, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+    }
+    if (*send != 0) {
+        ll_be64_put(vb, *send);
+        v.mv_size = 8, v.mv_data = vb;
+        return ll_store_err(mdb_put(t->txn, M->alert_sends, &k, &v, 0));
+    }
+    int rc = mdb_get(t->txn, M->alert_sends, &k, &v);
+    if (rc == 0 && v.mv_size == 8)
+        *send = ll_be64_get(v.mv_data);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+/* Removes a finished alert row and its claim. */
+static int alert_done(mailer_t *M, ll_txn_t *t, uint64_t id)
+{
+    uint64_t none = 0;
+    int rc = ll_outbox_mail_done(M->scorer, t, id);
+    return rc != 0 ? rc : alert_map(M, t, id, &none, 1);
+}
+
+/* Claims up to LL_ALERT_BATCH due alert rows into ps->out, inside the claiming transaction. */
+static int claim_alerts(pass_t *ps, size_t *claimed)
+{
+    mailer_t *M = ps->M;
+    alert_rows_t *a = ll_calloc(1, sizeof(*a));
+    a->now = ps->now;
+    int rc = ll_outbox_mail_each(M->scorer, ps->t, on_alert_row, a);
+    *claimed = a->n;
+    for (size_t i = 0; i < a->n && rc == 0; i++) {
+        alert_row_t *r = &a->rows[i];
+        ll_send_t row;
+        uint64_t send = 0, contact = 0;
+        char *subject = NULL, *text = NULL;
+        if ((rc = alert_map(M, ps->t, r->id, &send, 0)) != 0)
+            break;
+        if (send != 0 && ll_send_get(&M->n, ps->t, send, &row) == 0 &&
+            (row.state == LL_SEND_COMMITTED || row.state == LL_SEND_ACCEPTED)) {
+            log_info("alert %llu to %s: recorded as sent before a restart; not sent again", (unsigned long long)r->id,
+                     r->h.target);
+            rc = alert_done(M, ps->t, r->id);
+            continue;
+        }
+        if (ll__alert_render(r->json, r->len, &subject, &text, &contact) != 0) {
+            log_warnx("alert %llu to %s: not a readable alert; dropped", (unsigned long long)r->id, r->h.target);
+            rc = alert_done(M, ps->t, r->id);
+            continue;
+        }
+        if (send == 0) {
+            memset(&row, 0, sizeof(row));
+            if ((rc = ll_send_next_id(&M->n, ps->t, &row.id)) != 0)
+                goto next;
+            row.state = LL_SEND_INTENT;
+            row.contact = contact;
+            row.created_us = ps->now;
+            snprintf(row.program, sizeof(row.program), "%s", LL_ALERT_PROGRAM);
+            send = row.id;
+            if ((rc = ll_send_put(&M->n, ps->t, &row)) != 0 || (rc = alert_map(M, ps->t, r->id, &send, 0)) != 0)
+                goto next;
+        }
+        ll_outmsg_t *o = &ps->out[ps->nout];
+        memset(o, 0, sizeof(*o));
+        o->send = send;
+        o->contact = contact;
+        o->alert = r->id;
+        o->attempts = r->h.attempts;
+        snprintf(o->program, sizeof(o->program), "%s", LL_ALERT_PROGRAM);
+        snprintf(o->to, sizeof(o->to), "%s", r->h.target);
+        ll_mime_in_t in = {M->m->from, M->m->from_name, o->to, subject, NULL, text, NULL, NULL, NULL, send,
+                           ll_now_us()};
+        ll_buf_init(&o->body, 4 * LL_TPL_MAX);
+        if ((rc = ll__mime_build(&in, &o->body)) == 0 && M->dkim != NULL)
+            rc = ll__dkim_sign(M->dkim, send, &o->body);
+        if (rc == 0)
+            ps->nout++;
+        else
+            ll_buf_free(&o->body);
+    next:
+        free(subject);
+        free(text);
+    }
+    for (size_t i = 0; i < a->n; i++)
+        free(a->rows[i].json);
+    free(a);
+    return rc;
+}
+
+/* The outcome of one alert email, in t. */
+static int alert_outcome(mailer_t *M, ll_txn_t *t, ll_outmsg_t *o, ll_send_t *row)
+{
+    int rc;
+    row->smtp_code = (uint32_t)o->code;
+    if ((o->code >= 200 && o->code < 300) || (o->code == 0 && o->committed)) {
+        log_info("alert %llu to %s: accepted (%d)", (unsigned long long)o->alert, o->to, o->code);
+        row->state = o->accepted_us ? LL_SEND_ACCEPTED : LL_SEND_COMMITTED;
+        row->accepted_us = o->accepted_us;
+        if ((rc = ll_send_put(&M->n, t, row)) == 0)
+            rc = alert_done(M, t, o->alert);
+        return rc;
+    }
+    if (o->code >= 500) {
+        log_warnx("alert %llu to %s: refused (%d %s); check the rep's address. Not retried", (unsigned long long)o->alert,
+                  o->to, o->code, o->reply);
+        row->state = LL_SEND_BOUNCED;
+        if ((rc = ll_send_put(&M->n, t, row)) == 0)
+            rc = alert_done(M, t, o->alert);
+        return rc;
+    }
+    const ll_score_conf_t *sc = ll_scorer_conf(M->scorer);
+    if (sc->retry_max > 0 && o->attempts + 1 >= (uint32_t)sc->retry_max) {
+        log_warnx("alert %llu to %s: gave up after %u attempts (%d %s)", (unsigned long long)o->alert, o->to,
+                  o->attempts + 1, o->code, o->reply);
+        row->state = LL_SEND_FAILED;
+        if ((rc = ll_send_put(&M->n, t, row)) == 0)
+            rc = alert_done(M, t, o->alert);
+        return rc;
+    }
+    log_info("alert %llu to %s: deferred (%d %s); retried with backoff", (unsigned long long)o->alert, o->to, o->code,
+             o->reply);
+    if ((rc = ll_send_put(&M->n, t, row)) == 0)
+        rc = ll_outbox_mail_retry(M->scorer, t, o->alert, ll_now_us());
+    return rc;
 }
 
 /* Applies the SMTP outcomes of a batch. */
@@ -510,6 +677,10 @@ static int record_outcomes(mailer_t *M, ll_outmsg_t *out, size_t n)
         const ll_program_t *p = ll_mail_program(M->m, o->program);
         if ((rc = ll_send_get(&M->n, &t, o->send, &row)) != 0)
             break;
+        if (o->alert != 0) {
+            rc = alert_outcome(M, &t, o, &row);
+            continue;
+        }
         int have_e = ll_enrollment_get(&M->n, &t, o->contact, o->program, &e) == 0 && e.state == LL_ENR_ACTIVE &&
                      e.send == o->send && p != NULL;
         if ((o->code >= 200 && o->code < 300) || (o->code == 0 && o->committed)) {
@@ -669,11 +840,14 @@ static int run_pass(mailer_t *M, int *full)
     }
     ps.cap = ps.limit;
     ps.items = ll_calloc(ps.cap + 1, sizeof(*ps.items));
-    ps.out = ll_calloc(ps.cap + 1, sizeof(*ps.out));
+    ps.out = ll_calloc(ps.cap + LL_ALERT_BATCH + 1, sizeof(*ps.out));
     if (ps.cap > 0)
         rc = ll_nurture_due_scan(&M->n, &t, ps.now, on_due, &ps);
     for (size_t i = 0; i < ps.nitems && rc == 0; i++)
         rc = claim_one(&ps, &ps.items[i]);
+    size_t alerts = 0;
+    if (rc == 0)
+        rc = claim_alerts(&ps, &alerts);
     if (rc == 0)
         rc = ll_txn_commit(&t);
     else
@@ -688,7 +862,7 @@ static int run_pass(mailer_t *M, int *full)
         ll__smtp_send(&M->smtp, ps.out, ps.nout);
         rc = record_outcomes(M, ps.out, ps.nout);
     }
-    *full = rc == 0 && ps.cap > 0 && ps.nitems == ps.cap;
+    *full = rc == 0 && ((ps.cap > 0 && ps.nitems == ps.cap) || alerts == LL_ALERT_BATCH);
     for (size_t i = 0; i < ps.nout; i++)
         ll_buf_free(&ps.out[i].body);
     free(ps.items);
@@ -751,6 +925,8 @@ int main(int argc, char **argv)
     if (ll_scorer_open(M.store, M.conf.score, &M.scorer, err, sizeof(err)) != 0)
         fatalx("%s", err);
     the_scorer = M.scorer;
+    if (ll_store_open_db(M.store, "alert_sends", 0, &M.alert_sends) != 0)
+        fatalx("%s: cannot open the alert_sends database", M.conf.data_dir);
     if (M.m->dkim_key != NULL) {
         const char *at = strrchr(M.m->from, '@');
         if (ll__dkim_open(M.m->dkim_key, M.m->dkim_selector, M.m->dkim_domain ? M.m->dkim_domain : at ? at + 1 : "",

@@ -130,18 +130,20 @@ int ll__mime_build(const ll_mime_in_t *in, ll_buf_t *out)
     if (rc == 0)
         rc = put_header_text(out, in->subject);
     if (rc == 0)
+        rc = ll_buf_printf(out, "\r\nDate: %s\r\nMessage-ID: <ll.%llu.%s@%s>\r\nMIME-Version: 1.0\r\n", date,
+                           (unsigned long long)in->send, rhex, domain_of(in->from));
+    if (rc == 0 && in->unsub_url != NULL) /* not on alerts to the team */
         rc = ll_buf_printf(out,
-                           "\r\nDate: %s\r\n"
-                           "Message-ID: <ll.%llu.%s@%s>\r\n"
-                           "MIME-Version: 1.0\r\n"
                            "List-Unsubscribe: <%s>, <mailto:%s?subject=unsubscribe%%20%s>\r\n"
-                           "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+                           "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+                           in->unsub_url, in->unsub_mailto, in->unsub_token);
+    if (rc == 0)
+        rc = ll_buf_printf(out,
                            "X-Leadloop-Send: %llu\r\n"
                            "Content-Type: multipart/alternative; boundary=\"%s\"\r\n"
                            "\r\n"
                            "This is a message in MIME format.\r\n",
-                           date, (unsigned long long)in->send, rhex, domain_of(in->from), in->unsub_url,
-                           in->unsub_mailto, in->unsub_token, (unsigned long long)in->send, boundary);
+                           (unsigned long long)in->send, boundary);
     const char *parts[2] = {in->text, in->html}, *types[2] = {"text/plain", "text/html"};
     for (int i = 0; i < 2 && rc == 0; i++) {
         if (parts[i] == NULL || parts[i][0] == '\0')

@@ -108,12 +108,12 @@ int ll_outbox_done(ll_scorer_t *sc, ll_txn_t *t, uint64_t id)
     return rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
-int ll_outbox_retry(ll_scorer_t *sc, ll_txn_t *t, uint64_t id, uint64_t now_us)
+static int retry(ll_scorer_t *sc, MDB_dbi dbi, ll_txn_t *t, uint64_t id, uint64_t now_us)
 {
     uint8_t kb[8];
     ll_be64_put(kb, id);
     MDB_val k = {8, kb}, v;
-    int rc = mdb_get(t->txn, sc->outbox, &k, &v);
+    int rc = mdb_get(t->txn, dbi, &k, &v);
     if (rc != 0)
         return rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
     ll_outbox_hdr_t h;
@@ -122,7 +122,7 @@ int ll_outbox_retry(ll_scorer_t *sc, ll_txn_t *t, uint64_t id, uint64_t now_us)
     memcpy(&h, v.mv_data, sizeof(h));
     h.attempts++;
     if (sc->conf->retry_max > 0 && h.attempts >= (uint32_t)sc->conf->retry_max)
-        return ll_outbox_done(sc, t, id); /* given up; the caller logs it */
+        return ll_store_err(mdb_del(t->txn, dbi, &k, NULL)); /* given up; the caller logs it */
     uint64_t backoff = 1000000ULL << (h.attempts < 10 ? h.attempts - 1 : 9);
     h.next_us = now_us + (backoff < BACKOFF_MAX_US ? backoff : BACKOFF_MAX_US);
     /* Rewrite the whole value: LMDB values in a read-write txn may be copied on write. */
@@ -131,9 +131,19 @@ int ll_outbox_retry(ll_scorer_t *sc, ll_txn_t *t, uint64_t id, uint64_t now_us)
     memcpy(copy, v.mv_data, len);
     memcpy(copy, &h, sizeof(h));
     MDB_val nv = {len, copy};
-    rc = ll_store_err(mdb_put(t->txn, sc->outbox, &k, &nv, 0));
+    rc = ll_store_err(mdb_put(t->txn, dbi, &k, &nv, 0));
     free(copy);
     return rc;
+}
+
+int ll_outbox_retry(ll_scorer_t *sc, ll_txn_t *t, uint64_t id, uint64_t now_us)
+{
+    return retry(sc, sc->outbox, t, id, now_us);
+}
+
+int ll_outbox_mail_retry(ll_scorer_t *sc, ll_txn_t *t, uint64_t id, uint64_t now_us)
+{
+    return retry(sc, sc->outbox_mail, t, id, now_us);
 }
 
 void ll_alert_sign(const char *secret, const char *ts, const char *body, size_t len, char out[65])

@@ -3,10 +3,12 @@
  * `enroll_rules:` sections, parsed by tracker/config_mailer.c) and their state in the shared
  * LMDB environment (tracker/program.c). leadloop-mailer, the leadloop CLI and leadloopd share it.
  *
- * State, three named databases (keys big-endian, so key order is time order):
+ * State, named databases (keys big-endian, so key order is time order):
  *   enrollments  contact (8) | program id         -> ll_enrollment_t, packed (below)
  *   due          due time us (8) | contact (8) | program id -> "" (the mailer's schedule)
  *   sends        send id (8)                       -> ll_send_t, packed (below)
+ *   alert_sends  outbox_mail row id (8)            -> send id (8): an owner alert email's claim
+ *                (mailer/main.c; its send row has program "@alert", never a configured id)
  *
  * An active enrollment has exactly one `due` row, at its next_us. The mailer claims a due row
  * by writing a send row in state LL_SEND_INTENT and pointing the enrollment at it, in one

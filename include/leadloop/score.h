@@ -288,6 +288,8 @@ int ll_outbox_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx);
  */
 int ll_outbox_mail_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx);
 int ll_outbox_mail_done(ll_scorer_t *sc, ll_txn_t *t, uint64_t id);
+/** An email row the SMTP server deferred: the same backoff and retry_max as ll_outbox_retry(). */
+int ll_outbox_mail_retry(ll_scorer_t *sc, ll_txn_t *t, uint64_t id, uint64_t now_us);
 /** Removes a delivered row. */
 int ll_outbox_done(ll_scorer_t *sc, ll_txn_t *t, uint64_t id);
 /** Records a failed attempt: next try after an exponential backoff (1 s doubling, at most 10 min). */

@@ -30,7 +30,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as it  # noqa: E402  (the integration suite's Server and helpers)
-from run import check, TestFailure, free_port, child_env  # noqa: E402
+from run import check, TestFailure, free_port, child_env, wait_until  # noqa: E402
 
 MAILER = os.environ.get('LEADLOOP_MAILER', os.path.join(os.path.dirname(it.LEADLOOP) or 'bin', 'leadloop-mailer'))
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -116,9 +116,9 @@ def make_certs():
 
 
 class Smtp:
-    def __init__(self, tmp, tls=True, delay=0, auth=None):
+    def __init__(self, tmp, tls=True, delay=0, auth=None, port=None):
         self.dir = os.path.join(tmp, 'maildir')
-        self.port = free_port()
+        self.port = port or free_port()
         self.log = os.path.join(tmp, 'smtp.log')
         args = [SYS_PYTHON, os.path.join(HERE, 'smtp_server.py'), self.dir, str(self.port)]
         if tls:
@@ -614,6 +614,84 @@ def test_score_condition_and_sales_ready_exit():
         env.mailer(T0 + 3 * HOUR + 5)
         check(recipients(env.smtp.messages()[3:]) == ['bob@example.com'], recipients(env.smtp.messages()))
         check('is sales-ready: leaves nurture' in env.mailer_logs[-1], env.mailer_logs[-1])
+    finally:
+        env.close()
+
+
+OWNER_ALERT_CONF = """scoring:
+  threshold: 30
+  rules:
+    - {name: email-click, event: click, points: 20}
+routing:
+  rules:
+    - {name: everyone, group: team}
+  groups:
+    team:
+      - {rep: "rita@corp.example", weight: 1}
+alerts:
+  email_owner: true
+"""
+
+
+def test_owner_alert_email_retried_and_sent_once():
+    env = Env(tls=False, conf_extra=OWNER_ALERT_CONF)
+    try:
+        env.import_csv(T0, 'email,first_name,company\nann@example.com,Ann,Acme Inc\nbob@example.com,Bob,Bobco\n')
+        env.mailer(T0)
+        check(env.smtp.count() == 2, f'{env.smtp.count()} nurture messages')
+
+        def ready(who):
+            m = [m for m in env.smtp.messages() if m['To'].addresses[0].addr_spec == who][0]
+            _, text, htm = check_message(env, m)
+            hrefs, _, _ = links_of(env, text, htm)
+            for _ in range(2):  # 2 x 20 points: over the threshold of 30
+                r = env.server.get(hrefs[0][len(env.server.base):])
+                check(r.status == 302, f'click {r.status}')
+
+        def alerts():
+            return [m for m in env.smtp.messages() if m['To'].addresses[0].addr_spec == 'rita@corp.example']
+
+        ready('ann@example.com')
+        out = env.cli(T0, 'outbox').stdout.decode()
+        check('rita@corp.example' in out, f'leadloop outbox does not show the queued email: {out}')
+        # The SMTP server is down: the alert stays queued and is retried.
+        port = env.smtp.port
+        env.smtp.stop()
+        env.mailer(T0 + 60)
+        check('alert' in env.mailer_logs[-1] and 'deferred' in env.mailer_logs[-1], env.mailer_logs[-1])
+        env.smtp = Smtp(env.tmp, tls=False, port=port)
+        SMTPS.append(env.smtp)
+        env.mailer(T0 + 120)
+        got = alerts()
+        check(len(got) == 1, f'{len(got)} alert emails to the owner; mailer log: {env.mailer_logs[-1]}')
+        m = got[0]
+        check(not m.defects, f'MIME defects: {m.defects}')
+        check('ann@example.com' in m['Subject'] and 'sales-ready' in m['Subject'] and 'Acme Inc' in m['Subject'],
+              f'Subject {m["Subject"]!r}')
+        check(m['List-Unsubscribe'] is None, 'an alert to the team carries List-Unsubscribe')
+        body = m.get_body(('plain',)).get_content()
+        for want in ('Why: ', 'Score: 40 (threshold 30)', 'grade', 'Routing rule: everyone', 'Accept by: ',
+                     'company: Acme Inc', 'click', 'leadloop lead accept ann@example.com'):
+            check(want in body, f'{want!r} missing from the alert email:\n{body}')
+        env.mailer(T0 + 180)
+        check(len(alerts()) == 1, f'the alert email went out {len(alerts())} times')
+        check('rita@corp.example' not in env.cli(T0, 'outbox').stdout.decode(), 'the sent email is still queued')
+
+        # Killed between the end of DATA and the reply: the restart does not send it again.
+        ready('bob@example.com')
+        env.smtp.stop()
+        env.smtp = Smtp(env.tmp, tls=False, port=port, delay=3)
+        SMTPS.append(env.smtp)
+        proc = env.mailer(T0 + 240, wait=False)
+        check(wait_until(lambda: len(alerts()) == 2, timeout=10), 'the second alert email did not arrive')
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        env.smtp.stop()
+        env.smtp = Smtp(env.tmp, tls=False, port=port)
+        SMTPS.append(env.smtp)
+        env.mailer(T0 + 300)
+        check('recorded as sent before a restart' in env.mailer_logs[-1], env.mailer_logs[-1])
+        check(len(alerts()) == 2, f'{len(alerts())} alert emails after the restart (want 2)')
     finally:
         env.close()
 
