@@ -31,6 +31,8 @@ static void usage(void)
             "  enroll EMAIL PROGRAM                start the program for a contact (created if missing)\n"
             "  unenroll EMAIL PROGRAM              stop it\n"
             "  enrollments EMAIL                   its programs (state, step, next send) and sends\n"
+            "  unsubscribe-mail [FILE]             a List-Unsubscribe mailto message (stdin), for the\n"
+            "                                      MTA's pipe; exits 65 (no valid token), 75 (retry)\n"
             "\n"
             "Signed links (each creates the contact when it does not exist yet)\n"
             "  link URL --to EMAIL [--send ID] [--link N]  click link: PUBLIC_URL/c/TOKEN\n"
@@ -58,7 +60,7 @@ static void usage(void)
             "  keys list           key ids and fingerprints; the newest signs\n"
             "  keys rotate         add a new signing key (then restart leadloopd)\n"
             "\n"
-            "Exit status: 0 done, 1 failed, 2 usage error.\n");
+            "Exit status: 0 done, 1 failed, 2 usage error (unsubscribe-mail: sysexits).\n");
 }
 
 int ll__cli_fail(const char *cmd, const char *fmt, ...)
@@ -311,6 +313,7 @@ static const struct {
     {"link", ll__cli_link},
     {"pixel", ll__cli_pixel},
     {"unsubscribe-link", ll__cli_unsubscribe_link},
+    {"unsubscribe-mail", ll__cli_unsubscribe_mail},
     {"events", ll__cli_events},
     {"keys", ll__cli_keys_cmd},
     {"stats", ll__cli_stats},

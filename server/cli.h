@@ -93,6 +93,8 @@ int ll__cli_rep(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_link(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_pixel(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_unsubscribe_link(ll_cli_t *cli, int argc, char **argv);
+/* The List-Unsubscribe mailto's receiving end, for the MTA (cli_unsub.c). */
+int ll__cli_unsubscribe_mail(ll_cli_t *cli, int argc, char **argv);
 int ll__cli_keys_cmd(ll_cli_t *cli, int argc, char **argv);
 /* Nurture enrolment (cli_mail.c). */
 int ll__cli_enroll(ll_cli_t *cli, int argc, char **argv);

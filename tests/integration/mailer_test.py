@@ -430,6 +430,58 @@ def test_one_click_unsubscribe_stops_the_program():
         env.close()
 
 
+def test_mailto_unsubscribe_through_the_mta_pipe():
+    """The List-Unsubscribe mailto, as a mail client sends it, piped into `leadloop unsubscribe-mail`
+    the way a Postfix alias would."""
+    import urllib.parse
+    from email.message import EmailMessage
+    env = Env(tls=False, extra_mailer='  unsubscribe_mailto: unsubscribe@example.com')
+    try:
+        env.import_csv(T0, 'email\nann@example.com\nbob@example.com\n')
+        env.mailer(T0)
+        msg = [m for m in env.smtp.messages() if m['To'].addresses[0].addr_spec == 'ann@example.com'][0]
+        mailto = re.findall(r'<([^>]+)>', msg['List-Unsubscribe'])[1]
+        u = urllib.parse.urlsplit(mailto)
+        check(u.scheme == 'mailto' and u.path == 'unsubscribe@example.com', f'mailto {mailto!r}')
+        subject = urllib.parse.parse_qs(u.query)['subject'][0]
+
+        def reply(subj, body='Please remove me.'):
+            m = EmailMessage()
+            m['From'] = 'Ann <ann@example.com>'
+            m['To'] = u.path
+            m['Subject'] = subj
+            m.set_content(body)
+            return m.as_bytes()
+
+        def pipe(data):
+            return subprocess.run([it.LEADLOOP, '-d', env.server.data, '-c', env.server.conf, 'unsubscribe-mail'],
+                                  input=data, capture_output=True, timeout=30, env=env.env(T0))
+
+        p = pipe(reply('Re: your newsletter'))
+        check(p.returncode == 65 and b'no "unsubscribe TOKEN"' in p.stderr, f'{p.returncode} {p.stderr!r}')
+        tok = subject.split()[1]
+        p = pipe(reply('unsubscribe ' + tok[:-3] + ('AAA' if tok[-3:] != 'AAA' else 'BBB')))
+        check(p.returncode == 65 and b'not valid' in p.stderr, f'a changed token: {p.returncode} {p.stderr!r}')
+        check(env.server.contact_json('ann@example.com')['contact']['flags'] == [], 'a refused request changed the contact')
+        p = pipe(reply(subject))
+        check(p.returncode == 0 and b'unsubscribed ann@example.com' in p.stdout, f'{p.returncode} {p.stdout!r} {p.stderr!r}')
+        c = env.server.contact_json('ann@example.com')
+        check(c['contact']['flags'] == ['unsubscribed'], f'flags {c["contact"]["flags"]}')
+        ev = [e for e in c['events'] if e['type'] == 'unsubscribe']
+        check(len(ev) == 1 and ev[0].get('send') and 'mailto' in json.dumps(ev[0]), f'unsubscribe events {ev}')
+        p = pipe(reply('Re: ' + subject))
+        check(p.returncode == 0 and b'already unsubscribed' in p.stdout, f'again: {p.returncode} {p.stdout!r}')
+        # A client that drops the subject: the token in the body is enough.
+        bob = [m for m in env.smtp.messages() if m['To'].addresses[0].addr_spec == 'bob@example.com'][0]
+        bsubj = urllib.parse.parse_qs(urllib.parse.urlsplit(re.findall(r'<([^>]+)>', bob['List-Unsubscribe'])[1]).query)
+        p = pipe(reply('(no subject)', 'hello\n\n' + bsubj['subject'][0] + '\n'))
+        check(p.returncode == 0 and b'unsubscribed bob@example.com' in p.stdout, f'body token: {p.returncode} {p.stderr!r}')
+        env.mailer(T0 + HOUR + 60)
+        check(env.smtp.count() == 2, f'{env.smtp.count()} messages: step 2 went to an opt-out')
+    finally:
+        env.close()
+
+
 def test_hard_bounce_suppresses_and_soft_bounce_retries():
     env = Env(extra_mailer='  retry: 600')
     env.smtp_tls = True
