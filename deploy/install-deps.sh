@@ -5,7 +5,7 @@
 set -e
 PKGS="build-essential pkg-config libh2o-evloop-dev liblmdb-dev lmdb-utils libmaxminddb-dev mmdb-bin
 libssl-dev libyaml-dev libjansson-dev libcurl4-openssl-dev libesmtp-dev libgumbo-dev libcsv-dev libopendkim-dev tor-geoipdb
-libmaxmind-db-writer-perl perl"
+libmaxmind-db-writer-perl perl tzdata"
 if [ "$1" = test ]; then
     PKGS="$PKGS curl python3 chromium chromium-driver python3-aiosmtpd openssl"
     # Node.js for the browser test; keep an existing install (it may come with its own npm).

@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <sys/file.h>
 #include <jansson.h>
+#include "leadloop/geo.h"
 #include "leadloop/ingest.h"
 #include "leadloop/score.h"
 #include "mailer.h"
@@ -233,14 +234,69 @@ static int sales_ready(mailer_t *M, ll_txn_t *t, uint64_t contact, json_t *field
     return stage != NULL && strcmp(stage, "sales-ready") == 0;
 }
 
-static uint64_t window_next(const ll_program_t *p, json_t *fields, uint64_t at_us)
+/* A usable IANA zone name: a file under /usr/share/zoneinfo. */
+static int tz_ok(const char *tz)
+{
+    char path[128];
+    if (tz == NULL || *tz == '\0' || *tz == '/' || strlen(tz) > 64 || strstr(tz, "..") != NULL)
+        return 0;
+    snprintf(path, sizeof(path), "/usr/share/zoneinfo/%s", tz);
+    return access(path, R_OK) == 0;
+}
+
+typedef struct {
+    char tz[64], country[3];
+    int n;
+} geo_scan_t;
+
+/* The newest geolocated event: its time zone (with a City database), else its country. */
+static int on_geo_event(const ll_event_t *ev, void *arg)
+{
+    geo_scan_t *g = arg;
+    if (ev->f[LL_F_TZ].len > 0 && ev->f[LL_F_TZ].len < sizeof(g->tz)) {
+        memcpy(g->tz, ev->f[LL_F_TZ].base, ev->f[LL_F_TZ].len);
+        g->tz[ev->f[LL_F_TZ].len] = '\0';
+        return 1;
+    }
+    if (g->country[0] == '\0' && ev->f[LL_F_COUNTRY].len == 2) {
+        memcpy(g->country, ev->f[LL_F_COUNTRY].base, 2);
+        g->country[2] = '\0';
+    }
+    return ++g->n >= 200; /* a bounded look back */
+}
+
+/* The contact's time zone for p's window: the profile field window.tz_field; else the zone of
+ * the newest geolocated event; else the main zone of the country (the profile's `country`
+ * field, else the newest event's); else the program's window.tz. */
+static void contact_tz(ll_txn_t *t, const ll_program_t *p, uint64_t contact, json_t *fields, char *out, size_t outlen)
+{
+    char num[64];
+    const char *v = p->window_tz_field[0] ? field_str(fields, p->window_tz_field, num, sizeof(num)) : NULL;
+    geo_scan_t g;
+    memset(&g, 0, sizeof(g));
+    if (tz_ok(v)) {
+        snprintf(out, outlen, "%s", v);
+        return;
+    }
+    ll_events_of_contact_rev(t, contact, on_geo_event, &g);
+    if (tz_ok(g.tz)) {
+        snprintf(out, outlen, "%s", g.tz);
+        return;
+    }
+    v = field_str(fields, "country", num, sizeof(num));
+    if ((v != NULL && ll_geo_country_tz(v, out, outlen) == 0 && tz_ok(out)) ||
+        (g.country[0] != '\0' && ll_geo_country_tz(g.country, out, outlen) == 0 && tz_ok(out)))
+        return;
+    snprintf(out, outlen, "%s", p->window_tz);
+}
+
+static uint64_t window_next(ll_txn_t *txn, const ll_program_t *p, uint64_t contact, json_t *fields, uint64_t at_us)
 {
     if (p->window_hours == 0 && p->window_days == 0)
         return at_us;
-    char num[64];
-    const char *tz = p->window_tz_field[0] ? field_str(fields, p->window_tz_field, num, sizeof(num)) : NULL;
-    if (tz == NULL || *tz == '\0' || strlen(tz) > 64 || strstr(tz, "..") != NULL)
-        tz = p->window_tz;
+    char tz[64];
+    contact_tz(txn, p, contact, fields, tz, sizeof(tz));
+    log_debug("contact %llu: send window in %s", (unsigned long long)contact, tz);
     char *old = getenv("TZ") ? ll_strdup(getenv("TZ")) : NULL;
     setenv("TZ", tz, 1);
     tzset();
@@ -441,7 +497,7 @@ static int claim_one(pass_t *ps, struct due_item *it)
             goto out;
         }
     }
-    uint64_t when = window_next(p, fields, ps->now);
+    uint64_t when = window_next(t, p, c.id, fields, ps->now);
     if (when > ps->now) {
         rc = ll_nurture_reschedule(&M->n, t, c.id, p->id, &e, when);
         goto out;

@@ -1,5 +1,8 @@
 /* Client address parsing and resolution, truncation, and MMDB geo lookups (see geo.h). */
+#include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
@@ -271,4 +274,54 @@ void ll_ip_truncate(ll_ip_t *ip, int v4_prefix, int v6_prefix)
 size_t ll_ip_len(const ll_ip_t *ip)
 {
     return ip->family == AF_INET ? 4 : ip->family == AF_INET6 ? 16 : 0;
+}
+
+/* ---- a country's time zone ---- */
+
+#define ZONE_TAB "/usr/share/zoneinfo/zone.tab"
+
+/* Countries whose first zone in zone.tab is not where most of their people live. */
+static const char *const main_zone[][2] = {
+    {"AU", "Australia/Sydney"}, {"BR", "America/Sao_Paulo"}, {"CA", "America/Toronto"},
+    {"RU", "Europe/Moscow"},    {"UA", "Europe/Kyiv"},       {"UZ", "Asia/Tashkent"},
+};
+
+static char zones[26 * 26][48];
+static pthread_once_t zones_once = PTHREAD_ONCE_INIT;
+
+static void load_zones(void)
+{
+    FILE *f = fopen(ZONE_TAB, "r");
+    char line[512];
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        /* CC <tab> coordinates <tab> zone [<tab> comment] */
+        if (line[0] < 'A' || line[0] > 'Z' || line[1] < 'A' || line[1] > 'Z' || line[2] != '\t')
+            continue;
+        char *zone = strchr(line + 3, '\t');
+        if (zone == NULL)
+            continue;
+        zone++;
+        zone[strcspn(zone, "\t\r\n")] = '\0';
+        char *slot = zones[(line[0] - 'A') * 26 + (line[1] - 'A')];
+        int preferred = 0;
+        for (size_t i = 0; i < sizeof(main_zone) / sizeof(main_zone[0]); i++)
+            preferred |= memcmp(main_zone[i][0], line, 2) == 0 && strcmp(main_zone[i][1], zone) == 0;
+        if ((slot[0] == '\0' || preferred) && strlen(zone) < sizeof(zones[0]))
+            snprintf(slot, sizeof(zones[0]), "%s", zone);
+    }
+    fclose(f);
+}
+
+int ll_geo_country_tz(const char *cc, char *out, size_t outlen)
+{
+    pthread_once(&zones_once, load_zones);
+    if (cc == NULL || strlen(cc) != 2)
+        return LL_ENOTFOUND;
+    int a = toupper((unsigned char)cc[0]) - 'A', b = toupper((unsigned char)cc[1]) - 'A';
+    if (a < 0 || a >= 26 || b < 0 || b >= 26 || zones[a * 26 + b][0] == '\0')
+        return LL_ENOTFOUND;
+    snprintf(out, outlen, "%s", zones[a * 26 + b]);
+    return 0;
 }

@@ -90,40 +90,37 @@ int ll_lead_each(ll_scorer_t *sc, ll_txn_t *t, ll_lead_cb cb, void *ctx)
 /* ---- alerts ---- */
 
 /* The last few events of the contact's timeline, newest first, as a JSON array. */
+typedef struct {
+    ll_buf_t *b;
+    int n;
+} last_t;
+
+static int on_last_event(const ll_event_t *ev, void *arg)
+{
+    last_t *l = arg;
+    char iso[32];
+    ll__iso(ev->time_us, iso);
+    ll_buf_printf(l->b, "%s{\"seq\":%llu,\"type\":\"%s\",\"time\":\"%s\"", l->n ? "," : "",
+                  (unsigned long long)ev->seq, ll_event_type_name(ev->type), iso);
+    static const int show[] = {LL_F_URL, LL_F_FORM, LL_F_PROGRAM, LL_F_STEP};
+    for (size_t i = 0; i < sizeof(show) / sizeof(show[0]); i++) {
+        if (ev->f[show[i]].len == 0)
+            continue;
+        ll_buf_printf(l->b, ",\"%s\":\"", ll_field_name(show[i]));
+        ll_buf_append_json_str(l->b, ev->f[show[i]].base, ev->f[show[i]].len);
+        ll_buf_appends(l->b, "\"");
+    }
+    ll_buf_appends(l->b, "}");
+    return ++l->n >= LAST_EVENTS;
+}
+
 static int last_events(ll_txn_t *t, uint64_t contact, ll_buf_t *b)
 {
-    MDB_cursor *cur;
-    uint8_t kb[8];
-    ll_be64_put(kb, contact);
-    MDB_val k = {8, kb}, v;
-    int rc = mdb_cursor_open(t->txn, ll_store_dbi(t->store, LL_DB_CONTACT_EVENTS), &cur), n = 0;
-    if (rc != 0)
-        return ll_store_err(rc);
+    last_t l = {b, 0};
     ll_buf_appends(b, "[");
-    if (mdb_cursor_get(cur, &k, &v, MDB_SET_KEY) == 0 && mdb_cursor_get(cur, &k, &v, MDB_LAST_DUP) == 0) {
-        do {
-            ll_event_t ev;
-            if (v.mv_size != 8 || ll_event_get(t, ll_be64_get(v.mv_data), &ev) != 0)
-                continue;
-            char iso[32];
-            ll__iso(ev.time_us, iso);
-            ll_buf_printf(b, "%s{\"seq\":%llu,\"type\":\"%s\",\"time\":\"%s\"", n ? "," : "",
-                          (unsigned long long)ev.seq, ll_event_type_name(ev.type), iso);
-            static const int show[] = {LL_F_URL, LL_F_FORM, LL_F_PROGRAM, LL_F_STEP};
-            for (size_t i = 0; i < sizeof(show) / sizeof(show[0]); i++) {
-                if (ev.f[show[i]].len == 0)
-                    continue;
-                ll_buf_printf(b, ",\"%s\":\"", ll_field_name(show[i]));
-                ll_buf_append_json_str(b, ev.f[show[i]].base, ev.f[show[i]].len);
-                ll_buf_appends(b, "\"");
-            }
-            ll_buf_appends(b, "}");
-            n++;
-        } while (n < LAST_EVENTS && mdb_cursor_get(cur, &k, &v, MDB_PREV_DUP) == 0);
-    }
+    int rc = ll_events_of_contact_rev(t, contact, on_last_event, &l);
     ll_buf_appends(b, "]");
-    mdb_cursor_close(cur);
-    return 0;
+    return rc;
 }
 
 int ll__alert(ll_scorer_t *sc, ll_txn_t *t, const char *kind, uint64_t contact, const ll_lead_t *l, uint64_t seq,

@@ -428,14 +428,17 @@ int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *vid, const ll_visitor_rec
 
 /* ---- iteration ---- */
 
-static int scan_index(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, ll_event_cb cb, void *ctx)
+static int scan_index(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, int rev, ll_event_cb cb, void *ctx)
 {
     MDB_cursor *c;
     MDB_val k = {keylen, (void *)key}, v;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &c);
     if (rc != 0)
         return ll_store_err(rc);
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP)) {
+    rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
+    if (rc == 0 && rev)
+        rc = mdb_cursor_get(c, &k, &v, MDB_LAST_DUP);
+    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, rev ? MDB_PREV_DUP : MDB_NEXT_DUP)) {
         ll_event_t ev;
         if (v.mv_size != 8 || ll_event_get(t, ll_be64_get(v.mv_data), &ev) != 0)
             continue;
@@ -450,12 +453,19 @@ int ll_events_of_contact(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ct
 {
     uint8_t key[8];
     ll_be64_put(key, contact);
-    return scan_index(t, LL_DB_CONTACT_EVENTS, key, 8, cb, ctx);
+    return scan_index(t, LL_DB_CONTACT_EVENTS, key, 8, 0, cb, ctx);
+}
+
+int ll_events_of_contact_rev(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx)
+{
+    uint8_t key[8];
+    ll_be64_put(key, contact);
+    return scan_index(t, LL_DB_CONTACT_EVENTS, key, 8, 1, cb, ctx);
 }
 
 int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)
 {
-    return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, cb, ctx);
+    return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, 0, cb, ctx);
 }
 
 int ll_events_scan(ll_txn_t *t, uint64_t from, ll_event_cb cb, void *ctx)

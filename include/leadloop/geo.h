@@ -39,6 +39,14 @@ void ll_geo_close(ll_geo_db_t *g);
 /** Fills out (zeroed first); unknown fields stay empty. Thread-safe (MMDB is read-only). */
 void ll_geo_lookup(const ll_geo_db_t *g, const ll_ip_t *ip, ll_geo_t *out);
 
+/**
+ * The time zone most people of a country (ISO code, any case) live in: its first zone in
+ * tzdata's zone.tab, or for a few large countries (AU, BR, CA, RU, UA, UZ) the most populous
+ * one. The mailer's send window falls back to it when a contact has no zone of its own.
+ * LL_ENOTFOUND for an unknown code (or no tzdata).
+ */
+int ll_geo_country_tz(const char *cc, char *out, size_t outlen);
+
 /** Parses a textual v4/v6 address (v4-mapped v6 becomes v4). */
 int ll_ip_parse(const char *s, size_t n, ll_ip_t *out);
 void ll_ip_format(const ll_ip_t *ip, char *out, size_t outlen);

@@ -139,6 +139,8 @@ int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *v, const ll_visitor_rec_t
 typedef int (*ll_event_cb)(const ll_event_t *ev, void *ctx);
 /** Events of one contact in seq order. */
 int ll_events_of_contact(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx);
+/** The same, newest first (return non-zero from cb to stop early). */
+int ll_events_of_contact_rev(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx);
 /** Events of one visitor in seq order. */
 int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx);
 /** All events from seq `from` on, in order. */

@@ -430,6 +430,38 @@ def test_one_click_unsubscribe_stops_the_program():
         env.close()
 
 
+def test_send_window_in_each_contacts_time_zone():
+    """The window (9-17, Mon-Fri) in the profile's zone, else the newest geolocated event's zone
+    (City database), else the main zone of the profile's country, else the default (UTC)."""
+    tmp = tempfile.mkdtemp(prefix='ll-mail-geo-')
+    city, asn = os.path.join(tmp, 'city.mmdb'), os.path.join(tmp, 'asn.mmdb')
+    r = subprocess.run(['perl', 'deploy/build-geodb.pl', '--fixture', city, asn], capture_output=True, text=True)
+    check(r.returncode == 0, f'build-geodb.pl --fixture failed: {r.stderr}')
+    window = '    window: {hours: 9-17, days: mon-fri, tz_field: tz, tz: UTC}'
+    env = Env(tls=False, steps='      - template: step1.tpl', program_extra=window,
+              conf_extra=f'trusted_proxies: ["127.0.0.1"]\ngeo_city_db: {it.yaml_str(city)}\n')
+    try:
+        env.import_csv(T0 - 60, 'email,tz,country\nann@example.com,Asia/Tokyo,\njun@example.com,,JP\n'
+                       'geo@example.com,,\nnone@example.com,Not/AZone,\n', enroll=None)
+        # geo@ clicks from San Francisco (the fixture's 198.51.100.77: America/Los_Angeles).
+        tok = env.server.link('https://site.example/x', 'geo@example.com')
+        r = env.server.get('/c/' + tok, headers={'X-Forwarded-For': '198.51.100.77'})
+        check(r.status == 302, f'click {r.status}')
+        for who in ('ann', 'jun', 'geo', 'none'):
+            env.cli(T0 - 60, 'enroll', f'{who}@example.com', 'nurture')
+        env.mailer(T0)  # Friday 08:00 UTC: 17:00 in Tokyo, 00:00 in Los Angeles
+        check(recipients(env.smtp.messages()) == ['ann@example.com', 'jun@example.com'],
+              f'at 08:00 UTC: {recipients(env.smtp.messages())}')
+        env.mailer(T0 + HOUR)  # 09:00 UTC: the default zone opens
+        check(recipients(env.smtp.messages()[2:]) == ['none@example.com'], recipients(env.smtp.messages()))
+        env.mailer(T0 + 8 * HOUR)  # 08:00 in Los Angeles: not yet
+        check(env.smtp.count() == 3, recipients(env.smtp.messages()))
+        env.mailer(T0 + 9 * HOUR)  # 09:00 in Los Angeles
+        check(recipients(env.smtp.messages()[3:]) == ['geo@example.com'], recipients(env.smtp.messages()))
+    finally:
+        env.close()
+
+
 def test_mailto_unsubscribe_through_the_mta_pipe():
     """The List-Unsubscribe mailto, as a mail client sends it, piped into `leadloop unsubscribe-mail`
     the way a Postfix alias would."""

@@ -417,8 +417,28 @@ static void test_city_asn(void)
     ll_geo_close(g);
 }
 
+static void test_country_tz(void)
+{
+    char tz[64];
+    CHECK_EQ_INT(ll_geo_country_tz("FR", tz, sizeof(tz)), 0);
+    CHECK_EQ_STR(tz, "Europe/Paris");
+    CHECK_EQ_INT(ll_geo_country_tz("jp", tz, sizeof(tz)), 0);
+    CHECK_EQ_STR(tz, "Asia/Tokyo");
+    CHECK_EQ_INT(ll_geo_country_tz("US", tz, sizeof(tz)), 0);
+    CHECK_EQ_STR(tz, "America/New_York");
+    CHECK_EQ_INT(ll_geo_country_tz("CA", tz, sizeof(tz)), 0); /* not St Johns, the first in zone.tab */
+    CHECK_EQ_STR(tz, "America/Toronto");
+    CHECK_EQ_INT(ll_geo_country_tz("AU", tz, sizeof(tz)), 0);
+    CHECK_EQ_STR(tz, "Australia/Sydney");
+    CHECK_EQ_INT(ll_geo_country_tz("ZZ", tz, sizeof(tz)), LL_ENOTFOUND);
+    CHECK_EQ_INT(ll_geo_country_tz("F", tz, sizeof(tz)), LL_ENOTFOUND);
+    CHECK_EQ_INT(ll_geo_country_tz("F1", tz, sizeof(tz)), LL_ENOTFOUND);
+    CHECK_EQ_INT(ll_geo_country_tz(NULL, tz, sizeof(tz)), LL_ENOTFOUND);
+}
+
 int main(void)
 {
+    RUN(test_country_tz);
     RUN(test_parse);
     RUN(test_format);
     RUN(test_truncate);
