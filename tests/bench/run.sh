@@ -10,7 +10,7 @@
 # Environment (defaults in brackets):
 #   BENCH_DIR [build/bench]   BENCH_ROUNDS [3]   BENCH_SECONDS [10]   BENCH_CONNS [64]
 #   BENCH_PORT [18080] (leadloopd, nginx, bare h2o)   BENCH_SMTP_PORT [18025] (smtp-sink)
-#   BENCH_MESSAGES [20000] (mailer)   BENCH_SESSIONS [4] (parallel SMTP sessions)
+#   BENCH_MESSAGES [5000] (mailer)   BENCH_SESSIONS [4] (parallel SMTP sessions)
 #   BENCH_WRITER_EVENTS [200000] (writer, scoring on/off)
 #   LEADLOOPD, LEADLOOP, LEADLOOP_MAILER [bin/...]
 #   BENCH_EXTRA_LEADLOOPD ["LABEL=PATH ..."]: other leadloopd builds (candidate fixes) whose
@@ -65,6 +65,7 @@ WARN="-Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unuse
 $CC -O2 -g -std=gnu11 $WARN -DH2O_USE_LIBUV=0 $(pkg-config --cflags libh2o-evloop) \
     -o "$BENCH_DIR/bare_h2o" tests/bench/bare_h2o.c $(pkg-config --libs libh2o-evloop)
 $CC -O2 -g $WARN -shared -fPIC -o "$BENCH_DIR/nosync.so" tests/bench/nosync.c -ldl
+$CC -O2 -g $WARN -shared -fPIC -o "$BENCH_DIR/nodelay.so" tests/bench/nodelay.c -ldl
 
 LEADLOOPD=${LEADLOOPD:-bin/leadloopd}
 LEADLOOP=${LEADLOOP:-bin/leadloop}
@@ -97,11 +98,12 @@ for part in $PARTS; do
         ;;
     mailer)
         [ -f tests/bench/mailer.py ] || continue
-        say "mailer: ${BENCH_MESSAGES:-20000} messages, ${BENCH_SESSIONS:-4} sessions"
+        say "mailer: ${BENCH_MESSAGES:-5000} messages, ${BENCH_SESSIONS:-4} sessions"
         echo "## Mailer" >> "$RESULTS"
         echo >> "$RESULTS"
         $PY tests/bench/mailer.py --dir "$BENCH_DIR/mailer" --leadloop "$LEADLOOP" --mailer "$LEADLOOP_MAILER" \
-            --port "${BENCH_SMTP_PORT:-18025}" --messages "${BENCH_MESSAGES:-20000}" --sessions "${BENCH_SESSIONS:-4}" \
+            --port "${BENCH_SMTP_PORT:-18025}" --messages "${BENCH_MESSAGES:-5000}" --sessions "${BENCH_SESSIONS:-4}" \
+            --nodelay "$BENCH_DIR/nodelay.so" --nosync "$BENCH_DIR/nosync.so" \
             --rounds "${BENCH_ROUNDS:-3}" --json "$BENCH_DIR/mailer.json" >> "$RESULTS"
         ;;
     writer)
