@@ -12,6 +12,8 @@
 #include <jansson.h>
 #include "mailer.h"
 
+#define LINK_TAG_ATTR "data-ll-tag" /* <a href=... data-ll-tag="pricing">: the click carries the tag */
+
 /* Fields any template may use besides the profile fields of the configured forms. */
 static const char *const base_fields[] = {"email", "unsubscribe_url", "first_name", "last_name", "name", "company",
                                           "title", "phone", "country", "city", "tz", NULL};
@@ -120,6 +122,23 @@ static const GumboNode *find_unclosed(const GumboNode *n, int depth)
     return NULL;
 }
 
+/* The first element with a data-ll-tag that is not a valid link tag, or NULL. */
+static const GumboNode *find_bad_tag(const GumboNode *n, int depth)
+{
+    if (n->type != GUMBO_NODE_ELEMENT || depth > 200)
+        return NULL;
+    const GumboElement *e = &n->v.element;
+    GumboAttribute *a = gumbo_get_attribute(&e->attributes, LINK_TAG_ATTR);
+    if (a != NULL && ll_link_tag_check(a->value, strlen(a->value)) != 0)
+        return n;
+    for (unsigned i = 0; i < e->children.length; i++) {
+        const GumboNode *u = find_bad_tag(e->children.data[i], depth + 1);
+        if (u != NULL)
+            return u;
+    }
+    return NULL;
+}
+
 static int check_html(const ll_tpl_t *t, char *err, size_t errlen)
 {
     GumboOutput *out = gumbo_parse_with_options(&kGumboDefaultOptions, t->html, strlen(t->html));
@@ -130,6 +149,11 @@ static int check_html(const ll_tpl_t *t, char *err, size_t errlen)
     if (u != NULL)
         rc = ll_err(err, errlen, LL_EINVAL, "%s:%u: unclosed tag <%s>", t->path,
                     t->html_line + u->v.element.start_pos.line - 1, gumbo_normalized_tagname(u->v.element.tag));
+    const GumboNode *bt = rc == 0 ? find_bad_tag(out->root, 0) : NULL;
+    if (bt != NULL)
+        rc = ll_err(err, errlen, LL_EINVAL, "%s:%u: " LINK_TAG_ATTR " \"%.40s\": a link tag is 1 to %d of a-z, 0-9, '_', "
+                    "'.', '-'", t->path, t->html_line + bt->v.element.start_pos.line - 1,
+                    gumbo_get_attribute(&bt->v.element.attributes, LINK_TAG_ATTR)->value, LL_TOKEN_LINK_TAG_MAX);
     /* A tag cut off by the end of the part ("<a href=x" and nothing after) never makes an element. */
     const char *lt = strrchr(t->html, '<');
     if (rc == 0 && lt != NULL && strchr(lt, '>') == NULL) {
@@ -320,7 +344,7 @@ static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, l
 }
 
 /* The signed click URL for dest; 0, or LL_EINVAL when dest cannot be signed (left as is). */
-static int click_url(ll_render_t *r, const char *dest, size_t n, uint32_t link, ll_buf_t *out)
+static int click_url(ll_render_t *r, const char *dest, size_t n, uint32_t link, const char *tag, ll_buf_t *out)
 {
     ll_token_t tok;
     char b64[LL_TOKEN_B64_MAX];
@@ -334,6 +358,8 @@ static int click_url(ll_render_t *r, const char *dest, size_t n, uint32_t link, 
     memcpy(tok.url, dest, n);
     tok.url[n] = '\0';
     tok.url_len = n;
+    if (tag != NULL)
+        snprintf(tok.link_tag, sizeof(tok.link_tag), "%s", tag);
     if (ll_token_sign(r->keys, &tok, b64, sizeof(b64)) != 0)
         return LL_EINVAL;
     return ll_buf_printf(out, "%s/c/%s", r->public_url, b64);
@@ -350,6 +376,7 @@ static int is_own(ll_render_t *r, const char *url, size_t n)
 typedef struct {
     size_t off, len; /* the attribute value in the source, quotes included */
     const char *value;
+    const char *tag; /* data-ll-tag, checked at load; NULL none */
 } href_t;
 
 static void collect_hrefs(const GumboNode *n, href_t *out, size_t *nout, size_t cap, int depth)
@@ -363,6 +390,8 @@ static void collect_hrefs(const GumboNode *n, href_t *out, size_t *nout, size_t 
             out[*nout].off = a->value_start.offset;
             out[*nout].len = a->original_value.length;
             out[*nout].value = a->value;
+            GumboAttribute *t = gumbo_get_attribute(&e->attributes, LINK_TAG_ATTR);
+            out[*nout].tag = t != NULL && ll_link_tag_check(t->value, strlen(t->value)) == 0 ? t->value : NULL;
             (*nout)++;
         }
     }
@@ -372,7 +401,16 @@ static void collect_hrefs(const GumboNode *n, href_t *out, size_t *nout, size_t 
 
 #define MAX_LINKS 256
 
-static int rewrite_html(ll_render_t *r, const char *src, uint32_t *link, ll_buf_t *out)
+/* Tagged HTML links, so that the text part's link to the same destination carries the tag. */
+typedef struct {
+    struct {
+        char *url;
+        char tag[LL_TOKEN_LINK_TAG_MAX + 1];
+    } v[64];
+    size_t n;
+} tagmap_t;
+
+static int rewrite_html(ll_render_t *r, const char *src, uint32_t *link, tagmap_t *tags, ll_buf_t *out)
 {
     size_t len = strlen(src), nh = 0, pos = 0, body_end = len;
     href_t *h = ll_calloc(MAX_LINKS, sizeof(*h));
@@ -395,8 +433,12 @@ static int rewrite_html(ll_render_t *r, const char *src, uint32_t *link, ll_buf_
         if (h[i].off < pos || h[i].off + h[i].len > len || is_own(r, v, vl))
             continue;
         ll_buf_reset(&url);
-        if (click_url(r, v, vl, *link, &url) != 0)
+        if (click_url(r, v, vl, *link, h[i].tag, &url) != 0)
             continue; /* mailto:, tel:, #anchors stay as they are */
+        if (h[i].tag != NULL && tags->n < sizeof(tags->v) / sizeof(tags->v[0])) {
+            tags->v[tags->n].url = ll_strdup(v);
+            snprintf(tags->v[tags->n++].tag, sizeof(tags->v[0].tag), "%s", h[i].tag);
+        }
         (*link)++;
         rc = ll_buf_append(out, src + pos, h[i].off - pos);
         if (rc == 0)
@@ -420,7 +462,7 @@ static int url_char(unsigned char c)
     return c > 0x20 && c != 0x7f && c != '<' && c != '>' && c != '"' && c != '\'' && c != '`' && c != '\\';
 }
 
-static int rewrite_text(ll_render_t *r, const char *src, uint32_t *link, ll_buf_t *out)
+static int rewrite_text(ll_render_t *r, const char *src, uint32_t *link, const tagmap_t *tags, ll_buf_t *out)
 {
     int rc = 0;
     const char *p = src;
@@ -444,7 +486,11 @@ static int rewrite_text(ll_render_t *r, const char *src, uint32_t *link, ll_buf_
         if ((rc = ll_buf_append(out, p, (size_t)(a - p))) != 0)
             break;
         ll_buf_reset(&url);
-        if (!is_own(r, a, n) && click_url(r, a, n, *link, &url) == 0) {
+        const char *tag = NULL;
+        for (size_t i = 0; i < tags->n && tag == NULL; i++)
+            if (strlen(tags->v[i].url) == n && memcmp(tags->v[i].url, a, n) == 0)
+                tag = tags->v[i].tag;
+        if (!is_own(r, a, n) && click_url(r, a, n, *link, tag, &url) == 0) {
             (*link)++;
             rc = ll_buf_append(out, url.data, url.len);
         } else {
@@ -463,15 +509,16 @@ int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **htm
     ll_buf_t b[5];
     int rc;
     uint32_t link = 1;
+    tagmap_t *tags = ll_calloc(1, sizeof(*tags));
     for (int i = 0; i < 5; i++)
         ll_buf_init(&b[i], LL_TPL_MAX * 2);
     *subject = *html = *text = NULL;
     if ((rc = substitute(t->subject, r, fields, 2, &b[0])) != 0 || (rc = substitute(t->html, r, fields, 1, &b[1])) != 0 ||
         (rc = substitute(t->text, r, fields, 0, &b[2])) != 0)
         goto out;
-    if (t->html[0] != '\0' && (rc = rewrite_html(r, b[1].data, &link, &b[3])) != 0)
+    if (t->html[0] != '\0' && (rc = rewrite_html(r, b[1].data, &link, tags, &b[3])) != 0)
         goto out;
-    if (t->text[0] != '\0' && (rc = rewrite_text(r, b[2].data, &link, &b[4])) != 0)
+    if (t->text[0] != '\0' && (rc = rewrite_text(r, b[2].data, &link, tags, &b[4])) != 0)
         goto out;
     *subject = ll_strdup(b[0].data ? b[0].data : "");
     *html = ll_strdup(b[3].data ? b[3].data : "");
@@ -479,6 +526,9 @@ int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **htm
 out:
     for (int i = 0; i < 5; i++)
         ll_buf_free(&b[i]);
+    for (size_t i = 0; i < tags->n; i++)
+        free(tags->v[i].url);
+    free(tags);
     json_decref(fields);
     return rc;
 }

@@ -36,10 +36,13 @@ static int contact_for(ll_cli_t *cli, const char *cmd, const char *email, uint64
 
 static int sign_cmd(ll_cli_t *cli, const char *cmd, int kind, int argc, char **argv)
 {
-    const char *to = NULL, *send = NULL, *link = NULL;
-    /* --link only for clicks: a NULL name ends the table there for the others. */
-    const ll_cli_opt_t opts[] = {
-        {"--to", 1, &to}, {"--send", 1, &send}, {kind == LL_TOK_CLICK ? "--link" : NULL, 1, &link}, {NULL, 0, NULL}};
+    const char *to = NULL, *send = NULL, *link = NULL, *tag = NULL;
+    /* --link and --tag only for clicks: a NULL name ends the table there for the others. */
+    const ll_cli_opt_t opts[] = {{"--to", 1, &to},
+                                 {"--send", 1, &send},
+                                 {kind == LL_TOK_CLICK ? "--link" : NULL, 1, &link},
+                                 {"--tag", 1, &tag},
+                                 {NULL, 0, NULL}};
     char *pos[1], email[256], out[LL_TOKEN_B64_MAX];
     const char *url = NULL;
     uint64_t v;
@@ -81,6 +84,14 @@ static int sign_cmd(ll_cli_t *cli, const char *cmd, int kind, int argc, char **a
     if (url != NULL) {
         tok->url_len = strlen(url); /* bounded by ll_url_check_destination */
         memcpy(tok->url, url, tok->url_len + 1);
+    }
+    if (tag != NULL) {
+        if (ll_link_tag_check(tag, strlen(tag)) != 0) {
+            rc = ll__cli_fail(cmd, "--tag: '%s' is not a link tag (1 to %d of a-z, 0-9, '_', '.', '-')", tag,
+                              LL_TOKEN_LINK_TAG_MAX);
+            goto out;
+        }
+        memcpy(tok->link_tag, tag, strlen(tag) + 1);
     }
     if ((rc = ll__cli_email(cmd, "--to", to, email)) != 0 || (rc = contact_for(cli, cmd, email, &tok->contact)) != 0 ||
         (rc = ll__cli_keys(cli, cmd)) != 0)

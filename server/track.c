@@ -68,6 +68,7 @@ int ll__on_click(h2o_req_t *req, h2o_iovec_t b64)
     ev.send = tok.send;
     ev.link = tok.link;
     ev.f[LL_F_URL] = ll_str(tok.url, tok.url_len);
+    ev.f[LL_F_TAG] = ll_str(tok.link_tag, strlen(tok.link_tag));
     h2o_iovec_t ref = ll__header(req, H2O_TOKEN_REFERER);
     ev.f[LL_F_REFERRER] = ll_str(ref.base, ref.len);
     ll__event_utm(&req->pool, &ev, ev.f[LL_F_URL]);

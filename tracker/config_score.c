@@ -7,6 +7,7 @@
 #include <string.h>
 #include "config_int.h"
 #include "leadloop/score.h"
+#include "leadloop/token.h"
 
 void ll__cfg_score_init(ll_config_t *c)
 {
@@ -34,7 +35,7 @@ void ll__cfg_score_free(ll_config_t *c)
         return;
     for (size_t i = 0; i < s->num_rules; i++) {
         ll_score_rule_t *r = &s->rules[i];
-        free(r->path), free(r->url), free(r->form), free(r->file), free(r->program), free(r->step);
+        free(r->path), free(r->url), free(r->form), free(r->file), free(r->program), free(r->step), free(r->tag);
     }
     for (size_t i = 0; i < s->num_fit; i++) {
         free_list(s->fit[i].in, s->fit[i].num_in);
@@ -194,6 +195,10 @@ static int parse_rule(ll_cfg_t *x, const yaml_node_t *n, ll_score_rule_t *r, siz
             rc = get_str(x, vn, k, 128, &r->program);
         } else if (strcmp(k, "step") == 0) {
             rc = get_str(x, vn, k, 128, &r->step);
+        } else if (strcmp(k, "tag") == 0) {
+            rc = get_str(x, vn, k, LL_TOKEN_LINK_TAG_MAX + 1, &r->tag);
+            if (rc == 0 && ll_link_tag_check(r->tag, strlen(r->tag)) != 0)
+                rc = ll__cfg_fail(x, vn, k, "a link tag is 1 to %d of a-z, 0-9, '_', '.', '-'", LL_TOKEN_LINK_TAG_MAX);
         } else if (strcmp(k, "points") == 0) {
             rc = get_int(x, vn, k, -1000, 1000, &r->points);
             have_points = 1;
@@ -201,7 +206,7 @@ static int parse_rule(ll_cfg_t *x, const yaml_node_t *n, ll_score_rule_t *r, siz
             rc = get_int(x, vn, k, 0, 65000, &r->cap_per_day);
         } else {
             rc = ll__cfg_fail(x, kn, k, "unknown key in a scoring rule (name, event, path, url, link, form, file, program, "
-                                        "step, points, cap_per_day)");
+                                        "step, tag, points, cap_per_day)");
         }
         if (rc != 0)
             return rc;

@@ -13,7 +13,8 @@ static const char *const type_names[LL_EV__MAX] = {
 static const char *const class_names[LL_CLASS__MAX] = {"unknown", "human", "prefetch", "bot", "scanner"};
 static const char *const field_names[LL_F__MAX] = {
     "", "url", "referrer", "title", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
-    "country", "region", "city", "tz", "asn", "org", "ip", "ua", "form", "fields", "data", "email", "program", "step"};
+    "country", "region", "city", "tz", "asn", "org", "ip", "ua", "form", "fields", "data", "email", "program", "step",
+    "tag"};
 static const char *const reason_names[] = {"bot_ua", "head", "prefetch_header", "no_ua", "browser_ua", "js",
                                            "form", "honeypot", "headless_ua", "prerender"};
 

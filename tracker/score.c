@@ -309,7 +309,7 @@ static int rule_matches(const ll_score_rule_t *r, const ll_event_t *ev)
     if (r->link >= 0 && (ev->type != LL_EV_CLICK || (int64_t)ev->link != r->link))
         return 0;
     if (!str_is(ev->f[LL_F_FORM], r->form) || !str_is(ev->f[LL_F_PROGRAM], r->program) ||
-        !str_is(ev->f[LL_F_STEP], r->step))
+        !str_is(ev->f[LL_F_STEP], r->step) || !str_is(ev->f[LL_F_TAG], r->tag))
         return 0;
     if (r->file != NULL && !file_is(ev->f[LL_F_URL], r->file))
         return 0;

@@ -17,7 +17,7 @@
 #define KEY_LEN 32
 #define KEY_IDS 256             /* ids 1..255; 0 is never a key */
 #define KEYFILE_MAX (64 * 1024) /* 255 lines of ~70 bytes, with room for comments */
-#define PAYLOAD_MAX (LL_TOKEN_FIXED + LL_TOKEN_URL_MAX)
+#define PAYLOAD_MAX (LL_TOKEN_FIXED + LL_TOKEN_URL_MAX + 1 + LL_TOKEN_LINK_TAG_MAX)
 #define RAW_MAX (PAYLOAD_MAX + LL_TOKEN_TAG)
 #define B64_LEN(n) (((n) * 4 + 2) / 3)
 
@@ -513,10 +513,21 @@ static uint64_t get64(const uint8_t *p)
     return (uint64_t)get32(p) << 32 | get32(p + 4);
 }
 
+int ll_link_tag_check(const char *s, size_t n)
+{
+    if (n == 0 || n > LL_TOKEN_LINK_TAG_MAX)
+        return LL_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '.' ||
+              s[i] == '-'))
+            return LL_EINVAL;
+    return 0;
+}
+
 int ll_token_sign(const ll_keyring_t *k, const ll_token_t *tok, char *out, size_t outlen)
 {
     uint8_t raw[RAW_MAX];
-    size_t url_len = 0;
+    size_t url_len = 0, tag_len = 0;
     if (k == NULL || k->current == 0 || tok == NULL || out == NULL)
         return LL_EINVAL;
     if (tok->kind != LL_TOK_CLICK && tok->kind != LL_TOK_OPEN && tok->kind != LL_TOK_UNSUB)
@@ -526,12 +537,15 @@ int ll_token_sign(const ll_keyring_t *k, const ll_token_t *tok, char *out, size_
         url_len = tok->url_len;
         if (ll_url_check_destination(tok->url, url_len) != 0)
             return LL_EINVAL;
+        tag_len = strnlen(tok->link_tag, sizeof(tok->link_tag));
+        if (tag_len > 0 && ll_link_tag_check(tok->link_tag, tag_len) != 0)
+            return LL_EINVAL;
     }
-    size_t plen = LL_TOKEN_FIXED + url_len;
+    size_t plen = LL_TOKEN_FIXED + url_len + (tag_len > 0 ? 1 + tag_len : 0);
     if (outlen < B64_LEN(plen + LL_TOKEN_TAG) + 1)
         return LL_ETOOBIG;
     uint32_t issued = tok->issued != 0 ? tok->issued : (uint32_t)(ll_now_us() / 1000000u);
-    raw[0] = LL_TOKEN_VERSION;
+    raw[0] = tag_len > 0 ? 2 : LL_TOKEN_VERSION;
     raw[1] = tok->kind;
     raw[2] = (uint8_t)k->current;
     put32(raw + 3, issued);
@@ -540,6 +554,10 @@ int ll_token_sign(const ll_keyring_t *k, const ll_token_t *tok, char *out, size_
     put32(raw + 23, tok->link);
     put16(raw + 27, (uint16_t)url_len);
     memcpy(raw + LL_TOKEN_FIXED, tok->url, url_len);
+    if (tag_len > 0) {
+        raw[LL_TOKEN_FIXED + url_len] = (uint8_t)tag_len;
+        memcpy(raw + LL_TOKEN_FIXED + url_len + 1, tok->link_tag, tag_len);
+    }
     if (mac_compute(k->mac[k->current], raw, plen, raw + plen) != 0)
         return LL_EINVAL;
     ll_b64url_encode(out, raw, plen + LL_TOKEN_TAG);
@@ -563,10 +581,19 @@ int ll_token_verify(const ll_keyring_t *k, int kind, const char *b64, size_t len
     if (mac == NULL || mac_compute(mac, raw, plen, tag) != 0 ||
         CRYPTO_memcmp(tag, raw + plen, LL_TOKEN_TAG) != 0)
         return LL_EBADTOKEN;
-    size_t url_len = (size_t)raw[27] << 8 | raw[28];
-    if (raw[0] != LL_TOKEN_VERSION || raw[1] != kind || url_len != plen - LL_TOKEN_FIXED)
+    size_t url_len = (size_t)raw[27] << 8 | raw[28], tag_len = 0;
+    if ((raw[0] != LL_TOKEN_VERSION && raw[0] != 2) || raw[1] != kind || url_len > plen - LL_TOKEN_FIXED)
         return LL_EBADTOKEN;
-    const char *url = (const char *)raw + LL_TOKEN_FIXED;
+    const char *url = (const char *)raw + LL_TOKEN_FIXED, *ltag = url + url_len + 1;
+    if (raw[0] == 2) { /* a tagged click */
+        if (kind != LL_TOK_CLICK || plen < LL_TOKEN_FIXED + url_len + 2)
+            return LL_EBADTOKEN;
+        tag_len = plen - LL_TOKEN_FIXED - url_len - 1;
+        if (raw[LL_TOKEN_FIXED + url_len] != tag_len || ll_link_tag_check(ltag, tag_len) != 0)
+            return LL_EBADTOKEN;
+    } else if (url_len != plen - LL_TOKEN_FIXED) {
+        return LL_EBADTOKEN;
+    }
     /* Belt and braces: a key that leaked, or a signer with a looser check, still cannot send a
      * browser to javascript: or smuggle a header through the redirect. */
     if (kind == LL_TOK_CLICK ? ll_url_check_destination(url, url_len) != 0 : url_len != 0)
@@ -580,5 +607,7 @@ int ll_token_verify(const ll_keyring_t *k, int kind, const char *b64, size_t len
     memcpy(out->url, url, url_len);
     out->url[url_len] = '\0';
     out->url_len = url_len;
+    memcpy(out->link_tag, ltag, tag_len);
+    out->link_tag[tag_len] = '\0';
     return 0;
 }

@@ -104,6 +104,7 @@ typedef enum {
     LL_F_EMAIL = 20, /* email address given with a form (lower-cased) */
     LL_F_PROGRAM = 21,
     LL_F_STEP = 22,
+    LL_F_TAG = 23,   /* a click's link tag (data-ll-tag in the template) */
     LL_F__MAX
 } ll_field_t;
 

@@ -15,7 +15,7 @@
  *   routing  "rr:<group>"                           -> "rep=credit\n" lines (round-robin state)
  *
  * Behavior points come from ordered rules matching the event type and optional matchers (URL
- * path glob, link index, form id, file type, program, step); only events classified human
+ * path glob, whole-URL glob, link index, link tag, form id, file type, program, step); only events classified human
  * score, and a rule may cap the points it gives one contact per UTC day. Engagement decays
  * lazily: the stored value is decayed to the event's time before points are added
  * (value * 2^(-dt/half_life)), and to "now" when shown. Fit points come from profile fields
@@ -52,6 +52,7 @@ typedef struct st_ll_score_rule_t {
     char *url;            /* case-insensitive glob on the whole URL (a click's destination), NULL: any */
     int link;             /* link index; -1: any */
     char *form, *file, *program, *step; /* exact ids; "file" is an extension; NULL: any */
+    char *tag;            /* a click's link tag (data-ll-tag="..." in the template), exact; NULL: any */
     int points;           /* may be negative */
     int cap_per_day;      /* absolute points per contact per UTC day; 0: no cap */
 } ll_score_rule_t;

@@ -5,6 +5,7 @@
  *   payload: version (1) | kind (1) | key id (1) | issued, unix seconds (4, BE)
  *            | send id (8, BE) | contact id (8, BE) | link index (4, BE)
  *            | url length (2, BE) | url bytes (clicks only; 0 length otherwise)
+ *            [version 2 only: | link tag length (1) | link tag bytes]
  *   tag:     HMAC-SHA256(key[key id], payload), first LL_TOKEN_TAG bytes
  *
  * Any edge verifies a token without a database read. Verification recomputes the tag and
@@ -18,6 +19,10 @@
  * header injection or a javascript: URL, because such a URL is refused when signing and,
  * belt and braces, again after verification.
  *
+ * Version 2 adds a click's link tag (data-ll-tag="pricing" on the template's link, for scoring
+ * rules that match a tag): [a-z0-9_.-], 1 to LL_TOKEN_LINK_TAG_MAX bytes. A token without a tag
+ * is signed as version 1, so untagged links keep their length; both versions verify.
+ *
  * Key file: text, mode 0600, one key a line: "<id> <64 hex chars>"; the last line signs.
  */
 #ifndef LEADLOOP_TOKEN_H
@@ -29,8 +34,9 @@
 #define LL_TOKEN_TAG 16
 #define LL_TOKEN_URL_MAX 2048
 #define LL_TOKEN_FIXED 29 /* payload bytes before the url */
+#define LL_TOKEN_LINK_TAG_MAX 32
 /* Longest encoded token, plus a NUL. */
-#define LL_TOKEN_B64_MAX (((LL_TOKEN_FIXED + LL_TOKEN_URL_MAX + LL_TOKEN_TAG) * 4 + 2) / 3 + 1)
+#define LL_TOKEN_B64_MAX (((LL_TOKEN_FIXED + LL_TOKEN_URL_MAX + 1 + LL_TOKEN_LINK_TAG_MAX + LL_TOKEN_TAG) * 4 + 2) / 3 + 1)
 
 typedef enum {
     LL_TOK_CLICK = 1,
@@ -47,6 +53,7 @@ typedef struct st_ll_token_t {
     uint32_t link;
     char url[LL_TOKEN_URL_MAX + 1]; /* clicks: the destination, NUL-terminated; "" otherwise */
     size_t url_len;
+    char link_tag[LL_TOKEN_LINK_TAG_MAX + 1]; /* clicks: "" or the link's tag (version 2) */
 } ll_token_t;
 
 typedef struct st_ll_keyring_t ll_keyring_t;
@@ -75,6 +82,9 @@ int ll_token_sign(const ll_keyring_t *k, const ll_token_t *tok, char *out, size_
  * @return 0, or LL_EBADTOKEN
  */
 int ll_token_verify(const ll_keyring_t *k, int kind, const char *b64, size_t len, ll_token_t *out);
+
+/** 0 when s (n bytes) is a valid link tag: 1..LL_TOKEN_LINK_TAG_MAX of [a-z0-9_.-]. */
+int ll_link_tag_check(const char *s, size_t n);
 
 /** 0 when url may be a redirect target: http(s)://host..., no controls/space/backslash, bounded. */
 int ll_url_check_destination(const char *url, size_t len);

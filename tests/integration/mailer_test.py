@@ -462,6 +462,34 @@ def test_send_window_in_each_contacts_time_zone():
         env.close()
 
 
+def test_link_tag_from_template_scores():
+    """data-ll-tag on a template's link travels in the signed click token to the event, where a
+    scoring rule with `tag:` matches it; the text part's link to the same place carries it too."""
+    tpls = dict(TEMPLATES)
+    tpls['step1.tpl'] = tpls['step1.tpl'].replace('<a href="https://site.example/pricing?plan=pro&amp;x=1">',
+                                                  '<a href="https://site.example/pricing?plan=pro&amp;x=1" '
+                                                  'data-ll-tag="pricing">')
+    env = Env(tls=False, templates=tpls, conf_extra='scoring:\n  rules:\n'
+              '    - {name: pricing-link, event: click, tag: pricing, points: 25}\n'
+              '    - {name: other-click, event: click, points: 1}\n')
+    try:
+        env.import_csv(T0, 'email\nann@example.com\n')
+        env.mailer(T0)
+        _, text, htm = check_message(env, env.smtp.messages()[0])
+        hrefs, tlinks, _ = links_of(env, text, htm)
+        for url in (hrefs[0], hrefs[1], tlinks[0]):  # HTML pricing, HTML docs, text pricing
+            r = env.server.get(url[len(env.server.base):])
+            check(r.status == 302, f'click {r.status}')
+        check(r.header('location').startswith('https://site.example/pricing?plan=pro&x=1'), f'redirect {r.headers}')
+        c = env.server.contact_json('ann@example.com')
+        tags = [e.get('tag') for e in c['events'] if e['type'] == 'click']
+        check(tags == ['pricing', None, 'pricing'], f'click tags {tags}')
+        out = env.cli(T0, 'score', 'ann@example.com').stdout.decode()
+        check(out.count('pricing-link') == 2 and out.count('other-click') == 3 and 'score    53' in out, out)
+    finally:
+        env.close()
+
+
 def test_mailto_unsubscribe_through_the_mta_pipe():
     """The List-Unsubscribe mailto, as a mail client sends it, piped into `leadloop unsubscribe-mail`
     the way a Postfix alias would."""

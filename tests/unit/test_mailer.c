@@ -150,6 +150,8 @@ static void test_template_errors(void)
     CHECK(tpl_fails("Subject: x\n--- html\n<p>a</p>\n<a href=\"https://x.example/\"\n", "4: unclosed tag"));
     CHECK(tpl_fails("Subject: x\n--- pdf\n", "2: unknown section"));
     CHECK(tpl_fails("Subject: x\n--- text\n{{}}\n", "3: empty placeholder"));
+    CHECK(tpl_fails("Subject: x\n--- html\n<p>a</p>\n<a href=\"https://x.example/\" data-ll-tag=\"Big Deal\">x</a>\n",
+                    "4: data-ll-tag \"Big Deal\": a link tag is"));
 }
 
 static void test_render(void)
@@ -163,7 +165,7 @@ static void test_render(void)
     unlink(kp);
     write_file(p, "Subject: Hi {{first_name|there}}\n"
                   "--- html\n<html><body><p>Hi {{first_name|there}} &amp; {{company}}</p>\n"
-                  "<a href=\"https://a.example/x?a=1&amp;b=2\">A</a> <a href=mailto:x@y.example>M</a>\n"
+                  "<a href=\"https://a.example/x?a=1&amp;b=2\" data-ll-tag=\"pricing\">A</a> <a href=mailto:x@y.example>M</a>\n"
                   "<a href='{{unsubscribe_url}}'>U</a></body></html>\n"
                   "--- text\nHi {{first_name}}: https://a.example/x?a=1&b=2, (https://b.example/y).\n");
     ll_config_defaults(&c);
@@ -192,8 +194,22 @@ static void test_render(void)
             CHECK_EQ_INT(v.send, 7);
             CHECK_EQ_INT(v.contact, 9);
             CHECK_EQ_INT(v.link, 1);
+            CHECK_EQ_STR(v.link_tag, "pricing");
         }
         CHECK(strncmp(text, "Hi <Ann>: https://e.example/c/", 30) == 0);
+        /* The text part's link to the same destination carries the same tag; the other none. */
+        for (int i = 0; i < 2; i++) {
+            const char *tok = strstr(text, "https://e.example/c/");
+            for (int j = 0; j < i && tok != NULL; j++)
+                tok = strstr(tok + 1, "https://e.example/c/");
+            ll_token_t v;
+            CHECK(tok != NULL);
+            if (tok == NULL)
+                break;
+            tok += strlen("https://e.example/c/");
+            CHECK_EQ_INT(ll_token_verify(keys, LL_TOK_CLICK, tok, strcspn(tok, ",)"), &v), 0);
+            CHECK_EQ_STR(v.link_tag, i == 0 ? "pricing" : "");
+        }
         CHECK(strstr(text, ", (https://e.example/c/") != NULL && strstr(text, ").\n") != NULL);
         CHECK(strstr(text, "b.example") == NULL);
         free(subject);

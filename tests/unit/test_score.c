@@ -35,6 +35,7 @@ static const char *base_yaml =
     "    - {name: careers, event: pageview, path: \"/careers*\", points: -5}\n"
     "    - {name: step-open, event: open, program: welcome, step: \"2\", points: 2}\n"
     "    - {name: to-docs, event: click, url: \"https://docs.example/*\", points: 4}\n"
+    "    - {name: pricing-link, event: click, tag: pricing, points: 6}\n"
     "  fit:\n"
     "    - {name: industry, field: industry, in: [software, saas], points: 20}\n"
     "    - {name: size, field: employees, min: 200, points: 15}\n"
@@ -105,7 +106,7 @@ static int setup(const char *yaml)
 typedef struct {
     int type, cls;
     uint64_t time_us;
-    const char *url, *form, *email, *fields, *program, *step, *country;
+    const char *url, *form, *email, *fields, *program, *step, *country, *tag;
     uint32_t link;
     uint8_t visitor;
     uint64_t contact, send;
@@ -135,6 +136,7 @@ static uint64_t ingest(evspec_t e)
     SETF(LL_F_PROGRAM, e.program);
     SETF(LL_F_STEP, e.step);
     SETF(LL_F_COUNTRY, e.country);
+    SETF(LL_F_TAG, e.tag);
     ll_buf_t rec;
     ll_buf_init(&rec, LL_EVENT_MAX);
     CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
@@ -255,6 +257,7 @@ static void test_config_errors(void)
         "scoring:\n  rules:\n    - {event: pageview}\n",                 /* no points */
         "scoring:\n  rules:\n    - {event: nosuch, points: 1}\n",
         "scoring:\n  rules:\n    - {points: 1, colour: red}\n",
+        "scoring:\n  rules:\n    - {event: click, tag: \"Big Deal\", points: 1}\n",
         "routing:\n  rules:\n    - {name: x, group: nogroup}\n",
         "routing:\n  rules:\n    - {name: x}\n",
         "alerts:\n  webhooks:\n    - {url: \"ftp://x\"}\n",
@@ -297,16 +300,18 @@ static void test_rules_caps_ledger(void)
     ingest((evspec_t){.type = LL_EV_CLICK, .contact = c, .link = 3, .url = "https://DOCS.example/guide"});
     ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .program = "welcome", .step = "2"});
     ingest((evspec_t){.type = LL_EV_OPEN, .contact = c, .program = "welcome", .step = "1"});
+    ingest((evspec_t){.type = LL_EV_CLICK, .contact = c, .link = 5, .tag = "pricing"});
+    ingest((evspec_t){.type = LL_EV_CLICK, .contact = c, .link = 6, .tag = "pricing-old"});
     ledger_ctx_t l = ledger(c);
     CHECK_EQ_STR(l.rules, "pricing=10 any-page=1 pricing=5 any-page=1 pricing=0 any-page=1 any-page=1 careers=-5 "
-                          "whitepaper=5 nurture-click=8 to-docs=4 step-open=2");
+                          "whitepaper=5 nurture-click=8 to-docs=4 step-open=2 pricing-link=6");
     ll_score_state_t st = state(c);
-    CHECK(fabs(st.engagement - 33) < 1e-9);
-    CHECK_EQ_INT(l.sum, 33);
+    CHECK(fabs(st.engagement - 39) < 1e-9);
+    CHECK_EQ_INT(l.sum, 39);
     /* The next UTC day the cap starts again. */
     ingest((evspec_t){.type = LL_EV_PAGEVIEW, .url = "https://site.example/pricing", .visitor = 1, .time_us = T0 + DAY});
     st = state(c);
-    CHECK(fabs(st.engagement - 44) < 1e-9);
+    CHECK(fabs(st.engagement - 50) < 1e-9);
     teardown();
 }
 

@@ -101,17 +101,21 @@ static void test_roundtrip(void)
     CHECK_EQ_INT(verify_str(k, LL_TOK_OPEN, b64, &got), 0);
     CHECK_EQ_INT(got.issued, 1234567890);
     CHECK_EQ_INT(got.url_len, 0);
-    /* The longest destination fits, in LL_TOKEN_B64_MAX exactly. */
+    /* The longest destination with the longest link tag fits, in LL_TOKEN_B64_MAX exactly. */
     char url[LL_TOKEN_URL_MAX + 2];
     memset(url, 'a', sizeof(url));
     memcpy(url, "https://x.example/", 18);
     url[LL_TOKEN_URL_MAX] = '\0';
     t = make_tok(LL_TOK_CLICK, url);
+    memset(t.link_tag, 'z', LL_TOKEN_LINK_TAG_MAX);
+    t.link_tag[LL_TOKEN_LINK_TAG_MAX] = '\0';
     CHECK_EQ_INT(ll_token_sign(k, &t, b64, sizeof(b64)), 0);
     CHECK_EQ_INT(strlen(b64), LL_TOKEN_B64_MAX - 1);
     CHECK_EQ_INT(verify_str(k, LL_TOK_CLICK, b64, &got), 0);
     CHECK_EQ_INT(got.url_len, LL_TOKEN_URL_MAX);
+    CHECK_EQ_STR(got.link_tag, t.link_tag);
     CHECK_EQ_INT(ll_token_sign(k, &t, b64, sizeof(b64) - 1), LL_ETOOBIG);
+    t.link_tag[0] = '\0';
     url[LL_TOKEN_URL_MAX] = 'a';
     url[LL_TOKEN_URL_MAX + 1] = '\0';
     t = make_tok(LL_TOK_CLICK, url);
@@ -586,6 +590,43 @@ static void test_after_tag(void)
     ll_keyring_free(k);
 }
 
+/* Link tags (version 2): carried by clicks, checked when signing and when verifying; an
+ * untagged click stays version 1 and as short as before. */
+static void test_link_tag(void)
+{
+    ll_keyring_t *k = ring_open("tag.keys");
+    if (k == NULL)
+        return;
+    char b64[LL_TOKEN_B64_MAX], plain[LL_TOKEN_B64_MAX];
+    ll_token_t t = make_tok(LL_TOK_CLICK, "https://example.com/pricing"), got;
+    CHECK_EQ_INT(ll_token_sign(k, &t, plain, sizeof(plain)), 0);
+    CHECK_EQ_INT(verify_str(k, LL_TOK_CLICK, plain, &got), 0);
+    CHECK_EQ_STR(got.link_tag, "");
+    snprintf(t.link_tag, sizeof(t.link_tag), "pricing-v2.q_1");
+    CHECK_EQ_INT(ll_token_sign(k, &t, b64, sizeof(b64)), 0);
+    CHECK(strlen(b64) > strlen(plain));
+    memset(&got, 0xaa, sizeof(got));
+    CHECK_EQ_INT(verify_str(k, LL_TOK_CLICK, b64, &got), 0);
+    CHECK_EQ_STR(got.link_tag, "pricing-v2.q_1");
+    CHECK_EQ_STR(got.url, "https://example.com/pricing");
+    CHECK_EQ_INT(verify_str(k, LL_TOK_OPEN, b64, &got), LL_EBADTOKEN);
+    check_tamper(k, LL_TOK_CLICK, b64);
+    static const char *const bad[] = {"Pricing", "a b", "x/y", "\"q\"", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(t.link_tag, sizeof(t.link_tag), "%s", bad[i]);
+        CHECK_EQ_INT(ll_token_sign(k, &t, b64, sizeof(b64)), strlen(bad[i]) > LL_TOKEN_LINK_TAG_MAX ? 0 : LL_EINVAL);
+    }
+    CHECK_EQ_INT(ll_link_tag_check("", 0), LL_EINVAL);
+    CHECK_EQ_INT(ll_link_tag_check("ok", 2), 0);
+    /* Opens and unsubscribes never carry one. */
+    t = make_tok(LL_TOK_OPEN, NULL);
+    snprintf(t.link_tag, sizeof(t.link_tag), "x1");
+    CHECK_EQ_INT(ll_token_sign(k, &t, b64, sizeof(b64)), 0);
+    CHECK_EQ_INT(verify_str(k, LL_TOK_OPEN, b64, &got), 0);
+    CHECK_EQ_STR(got.link_tag, "");
+    ll_keyring_free(k);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_token.XXXXXX");
@@ -602,6 +643,7 @@ int main(void)
     RUN(test_b64url);
     RUN(test_keyfile);
     RUN(test_after_tag);
+    RUN(test_link_tag);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0)
