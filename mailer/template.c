@@ -106,33 +106,29 @@ static int needs_end_tag(GumboTag tag)
     }
 }
 
-/* The first element opened in the source but never closed, or NULL. */
-static const GumboNode *find_unclosed(const GumboNode *n, int depth)
+/* An element opened in the source but never closed. */
+static int is_unclosed(const GumboElement *e)
 {
-    if (n->type != GUMBO_NODE_ELEMENT || depth > 200)
-        return NULL;
-    const GumboElement *e = &n->v.element;
-    if (e->original_tag.length > 0 && e->original_end_tag.length == 0 && needs_end_tag(e->tag))
-        return n;
-    for (unsigned i = 0; i < e->children.length; i++) {
-        const GumboNode *u = find_unclosed(e->children.data[i], depth + 1);
-        if (u != NULL)
-            return u;
-    }
-    return NULL;
+    return e->original_tag.length > 0 && e->original_end_tag.length == 0 && needs_end_tag(e->tag);
 }
 
-/* The first element with a data-ll-tag that is not a valid link tag, or NULL. */
-static const GumboNode *find_bad_tag(const GumboNode *n, int depth)
+/* An element with a data-ll-tag that is not a valid link tag. */
+static int has_bad_tag(const GumboElement *e)
+{
+    GumboAttribute *a = gumbo_get_attribute(&e->attributes, LINK_TAG_ATTR);
+    return a != NULL && ll_link_tag_check(a->value, strlen(a->value)) != 0;
+}
+
+/* The first element (document order) for which pred holds, or NULL. */
+static const GumboNode *find_element(const GumboNode *n, int (*pred)(const GumboElement *), int depth)
 {
     if (n->type != GUMBO_NODE_ELEMENT || depth > 200)
         return NULL;
     const GumboElement *e = &n->v.element;
-    GumboAttribute *a = gumbo_get_attribute(&e->attributes, LINK_TAG_ATTR);
-    if (a != NULL && ll_link_tag_check(a->value, strlen(a->value)) != 0)
+    if (pred(e))
         return n;
     for (unsigned i = 0; i < e->children.length; i++) {
-        const GumboNode *u = find_bad_tag(e->children.data[i], depth + 1);
+        const GumboNode *u = find_element(e->children.data[i], pred, depth + 1);
         if (u != NULL)
             return u;
     }
@@ -144,12 +140,12 @@ static int check_html(const ll_tpl_t *t, char *err, size_t errlen)
     GumboOutput *out = gumbo_parse_with_options(&kGumboDefaultOptions, t->html, strlen(t->html));
     if (out == NULL)
         return ll_err(err, errlen, LL_EINVAL, "%s:%d: the HTML part cannot be parsed", t->path, t->html_line);
-    const GumboNode *u = find_unclosed(out->root, 0);
+    const GumboNode *u = find_element(out->root, is_unclosed, 0);
     int rc = 0;
     if (u != NULL)
         rc = ll_err(err, errlen, LL_EINVAL, "%s:%u: unclosed tag <%s>", t->path,
                     t->html_line + u->v.element.start_pos.line - 1, gumbo_normalized_tagname(u->v.element.tag));
-    const GumboNode *bt = rc == 0 ? find_bad_tag(out->root, 0) : NULL;
+    const GumboNode *bt = rc == 0 ? find_element(out->root, has_bad_tag, 0) : NULL;
     if (bt != NULL)
         rc = ll_err(err, errlen, LL_EINVAL, "%s:%u: " LINK_TAG_ATTR " \"%.40s\": a link tag is 1 to %d of a-z, 0-9, '_', "
                     "'.', '-'", t->path, t->html_line + bt->v.element.start_pos.line - 1,
