@@ -13,7 +13,8 @@
  *   3. with Global Privacy Control on, and 4. with Do Not Track on, the page sends and stores
  *      nothing.
  *
- * Env: LEADLOOPD, LEADLOOP (default bin/leadloopd, bin/leadloop), CHROMIUM (/usr/bin/chromium).
+ * Env: LEADLOOPD, LEADLOOP (default bin/leadloopd, bin/leadloop), CHROMIUM (/usr/bin/chromium),
+ * LL_TEST_PORTS (LOW-HIGH: loopback ports from this range).
  * Prints TAP and a last line "browser: N passed, N failed"; exits 1 on any failure.
  */
 import { chromium } from 'playwright-core';
@@ -66,12 +67,24 @@ async function test(name, fn) {
   }
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
+function tryPort(port) {
+  return new Promise(resolve => {
     const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on('error', () => resolve(null));
+    s.listen(port, '127.0.0.1', () => { const a = s.address(); s.close(() => resolve(a.port)); });
   });
+}
+
+/* Any free loopback port, or one in LL_TEST_PORTS=LOW-HIGH when set (a shared machine). */
+async function freePort() {
+  const m = /^(\d+)-(\d+)$/.exec(process.env.LL_TEST_PORTS || '');
+  if (!m) return tryPort(0);
+  const lo = +m[1], hi = +m[2];
+  for (let i = 0; i < 200; i++) {
+    const port = await tryPort(lo + Math.floor(Math.random() * (hi - lo + 1)));
+    if (port) return port;
+  }
+  throw new Error(`no free port in LL_TEST_PORTS=${lo}-${hi}`);
 }
 
 const sleep = ms => new Promise(r => setTimeout(r, ms));

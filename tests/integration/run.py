@@ -8,6 +8,7 @@ Run from the repository root:  python3 tests/integration/run.py [SUBSTRING ...]
   LEADLOOP       CLI binary (default bin/leadloop)
   LL_TEST_LEAKS  1: keep LeakSanitizer on (default: ASAN_OPTIONS gets detect_leaks=0)
   LL_TEST_KEEP   1: keep every temporary directory (failed tests always keep theirs)
+  LL_TEST_PORTS  LOW-HIGH: take loopback ports from this range (default: any free port)
 
 Each test is a function test_*, run in definition order; output is "ok NAME" or
 "FAIL NAME: reason" followed by the traceback and leadloopd's stderr, and the last line is
@@ -77,11 +78,19 @@ def child_env():
 
 
 def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free loopback port: any, or one in LL_TEST_PORTS=LOW-HIGH when set (a shared machine)."""
+    lo, _, hi = os.environ.get('LL_TEST_PORTS', '').partition('-')
+    candidates = random.sample(range(int(lo), int(hi) + 1), int(hi) + 1 - int(lo)) if hi else [0]
+    for port in candidates:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(('127.0.0.1', port))
+            return s.getsockname()[1]
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise OSError(f'no free port in LL_TEST_PORTS={lo}-{hi}')
 
 
 def yaml_str(s):
