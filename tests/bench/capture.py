@@ -160,8 +160,8 @@ class Bench:
 
     def prepare(self):
         """A seeded data directory (keys, one contact) and the signed URLs every run reuses."""
-        shutil.rmtree(self.seed, ignore_errors=True)
-        os.makedirs(self.dir, exist_ok=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
         self.write_conf(self.seed)
         cli = [self.a.leadloop, '-c', self.conf]
         out = subprocess.run(cli + ['pixel', '--to', 'bench@example.com', '--send', '1'], check=True,
@@ -184,8 +184,11 @@ class Bench:
         self.write_conf(data)
         env = dict(os.environ)
         env.update(t.env or {})
-        return subprocess.Popen(self.taskset(self.a.server_cpu) + [t.binary or self.a.leadloopd, '-c', self.conf],
-                                cwd=self.a.root, env=env, stdout=subprocess.DEVNULL,
+        binary = os.path.abspath(t.binary or self.a.leadloopd)
+        # Run where that build's tree is (bin/..): the snippet and the country database it
+        # loads by default live in its build/.
+        return subprocess.Popen(self.taskset(self.a.server_cpu) + [binary, '-c', self.conf],
+                                cwd=os.path.dirname(os.path.dirname(binary)), env=env, stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(self.dir, 'leadloopd.log'), 'ab'))
 
     # ---- references ----
@@ -276,7 +279,6 @@ class Bench:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--root', default='.')
     ap.add_argument('--dir', default='build/bench/capture')
     ap.add_argument('--leadloopd', default='bin/leadloopd')
     ap.add_argument('--leadloop', default='bin/leadloop')
@@ -369,6 +371,13 @@ def main():
     lost = {n: m['lost'] for n, m in med.items() if m.get('lost')}
     if lost:
         print(f'\nwarning: events lost (leadloop_events_lost_total): {lost}')
+    try:
+        with open(os.path.join(b.dir, 'leadloopd.log')) as f:
+            warnings = sorted(set(line.strip() for line in f if 'warning' in line))
+    except OSError:
+        warnings = []
+    for w in warnings:
+        print(f'\nwarning from leadloopd: {w}')
     if a.json:
         with open(a.json, 'w') as f:
             json.dump({'args': vars(a), 'runs': runs, 'medians': med}, f, indent=1)

@@ -21,7 +21,6 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
 BENCH_DIR=${BENCH_DIR:-build/bench}
 mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
@@ -90,7 +89,7 @@ for part in $PARTS; do
         echo >> "$RESULTS"
         extra=()
         for e in ${BENCH_EXTRA_LEADLOOPD:-}; do extra+=(--extra-leadloopd "$e"); done
-        $PY tests/bench/capture.py "${extra[@]}" --root "$ROOT" --dir "$BENCH_DIR/capture" --leadloopd "$LEADLOOPD" --leadloop "$LEADLOOP" \
+        $PY tests/bench/capture.py "${extra[@]}" --dir "$BENCH_DIR/capture" --leadloopd "$LEADLOOPD" --leadloop "$LEADLOOP" \
             --bare-h2o "$BENCH_DIR/bare_h2o" --nosync "$BENCH_DIR/nosync.so" --port "${BENCH_PORT:-18080}" \
             --rounds "${BENCH_ROUNDS:-3}" --seconds "${BENCH_SECONDS:-10}" --conns "${BENCH_CONNS:-64}" \
             --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" --only "${BENCH_ONLY:-}" \
