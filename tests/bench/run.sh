@@ -1,7 +1,7 @@
 #!/bin/bash
 # make bench: the benchmarks of issue #6, from the repository root, after `make all`.
 #
-#   tests/bench/run.sh [capture] [mailer] [writer]      (default: all of them)
+#   tests/bench/run.sh [capture] [mailer] [writer] [growth]     (default: all of them)
 #
 # Installs what it needs (nginx-light, wrk, postfix for smtp-sink/smtp-source) with apt-get,
 # builds the references (bare_h2o.c, nosync.c) into BENCH_DIR, runs each part and writes the
@@ -11,7 +11,7 @@
 #   BENCH_DIR [build/bench]   BENCH_ROUNDS [3]   BENCH_SECONDS [10]   BENCH_CONNS [64]
 #   BENCH_PORT [18080] (leadloopd, nginx, bare h2o)   BENCH_SMTP_PORT [18025] (smtp-sink)
 #   BENCH_MESSAGES [5000] (mailer)   BENCH_SESSIONS [4] (parallel SMTP sessions)
-#   BENCH_WRITER_EVENTS [200000] (writer, scoring on/off)
+#   BENCH_GROWTH_SIZES [1000000,10000000] (log sizes)   BENCH_GROWTH_CONTACTS [100000,1000000]
 #   LEADLOOPD, LEADLOOP, LEADLOOP_MAILER [bin/...]
 #   BENCH_EXTRA_LEADLOOPD ["LABEL=PATH ..."]: other leadloopd builds (candidate fixes) whose
 #       pixel and click join the capture alternation
@@ -26,7 +26,7 @@ mkdir -p "$BENCH_DIR"
 BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-PARTS=${*:-capture mailer writer}
+PARTS=${*:-capture mailer writer growth}
 SERVER_CPU=1
 CLIENT_CPU=0
 [ "$(nproc)" -ge 2 ] || { SERVER_CPU=; CLIENT_CPU=; }
@@ -114,7 +114,17 @@ for part in $PARTS; do
             --port "${BENCH_PORT:-18080}" --rounds "${BENCH_ROUNDS:-3}" --seconds "${BENCH_SECONDS:-10}" \
             --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" --json "$BENCH_DIR/writer.json" >> "$RESULTS"
         ;;
-    *) say "unknown part '$part' (capture, mailer, writer)"; exit 2 ;;
+    growth)
+        [ -f tests/bench/growth.py ] || continue
+        say "growth: log ${BENCH_GROWTH_SIZES:-1000000,10000000} events, ${BENCH_GROWTH_CONTACTS:-100000,1000000} contacts"
+        echo "## Growth" >> "$RESULTS"
+        echo >> "$RESULTS"
+        $PY tests/bench/growth.py --dir "$BENCH_DIR/growth" --leadloopd "$LEADLOOPD" --leadloop "$LEADLOOP" \
+            --nosync "$BENCH_DIR/nosync.so" --port "${BENCH_PORT:-18080}" \
+            --sizes "${BENCH_GROWTH_SIZES:-1000000,10000000}" --contacts "${BENCH_GROWTH_CONTACTS:-100000,1000000}" \
+            --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" --json "$BENCH_DIR/growth.json" >> "$RESULTS"
+        ;;
+    *) say "unknown part '$part' (capture, mailer, writer, growth)"; exit 2 ;;
     esac
     echo >> "$RESULTS"
 done
