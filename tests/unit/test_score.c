@@ -687,7 +687,7 @@ static void test_example_section_parses(void)
         fprintf(stderr, "example: %s\n", err);
     CHECK_EQ_INT(rc, 0);
     CHECK(c.score->enabled);
-    CHECK_EQ_INT(c.score->num_rules, 8);
+    CHECK_EQ_INT(c.score->num_rules, 9);
     CHECK_EQ_INT(c.score->num_fit, 5);
     CHECK_EQ_INT(c.score->num_routes, 4);
     CHECK_EQ_INT(c.score->groups[0].num_reps, 3);
