@@ -134,6 +134,13 @@ $(FZ)/libfuzz.a: $(FUZZ_LIBSRC:%.c=$(FZ)/obj/%.o)
 $(FZ)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FZ)/libfuzz.a
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FZ)/libfuzz.a $(LDLIBS)
 
+# Targets beyond the server's objects include their .c (mailer/template.c, server/cli_mail.c)
+# and link its libraries.
+$(B)/fuzz/replay_template $(FZ)/fuzz_template: mailer/template.c mailer/mailer.h
+$(B)/fuzz/replay_template $(FZ)/fuzz_template: LDLIBS += $(shell pkg-config --libs gumbo 2>/dev/null)
+$(B)/fuzz/replay_csv $(FZ)/fuzz_csv: server/cli_mail.c server/cli.h
+$(B)/fuzz/replay_csv $(FZ)/fuzz_csv: LDLIBS += -lcsv
+
 fuzz-replay: $(FUZZ_REPLAY)
 	@FUZZ_DIR=$(B)/fuzz sh tests/fuzz/run-replay.sh
 

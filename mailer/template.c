@@ -174,7 +174,7 @@ int ll__tpl_load(const char *path, const ll_config_t *conf, ll_tpl_t **out, char
     for (int i = 0; i < 3; i++)
         ll_buf_init(&part[i], LL_TPL_MAX);
     char line[8192];
-    int lineno = 0, cur = -1, rc = 0;
+    int lineno = 0, cur = -1, rc = 0, subject_line = 1;
     while (fgets(line, sizeof(line), fp) != NULL) {
         lineno++;
         size_t n = strlen(line);
@@ -225,7 +225,7 @@ int ll__tpl_load(const char *path, const ll_config_t *conf, ll_tpl_t **out, char
                 rc = ll_err(err, errlen, LL_ETOOBIG, "%s:%d: subject too long", path, lineno);
                 goto out;
             }
-            t->html_line = lineno; /* reused below for the subject's line */
+            subject_line = lineno;
             continue;
         }
         if (ll_buf_append(&part[cur], trim, n) != 0 || ll_buf_append(&part[cur], "\n", 1) != 0) {
@@ -237,7 +237,6 @@ int ll__tpl_load(const char *path, const ll_config_t *conf, ll_tpl_t **out, char
         rc = ll_err(err, errlen, LL_EIO, "%s: read error", path);
         goto out;
     }
-    int subject_line = part[0].len ? t->html_line : 1;
     if (part[0].len == 0) {
         rc = ll_err(err, errlen, LL_EINVAL, "%s:1: no 'Subject:' line", path);
         goto out;

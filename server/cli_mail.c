@@ -13,7 +13,9 @@
 
 #define IMPORT_MAX_COLS 64
 #define IMPORT_FIELD_MAX 4096
+#ifndef IMPORT_LINE_MAX /* tests/fuzz/fuzz_csv.c makes it small: lines then span several reads */
 #define IMPORT_LINE_MAX (1 << 20)
+#endif
 
 static int store_failed(ll_cli_t *cli, const char *cmd, int rc)
 {
@@ -108,7 +110,7 @@ int ll__cli_unenroll(ll_cli_t *cli, int argc, char **argv)
 
 /* ---- contact import ---- */
 
-typedef struct {
+typedef struct st_import_t {
     const char *file;
     char *cols[IMPORT_MAX_COLS];
     size_t ncols;
@@ -119,6 +121,8 @@ typedef struct {
     int too_many;
     long row_line;
     int row_ended;
+    /* what a good row becomes (import_store; the fuzz target checks it instead) */
+    void (*on_contact)(struct st_import_t *im, const char *email, const char *fields_json);
     /* the store */
     ll_cli_t *cli;
     ll_txn_t *t;
@@ -191,6 +195,13 @@ static void import_row(import_t *im)
                         im->row_line, c);
                 im->header_bad = 1;
             }
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(im->cols[j], c) == 0 && !im->header_bad) {
+                    /* Two "email" columns, or two values for one field: which one is meant? */
+                    fprintf(stderr, "leadloop: contact import: %s:%ld: column '%s' appears twice\n", im->file,
+                            im->row_line, c);
+                    im->header_bad = 1;
+                }
             if (strcmp(c, "email") == 0)
                 im->email_col = (int)i;
             im->cols[i] = c;
@@ -236,6 +247,13 @@ static void import_row(import_t *im)
         free(fj);
         return;
     }
+    im->on_contact(im, email, fj);
+    free(fj);
+}
+
+/* A good row into the store (and the program); a store error stops the import (im->rc). */
+static void import_store(import_t *im, const char *email, const char *fj)
+{
     uint64_t id;
     int created, rc;
     ll_buf_t rec;
@@ -268,7 +286,6 @@ static void import_row(import_t *im)
         }
     }
     ll_buf_free(&rec);
-    free(fj);
     im->rc = rc;
 }
 
@@ -280,6 +297,84 @@ static void on_row(int term, void *arg)
     im->row_ended = 1;
 }
 
+/* Up to cap - 1 bytes of fp's next line, its '\n' included, into buf; how many (NUL bytes too). */
+static size_t read_line(FILE *fp, char *buf, size_t cap)
+{
+    size_t n = 0;
+    int c;
+    while (n + 1 < cap && (c = getc_unlocked(fp)) != EOF)
+        if ((buf[n++] = (char)c) == '\n')
+            break;
+    buf[n] = '\0';
+    return n;
+}
+
+/*
+ * Reads the CSV in fp row by row into import_row (libcsv, strict quoting): each bad row is
+ * reported with its line and skipped, the rest go to im->on_contact. Stops when im->rc is set.
+ * A line longer than IMPORT_LINE_MAX is read in parts (one line number); a bad row is dropped
+ * up to the end of the line where it went wrong, and parsing starts again on the next line.
+ */
+static void import_read(import_t *im, FILE *fp)
+{
+    struct csv_parser csv;
+    csv_init(&csv, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL);
+    char *line = ll_malloc(IMPORT_LINE_MAX);
+    long lineno = 0;
+    int new_row = 1, line_start = 1, skip = 0;
+    size_t len;
+    while (im->rc == 0 && (len = read_line(fp, line, IMPORT_LINE_MAX)) > 0) {
+        int first = line_start;
+        line_start = line[len - 1] == '\n';
+        if (first) {
+            lineno++;
+            if (new_row)
+                im->row_line = lineno;
+        }
+        if (skip) {
+            skip = !line_start;
+            continue;
+        }
+        char *p = line;
+        /* Excel starts a UTF-8 CSV with a byte order mark: not part of the first column's name. */
+        if (lineno == 1 && first && len >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0)
+            p += 3, len -= 3;
+        /* A NUL byte ends the row where it is: a C string would cut the field and join the
+         * rest of the line to the next one. */
+        const char *nul = memchr(p, '\0', len), *why = NULL;
+        size_t n = nul != NULL ? (size_t)(nul - p) : len;
+        im->row_ended = 0;
+        if (csv_parse(&csv, p, n, on_field, on_row, im) != n)
+            why = csv_strerror(csv_error(&csv));
+        else if (nul != NULL)
+            why = "a NUL byte (is this a text file?)";
+        if (why != NULL) {
+            fprintf(stderr, "leadloop: contact import: %s:%ld: %s; row skipped\n", im->file, im->row_line, why);
+            im->bad++;
+            /* Start again on the next line: the broken row is dropped whole. */
+            csv_free(&csv);
+            row_clear(im);
+            csv_init(&csv, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL);
+            new_row = 1;
+            skip = !line_start;
+            continue;
+        }
+        /* A quoted field may run over several lines: the next row starts after a row ended. */
+        new_row = im->row_ended;
+    }
+    if (im->rc == 0 && csv_fini(&csv, on_field, on_row, im) != 0) {
+        fprintf(stderr, "leadloop: contact import: %s:%ld: a quoted field is not closed at the end of the file; "
+                        "row skipped\n", im->file, im->row_line);
+        im->bad++;
+    }
+    csv_free(&csv);
+    row_clear(im);
+    free(line);
+    for (size_t i = 0; i < im->ncols; i++)
+        free(im->cols[i]);
+    im->ncols = 0;
+}
+
 int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv)
 {
     static const char cmd[] = "contact import";
@@ -289,7 +384,6 @@ int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv)
     int npos, rc;
     ll_nurture_t n;
     ll_txn_t t = {NULL, NULL, 0};
-    struct csv_parser csv;
     import_t im;
     memset(&im, 0, sizeof(im));
     if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 1, &npos)) != 0)
@@ -311,38 +405,8 @@ int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv)
     im.cli = cli;
     im.t = &t;
     im.n = &n;
-    csv_init(&csv, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL);
-    char *line = ll_malloc(IMPORT_LINE_MAX);
-    long lineno = 0;
-    int new_row = 1;
-    while (im.rc == 0 && fgets(line, IMPORT_LINE_MAX, fp) != NULL) {
-        lineno++;
-        if (new_row)
-            im.row_line = lineno;
-        size_t len = strlen(line);
-        im.row_ended = 0;
-        if (csv_parse(&csv, line, len, on_field, on_row, &im) != len) {
-            fprintf(stderr, "leadloop: contact import: %s:%ld: %s; row skipped\n", pos[0], im.row_line,
-                    csv_strerror(csv_error(&csv)));
-            im.bad++;
-            /* Start again on the next line: the broken row is dropped whole. */
-            csv_free(&csv);
-            row_clear(&im);
-            csv_init(&csv, CSV_STRICT | CSV_STRICT_FINI | CSV_APPEND_NULL);
-            new_row = 1;
-            continue;
-        }
-        /* A quoted field may run over several lines: the next row starts after a row ended. */
-        new_row = im.row_ended;
-    }
-    if (im.rc == 0 && csv_fini(&csv, on_field, on_row, &im) != 0) {
-        fprintf(stderr, "leadloop: contact import: %s:%ld: a quoted field is not closed at the end of the file; "
-                        "row skipped\n", pos[0], im.row_line);
-        im.bad++;
-    }
-    csv_free(&csv);
-    row_clear(&im);
-    free(line);
+    im.on_contact = import_store;
+    import_read(&im, fp);
     if (im.rc != 0) {
         rc = store_failed(cli, cmd, im.rc);
     } else if (!im.header_done || im.header_bad) {
@@ -358,8 +422,6 @@ int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv)
         rc = 0;
     }
     ll_txn_abort(&t);
-    for (size_t i = 0; i < im.ncols; i++)
-        free(im.cols[i]);
 close:
     if (fp != stdin)
         fclose(fp);

@@ -144,6 +144,7 @@ static void test_template_errors(void)
 {
     CHECK(tpl_fails("--- text\nhi\n", "1: no 'Subject:' line"));
     CHECK(tpl_fails("Subject: x\n", "1: no '--- html' or '--- text' part"));
+    CHECK(tpl_fails("# c\nSubject: {{nick}}\n--- html\n<p>x</p>\n", "2: unknown field 'nick'")); /* not the html's line */
     CHECK(tpl_fails("Subject: {{shoe_size}}\n--- text\nx\n", "1: unknown field 'shoe_size'"));
     CHECK(tpl_fails("Subject: x\n--- text\na\nb {{name\n", "4: unclosed placeholder"));
     CHECK(tpl_fails("Subject: x\n--- html\n<p>a</p>\n<div><b>x</b>\n\n", "4: unclosed tag <div>"));
