@@ -70,6 +70,7 @@
       while (Q.length) {
         var b = {v: V}, j, u = E + '/e';
         if (A) b.a = A;
+        if (N.webdriver) b.w = 1;
         A = 0;
         b.e = Q.splice(0, 20);
         j = JSON.stringify(b);

@@ -59,7 +59,8 @@ typedef struct st_ll_render_t {
 /**
  * Renders subject, html and text: placeholders substituted (HTML-escaped in the HTML part),
  * every http(s) link (found with libgumbo in the HTML, by URL syntax in the text) replaced by a
- * signed click link, an open pixel added to the HTML. Outputs are malloc'd.
+ * signed click link, an open pixel added to the HTML, and a hidden honeypot link (link index
+ * LL_LINK_HONEYPOT, judge.h) first in its body. Outputs are malloc'd.
  */
 int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **html, char **text);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <gumbo.h>
 #include <jansson.h>
+#include "leadloop/judge.h"
 #include "mailer.h"
 
 #define LINK_TAG_ATTR "data-ll-tag" /* <a href=... data-ll-tag="pricing">: the click carries the tag */
@@ -407,7 +408,7 @@ typedef struct {
 
 static int rewrite_html(ll_render_t *r, const char *src, uint32_t *link, tagmap_t *tags, ll_buf_t *out)
 {
-    size_t len = strlen(src), nh = 0, pos = 0, body_end = len;
+    size_t len = strlen(src), nh = 0, pos = 0, body_end = len, body_start = 0;
     href_t *h = ll_calloc(MAX_LINKS, sizeof(*h));
     int rc = 0;
     GumboOutput *g = gumbo_parse_with_options(&kGumboDefaultOptions, src, len);
@@ -416,12 +417,24 @@ static int rewrite_html(ll_render_t *r, const char *src, uint32_t *link, tagmap_
     const GumboVector *kids = &g->root->v.element.children;
     for (unsigned i = 0; i < kids->length; i++) {
         const GumboNode *k = kids->data[i];
+        if (k->type == GUMBO_NODE_ELEMENT && k->v.element.tag == GUMBO_TAG_BODY && k->v.element.original_tag.length > 0)
+            body_start = k->v.element.start_pos.offset + k->v.element.original_tag.length;
         if (k->type == GUMBO_NODE_ELEMENT && k->v.element.tag == GUMBO_TAG_BODY &&
             k->v.element.original_end_tag.length > 0)
             body_end = k->v.element.end_pos.offset;
     }
+    if (body_start > len || (nh > 0 && body_start > h[0].off))
+        body_start = 0;
     ll_buf_t url;
     ll_buf_init(&url, LL_TOKEN_B64_MAX + 1024);
+    /* The honeypot (judge.h): a link no person sees, first in the body, where a scanner that
+     * follows every link finds it; its click marks the message's burst as a machine's. */
+    rc = ll_buf_append(out, src, body_start);
+    pos = body_start;
+    if (rc == 0 && click_url(r, r->public_url, strlen(r->public_url), LL_LINK_HONEYPOT, NULL, &url) == 0)
+        rc = ll_buf_printf(out, "<a href=\"%s\" style=\"display:none;font-size:0;line-height:0;max-height:0;"
+                                "overflow:hidden;mso-hide:all\" aria-hidden=\"true\" tabindex=\"-1\"></a>",
+                           url.data);
     for (size_t i = 0; i < nh && rc == 0; i++) {
         const char *v = h[i].value;
         size_t vl = strlen(v);

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include "leadloop/judge.h"
 #include "cli.h"
 
 /* ---- --since TIME ---- */
@@ -262,22 +263,93 @@ static int on_stat(const ll_event_t *ev, void *p)
     return 0;
 }
 
+/* Email opens and clicks by label and reason (judge.h), as JSON or text. */
+static void put_judge_counts(const ll_judge_counts_t *c, int json)
+{
+    uint64_t total = 0, machine = c->cls[LL_CLASS_PREFETCH] + c->cls[LL_CLASS_SCANNER] + c->cls[LL_CLASS_BOT];
+    for (int i = 0; i < LL_CLASS__MAX; i++)
+        total += c->cls[i];
+    if (json) {
+        printf("{\"total\":%llu,\"set_aside\":%llu,\"classes\":{", (unsigned long long)total,
+               (unsigned long long)machine);
+        for (int i = 0; i < LL_CLASS__MAX; i++)
+            printf("%s\"%s\":%llu", i > 0 ? "," : "", ll_class_name(i), (unsigned long long)c->cls[i]);
+        printf("},\"reasons\":{");
+        for (int b = 0, n = 0; b < 32; b++)
+            if (ll_reason_name(b) != NULL && c->reason[b] != 0)
+                printf("%s\"%s\":%llu", n++ ? "," : "", ll_reason_name(b), (unsigned long long)c->reason[b]);
+        printf("}}");
+        return;
+    }
+    printf("  %llu, of which %llu set aside as machines (prefetch, scanner, bot)\n", (unsigned long long)total,
+           (unsigned long long)machine);
+    for (int i = 0; i < LL_CLASS__MAX; i++)
+        if (c->cls[i] != 0)
+            printf("  %-14s %llu\n", ll_class_name(i), (unsigned long long)c->cls[i]);
+    printf("  by reason\n");
+    for (int b = 0; b < 32; b++)
+        if (ll_reason_name(b) != NULL && c->reason[b] != 0)
+            printf("    %-16s %llu\n", ll_reason_name(b), (unsigned long long)c->reason[b]);
+}
+
+static int on_send_counts(uint64_t send, const ll_judge_counts_t *c, void *arg)
+{
+    int *json = arg;
+    if (*json) {
+        printf("{\"send\":%llu,\"email\":", (unsigned long long)send);
+        put_judge_counts(c, 1);
+        printf("}\n");
+    } else {
+        printf("send %llu\n", (unsigned long long)send);
+        put_judge_counts(c, 0);
+    }
+    return ll__cli_out_failed();
+}
+
 int ll__cli_stats(ll_cli_t *cli, int argc, char **argv)
 {
     static const char cmd[] = "stats";
-    const char *json = NULL;
-    const ll_cli_opt_t opts[] = {{"--json", 0, &json}, {NULL, 0, NULL}};
+    const char *json = NULL, *send = NULL, *by_send = NULL;
+    const ll_cli_opt_t opts[] = {{"--json", 0, &json}, {"--send", 1, &send}, {"--by-send", 0, &by_send}, {NULL, 0, NULL}};
     char *pos[1];
     ll_txn_t t = {NULL, NULL, 0};
     stats_t s;
     MDB_stat contacts, visitors;
-    uint64_t last = 0;
+    MDB_dbi counts_dbi;
+    ll_judge_counts_t jc;
+    uint64_t last = 0, send_id = 0;
     int npos, rc;
 
     memset(&s, 0, sizeof(s));
     if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 0, &npos)) != 0 || (rc = ll__cli_store(cli, cmd, 0)) != 0)
         goto out;
+    if (send != NULL && (ll__cli_uint(send, UINT64_MAX, &send_id) != 0 || send_id == 0)) {
+        rc = ll__cli_fail(cmd, "--send: '%s' is not a send id", send);
+        goto out;
+    }
+    if ((rc = ll_judge_counts_db(cli->store, &counts_dbi)) != 0) {
+        rc = ll__cli_fail(cmd, "%s: cannot read the store: %s", cli->data_dir, ll_strerror(rc));
+        goto out;
+    }
+    if (send_id != 0 || by_send != NULL) {
+        /* Opens and clicks of one send (one message), or of each. */
+        int js = json != NULL;
+        if ((rc = ll_txn_begin(cli->store, 1, &t)) == 0)
+            rc = send_id != 0 ? ll_judge_counts(&t, counts_dbi, send_id, &jc)
+                              : ll_judge_counts_each(&t, counts_dbi, on_send_counts, &js);
+        if (rc != 0) {
+            rc = ll__cli_fail(cmd, "%s: cannot read the store: %s", cli->data_dir, ll_strerror(rc));
+        } else if (send_id != 0) {
+            if (!js)
+                printf("send %llu: email opens and clicks\n", (unsigned long long)send_id);
+            put_judge_counts(&jc, js);
+            if (js)
+                printf("\n");
+        }
+        goto out;
+    }
     if ((rc = ll_txn_begin(cli->store, 1, &t)) != 0 ||
+        (rc = ll_judge_counts(&t, counts_dbi, 0, &jc)) != 0 ||
         (rc = ll_store_err(mdb_stat(t.txn, ll_store_dbi(cli->store, LL_DB_CONTACTS), &contacts))) != 0 ||
         (rc = ll_store_err(mdb_stat(t.txn, ll_store_dbi(cli->store, LL_DB_VISITORS), &visitors))) != 0 ||
         (rc = ll_events_scan(&t, 1, on_stat, &s)) != 0) {
@@ -295,7 +367,9 @@ int ll__cli_stats(ll_cli_t *cli, int argc, char **argv)
         for (int i = 0; i <= LL_CLASS__MAX; i++)
             printf("%s\"%s\":%llu", i > 0 ? "," : "", i < LL_CLASS__MAX ? ll_class_name(i) : "other",
                    (unsigned long long)s.classes[i]);
-        printf("},\"contacts\":%llu,\"visitors\":%llu}\n", (unsigned long long)contacts.ms_entries,
+        printf("},\"email\":");
+        put_judge_counts(&jc, 1);
+        printf(",\"contacts\":%llu,\"visitors\":%llu}\n", (unsigned long long)contacts.ms_entries,
                (unsigned long long)visitors.ms_entries);
         goto out;
     }
@@ -310,6 +384,8 @@ int ll__cli_stats(ll_cli_t *cli, int argc, char **argv)
         if (s.classes[i] != 0)
             printf("  %-12s %llu\n", i < LL_CLASS__MAX ? ll_class_name(i) : "other",
                    (unsigned long long)s.classes[i]);
+    printf("email opens and clicks (by label; --send ID or --by-send for each message)\n");
+    put_judge_counts(&jc, 0);
     printf("contacts   %llu\nvisitors   %llu\n", (unsigned long long)contacts.ms_entries,
            (unsigned long long)visitors.ms_entries);
 out:

@@ -14,6 +14,7 @@
 #include <unistd.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include "leadloop/judge.h"
 #include "leadloop/score.h"
 #include "server.h"
 
@@ -369,6 +370,10 @@ int main(int argc, char **argv)
 
     if (ll_scorer_open(ll_srv.store, ll_srv.conf.score, &ll_srv.scorer, err, sizeof(err)) != 0)
         fatalx("%s", err);
+    if (ll_judge_open(ll_srv.store, &ll_srv.conf, &ll_srv.judge, err, sizeof(err)) != 0)
+        fatalx("%s", err);
+    if (err[0] != '\0')
+        log_warnx("%s: scanner lists off (opens and clicks are judged on timing, sweeps and the honeypot)", err);
     if (ll__admin_start(err, sizeof(err)) != 0)
         fatalx("%s", err);
     if (ll__notify_start() != 0)
@@ -408,6 +413,7 @@ int main(int argc, char **argv)
     ll__notify_stop();
     ll__admin_stop();
     ll_scorer_free(ll_srv.scorer);
+    ll_judge_free(ll_srv.judge);
     ll_store_close(ll_srv.store);
     log_info("stopped");
     return 0;

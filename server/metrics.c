@@ -1,5 +1,6 @@
 /* Counters for /metrics (Prometheus text format). Lock-free: relaxed atomics. */
 #include <stdatomic.h>
+#include "leadloop/judge.h"
 #include "server.h"
 
 static const char *const ep_names[EP__MAX] = {"click", "open", "snippet", "beacon", "pixel", "form", "healthz", "metrics", "other"};
@@ -103,6 +104,26 @@ void ll__metrics_render(ll_buf_t *out)
         if (e == EP_CLICK || e == EP_OPEN || e == EP_BEACON || e == EP_PIXEL || e == EP_FORM)
             ll_buf_printf(out, "leadloop_events_lost_total{endpoint=\"%s\"} %llu\n", ep_names[e],
                           (unsigned long long)atomic_load(&m.lost[e]));
+    /* People or machines (judge.h): email opens and clicks by their current label and reasons,
+     * from the store, so they survive restarts and follow relabels. */
+    ll_txn_t t;
+    ll_judge_counts_t c;
+    if (ll_srv.judge != NULL && ll_txn_begin(ll_srv.store, 1, &t) == 0) {
+        if (ll_judge_counts(&t, ll_judge_counts_dbi(ll_srv.judge), 0, &c) == 0) {
+            ll_buf_appends(out, "# HELP leadloop_email_events Email opens and clicks by label (human, likely-human, "
+                                "prefetch, scanner, bot, unknown).\n# TYPE leadloop_email_events gauge\n");
+            for (int i = 0; i < LL_CLASS__MAX; i++)
+                ll_buf_printf(out, "leadloop_email_events{class=\"%s\"} %llu\n", ll_class_name(i),
+                              (unsigned long long)c.cls[i]);
+            ll_buf_appends(out, "# HELP leadloop_email_event_reasons Email opens and clicks by classification reason.\n"
+                                "# TYPE leadloop_email_event_reasons gauge\n");
+            for (int b = 0; b < 32; b++)
+                if (ll_reason_name(b) != NULL && c.reason[b] != 0)
+                    ll_buf_printf(out, "leadloop_email_event_reasons{reason=\"%s\"} %llu\n", ll_reason_name(b),
+                                  (unsigned long long)c.reason[b]);
+        }
+        ll_txn_abort(&t);
+    }
     histogram(out, "leadloop_batch_events", "Events per group commit.", m.batch_hist, batch_bounds, NB(batch_bounds), 1,
               atomic_load(&m.batch_sum), atomic_load(&m.batch_count));
     histogram(out, "leadloop_commit_seconds", "Time to write and sync one batch.", m.commit_hist, commit_bounds_us,

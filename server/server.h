@@ -56,6 +56,7 @@ typedef struct st_ll_server_t {
     ll_keyring_t *keys;
     ll_geo_db_t *geo;
     struct st_ll_scorer_t *scorer; /* leadloop/score.h: scoring, leads, outbox */
+    struct st_ll_judge_t *judge;   /* leadloop/judge.h: people or machines, for opens and clicks */
     h2o_iovec_t snippet;    /* /t.js body with the config substituted */
     char snippet_etag[40];
     char public_host[256];
@@ -120,6 +121,8 @@ struct st_ll_pending_t {
     char *email;                 /* form: normalised email to upsert and bind */
     char *fields_json;
     int bind;
+    ll_ip_t client_ip;           /* clicks and opens: the full address, for the judge's lists (the
+                                  * log keeps only the truncated one) */
     /* results, written by the writer */
     int result;                  /* 0 or LL_E* */
     uint64_t contact;

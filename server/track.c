@@ -75,6 +75,7 @@ int ll__on_click(h2o_req_t *req, h2o_iovec_t b64)
 
     ll_pending_t *p = ll__pending_new(req, EP_CLICK, on_click_done);
     p->visitor = ri.visitor;
+    p->client_ip = ri.ip;
     p->location = handoff_url(tok.url, &ri.visitor);
     /* Machines (prefetchers, crawlers) are logged but never bind a browser to a person. */
     p->bind = ri.cls == LL_CLASS_HUMAN || ri.cls == LL_CLASS_UNKNOWN;
@@ -119,6 +120,7 @@ int ll__on_open(h2o_req_t *req, h2o_iovec_t tail)
     /* Mail clients and proxies fetch pixels without cookies: a visitor id here would be noise. */
     memset(&ev.visitor, 0, sizeof(ev.visitor));
     ll_pending_t *p = ll__pending_new(req, EP_OPEN, on_gif_done);
+    p->client_ip = ri.ip;
     if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 1) != 0) {
         ll__metrics_reject(REJ_OVERLOAD);
         ll__metrics_lost(EP_OPEN, 1);
@@ -241,6 +243,11 @@ int ll__on_beacon(h2o_req_t *req)
     ll_str_t v = json_str(root, "v");
     if (v.len != 0 && ll_visitor_from_hex(&ri.visitor, v.base, v.len) == 0)
         ri.visitor_new = 0;
+    /* navigator.webdriver: an automated browser (a sandboxing link scanner, a test rig). */
+    if (json_is_true(json_object_get(root, "w")) || json_integer_value(json_object_get(root, "w")) == 1) {
+        ri.cls = LL_CLASS_BOT;
+        ri.reasons |= LL_REASON_WEBDRIVER;
+    }
     ll_pending_t *p = ll__pending_new(req, EP_BEACON, on_beacon_done);
     p->visitor = ri.visitor;
     const char *why = NULL;

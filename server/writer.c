@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "leadloop/ingest.h"
+#include "leadloop/judge.h"
 #include "server.h"
 
 #define QUEUE_CAP 65536 /* pending items; past this, requests are refused rather than queued */
@@ -160,7 +162,9 @@ static int ingest_item(ll_txn_t *t, ll_pending_t *p)
                           .email = i == 0 ? p->email : NULL,
                           .fields_json = i == 0 ? p->fields_json : NULL,
                           .bind = i == 0 ? p->bind : 0,
-                          .scorer = ll_srv.scorer};
+                          .scorer = ll_srv.scorer,
+                          .judge = ll_srv.judge,
+                          .client_ip = p->client_ip.family != 0 ? &p->client_ip : NULL};
         int rc = ll_ingest(t, &in);
         if (rc != 0)
             return rc;
@@ -212,13 +216,55 @@ static void commit_batch(ll_pending_t *batch, size_t nevents)
     }
 }
 
+/* Provisional opens and clicks whose window passed get their final label and score (judge.h),
+ * in their own transaction; changed scanner lists are reloaded first. */
+static void settle(void)
+{
+    char err[512];
+    ll_txn_t t;
+    int more = 1;
+    uint64_t now = ll_now_us();
+    int rl = ll_judge_reload(ll_srv.judge, now, err, sizeof(err));
+    if (rl < 0)
+        log_warnx("scanner lists: %s (the previous lists stay in use)", err);
+    else if (rl > 0)
+        log_info("scanner lists reloaded");
+    while (more) {
+        if (ll_txn_begin(ll_srv.store, 0, &t) != 0)
+            return;
+        int rc = ll_judge_settle(ll_srv.judge, &t, ll_srv.scorer, now, 512, &more);
+        if (rc == 0)
+            rc = ll_txn_commit(&t);
+        else
+            ll_txn_abort(&t);
+        if (rc != 0) {
+            log_warnx("writer: could not settle provisional events: %s", ll_strerror(rc));
+            return;
+        }
+    }
+    ll__notify_kick();
+}
+
 static void *writer_main(void *arg)
 {
     size_t max = ll_srv.conf.batch_max > 0 ? (size_t)ll_srv.conf.batch_max : 1024;
+    uint64_t next_settle = 0;
     for (;;) {
         pthread_mutex_lock(&q.mutex);
-        while (q.head == NULL && !q.stopping)
-            pthread_cond_wait(&q.cond, &q.mutex);
+        while (q.head == NULL && !q.stopping) {
+            /* Wake once a second for the judge's provisional events. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            if (pthread_cond_timedwait(&q.cond, &q.mutex, &ts) != 0 && ll_srv.judge != NULL)
+                break;
+        }
+        if (q.head == NULL && !q.stopping) {
+            pthread_mutex_unlock(&q.mutex);
+            settle();
+            next_settle = ll_now_us() + 1000000;
+            continue;
+        }
         if (q.head == NULL && q.stopping) {
             pthread_mutex_unlock(&q.mutex);
             break;
@@ -240,6 +286,10 @@ static void *writer_main(void *arg)
 
         commit_batch(batch, n);
         ll__notify_kick(); /* alerts written in this batch go out now */
+        if (ll_srv.judge != NULL && ll_now_us() >= next_settle) {
+            settle();
+            next_settle = ll_now_us() + 1000000;
+        }
         while (batch != NULL) {
             ll_pending_t *next = batch->next;
             h2o_multithread_send_message(&batch->loop->receiver, &batch->super);

@@ -17,9 +17,10 @@ suite sh tests/integration/test_cli.sh
 suite sh tests/browser/run.sh
 suite python3 tests/integration/mailer_test.py
 suite python3 tests/integration/alerts_test.py
+suite python3 tests/integration/scanner_test.py
 suite sh tests/fuzz/run-replay.sh
 pass=0; fail=0
-for suite in unit integration cli browser mailer alerts fuzz; do
+for suite in unit integration cli browser mailer alerts scanner fuzz; do
     line=$(grep -E "^$suite: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
     if [ -z "$line" ]; then
         echo "$suite: no result line (the suite did not run to the end)"

@@ -65,6 +65,10 @@ static const struct key keys[] = {
     {"download_exts", K_EXTS, F(download_exts), 0, 0, NULL},
     {"forms", K_FORMS, F(forms), 0, 0, NULL},
     {"form_rate_per_min", K_INT, F(form_rate_per_min), 1, 1000000, NULL},
+    {"scanner_lists", K_PATH, F(scanner_lists), 0, 0, NULL},
+    {"provisional_s", K_INT, F(provisional_s), 0, 600, NULL},
+    {"sweep_window_s", K_INT, F(sweep_window_s), 1, 600, NULL},
+    {"fast_after_send_s", K_INT, F(fast_after_send_s), 0, 86400, NULL},
     /* Sections parsed in their own files: {"name", K_SECTION, 0, 0, 0, ll__cfg_name}. */
     {"smtp", K_SECTION, 0, 0, 0, ll__cfg_smtp},
     {"mailer", K_SECTION, 0, 0, 0, ll__cfg_mailer},
@@ -123,6 +127,10 @@ void ll_config_defaults(ll_config_t *c)
     c->honor_gpc = 1;
     c->download_exts = ll_strdup("pdf,zip,docx,xlsx,pptx,csv,dmg,exe,msi");
     c->form_rate_per_min = 10;
+    c->scanner_lists = ll_strdup("deploy/lists");
+    c->provisional_s = 30;
+    c->sweep_window_s = 10;
+    c->fast_after_send_s = 120;
     ll_form_t *f = &c->forms[c->num_forms++];
     form_init(f, "contact");
     for (size_t i = 0; i < sizeof(default_contact_fields) / sizeof(default_contact_fields[0]); i++)
@@ -135,7 +143,7 @@ void ll_config_free(ll_config_t *c)
 {
     char **strs[] = {&c->path, &c->listen, &c->data_dir, &c->public_url, &c->tls_cert, &c->tls_key,
                      &c->cookie_name, &c->cookie_domain, &c->geo_country_db, &c->geo_city_db, &c->geo_asn_db,
-                     &c->download_exts};
+                     &c->download_exts, &c->scanner_lists};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         free(*strs[i]);
         *strs[i] = NULL;

@@ -10,13 +10,16 @@
 static const char *const type_names[LL_EV__MAX] = {
     "none", "pageview", "click", "open", "form", "download", "outbound", "engage",
     "custom", "sent", "bounce", "unsubscribe", "identify"};
-static const char *const class_names[LL_CLASS__MAX] = {"unknown", "human", "prefetch", "bot", "scanner"};
+static const char *const class_names[LL_CLASS__MAX] = {"unknown", "human", "prefetch", "bot", "scanner",
+                                                       "likely-human"};
 static const char *const field_names[LL_F__MAX] = {
     "", "url", "referrer", "title", "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content",
     "country", "region", "city", "tz", "asn", "org", "ip", "ua", "form", "fields", "data", "email", "program", "step",
     "tag"};
 static const char *const reason_names[] = {"bot_ua", "head", "prefetch_header", "no_ua", "browser_ua", "js",
-                                           "form", "honeypot", "headless_ua", "prerender"};
+                                           "form", "honeypot", "headless_ua", "prerender", "fast_after_send",
+                                           "sweep", "honeypot_link", "ip_list", "asn_list", "ua_list", "js_after",
+                                           "no_js_after", "webdriver", "late"};
 
 size_t ll_event_field_limit(ll_field_t tag)
 {
@@ -130,6 +133,12 @@ void ll_event_patch_flags(void *rec, uint8_t flags)
     ((uint8_t *)rec)[3] = flags;
 }
 
+void ll_event_patch_class(void *rec, uint8_t cls, uint32_t reasons)
+{
+    ((uint8_t *)rec)[2] = cls;
+    ll_be32_put((uint8_t *)rec + 56, reasons);
+}
+
 uint64_t ll_event_rec_contact(const void *rec)
 {
     return ll_be64_get((const uint8_t *)rec + 36);
@@ -166,6 +175,11 @@ const char *ll_class_name(int cls)
 const char *ll_field_name(int tag)
 {
     return tag > 0 && tag < LL_F__MAX ? field_names[tag] : "";
+}
+
+const char *ll_reason_name(int bit)
+{
+    return bit >= 0 && (size_t)bit < sizeof(reason_names) / sizeof(reason_names[0]) ? reason_names[bit] : NULL;
 }
 
 int ll_reasons_format(uint32_t reasons, ll_buf_t *out)
@@ -267,6 +281,8 @@ int ll_event_to_json(const ll_event_t *ev, const char *contact_email, ll_buf_t *
         rc = ll_buf_printf(out, ",\"send\":%llu,\"link\":%u", (unsigned long long)ev->send, ev->link);
     if (rc == 0 && (ev->flags & LL_EVF_FORWARD))
         rc = ll_buf_appends(out, ",\"forward\":true");
+    if (rc == 0 && (ev->flags & LL_EVF_PROVISIONAL))
+        rc = ll_buf_appends(out, ",\"provisional\":true");
     for (int tag = 1; tag < LL_F__MAX && rc == 0; tag++) {
         ll_str_t f = ev->f[tag];
         if (f.len == 0)

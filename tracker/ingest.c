@@ -1,6 +1,8 @@
 /* Identity rules applied to each event inside the writer's transaction (see ingest.h). */
 #include <string.h>
+#include <stdlib.h>
 #include "leadloop/ingest.h"
+#include "leadloop/judge.h"
 #include "leadloop/score.h"
 
 typedef struct {
@@ -115,7 +117,29 @@ int ll_ingest(ll_txn_t *t, ll_ingest_t *in)
     ll_event_patch_contact(in->rec, contact);
     ll_event_patch_flags(in->rec, flags);
     in->contact = contact;
-    if ((rc = ll_event_append(t, in->rec, in->len, &in->seq)) != 0)
-        return rc;
-    return in->scorer != NULL ? ll_score_event(in->scorer, t, in->rec, in->len, 0, in->email != NULL) : 0;
+    uint8_t *rec = in->rec;
+    size_t len = in->len;
+    ll_buf_t with_data = {0};
+    if (in->judge != NULL) {
+        char *data = NULL;
+        if ((rc = ll_judge_before(in->judge, t, rec, len, in->client_ip, &data)) != 0)
+            return rc;
+        if (data != NULL) { /* the judge's evidence becomes the event's data */
+            ll_event_t ev;
+            ll_buf_init(&with_data, LL_EVENT_MAX);
+            if (ll_event_decode(rec, len, &ev) == 0 && strlen(data) <= ll_event_field_limit(LL_F_DATA)) {
+                ev.f[LL_F_DATA] = ll_str(data, strlen(data));
+                if (ll_event_encode(&ev, &with_data) == 0)
+                    rec = (uint8_t *)with_data.data, len = with_data.len;
+            }
+            free(data);
+        }
+    }
+    int defer = 0;
+    if ((rc = ll_event_append(t, rec, len, &in->seq)) == 0 && in->judge != NULL)
+        rc = ll_judge_after(in->judge, t, rec, len, in->seq, &defer);
+    if (rc == 0 && in->scorer != NULL && !defer)
+        rc = ll_score_event(in->scorer, t, rec, len, 0, in->email != NULL);
+    ll_buf_free(&with_data);
+    return rc;
 }

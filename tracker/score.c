@@ -392,8 +392,12 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
         ev.contact = contact;
     if (ev.contact == 0)
         return 0;
-    /* Only people score and alert; a profile change (an operator's identify) still updates fit. */
-    int human = ev.cls == LL_CLASS_HUMAN;
+    /* Only people score and alert (human, or likely-human: an email open or click with no machine
+     * signal, judge.h); a profile change (an operator's identify) still updates fit. A
+     * provisional open or click scores when the judge settles it. */
+    if (ev.flags & LL_EVF_PROVISIONAL)
+        return 0;
+    int human = ev.cls == LL_CLASS_HUMAN || ev.cls == LL_CLASS_LIKELY_HUMAN;
     if (!human && !profile_changed && ev.type != LL_EV_IDENTIFY)
         return 0;
     /* An email open or click carries only its token's send id: the mailer's send row names the

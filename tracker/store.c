@@ -468,6 +468,11 @@ int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, 
     return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, 0, cb, ctx);
 }
 
+int ll_events_of_visitor_rev(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)
+{
+    return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, 1, cb, ctx);
+}
+
 int ll_events_scan(ll_txn_t *t, uint64_t from, ll_event_cb cb, void *ctx)
 {
     MDB_cursor *c;

@@ -63,6 +63,11 @@ typedef struct st_ll_config_t {
     ll_form_t forms[LL_MAX_FORMS];
     size_t num_forms;
     int form_rate_per_min;  /* per client IP, 10 */
+    /* people or machines: email opens and clicks (leadloop/judge.h) */
+    char *scanner_lists;    /* directory of UA/IP/ASN lists, "deploy/lists"; "" none */
+    int provisional_s;      /* an open or click waits this long before it scores, 30; 0: at once */
+    int sweep_window_s;     /* links of one message clicked within this are a sweep, 10 */
+    int fast_after_send_s;  /* sooner than this after SMTP acceptance is suspect, 120 */
     /* nurture mailer: smtp:, mailer:, programs:, enroll_rules: (leadloop/program.h) */
     struct st_ll_mail_conf_t *mail; /* never NULL after ll_config_defaults() */
     /* scoring:, routing:, sla:, alerts: (leadloop/score.h) */

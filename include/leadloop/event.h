@@ -56,6 +56,7 @@ typedef enum {
     LL_CLASS_PREFETCH = 2,
     LL_CLASS_BOT = 3,
     LL_CLASS_SCANNER = 4,
+    LL_CLASS_LIKELY_HUMAN = 5, /* an open or click with no machine signal, not proven human (judge.h) */
     LL_CLASS__MAX
 } ll_class_t;
 
@@ -70,14 +71,26 @@ enum {
     LL_REASON_FORM = 1u << 6,          /* a form post from a browser */
     LL_REASON_HONEYPOT = 1u << 7,      /* honeypot field was filled */
     LL_REASON_HEADLESS_UA = 1u << 8,   /* HeadlessChrome and kin */
-    LL_REASON_PRERENDER = 1u << 9      /* sent while prerendered */
+    LL_REASON_PRERENDER = 1u << 9,     /* sent while prerendered */
+    /* Message-level signals on email opens and clicks (judge.h). */
+    LL_REASON_FAST = 1u << 10,         /* within scanner fast_after_send_s of the message's SMTP acceptance */
+    LL_REASON_SWEEP = 1u << 11,        /* several links of one message within sweep_window_s, or in document order */
+    LL_REASON_HONEYPOT_LINK = 1u << 12, /* the hidden link, or in the burst of a message where it was hit */
+    LL_REASON_IP_LIST = 1u << 13,      /* the address is on a list in scanner_lists */
+    LL_REASON_ASN_LIST = 1u << 14,     /* its network (ASN) is */
+    LL_REASON_UA_LIST = 1u << 15,      /* its user agent is */
+    LL_REASON_JS_AFTER = 1u << 16,     /* the clicking browser then ran the snippet */
+    LL_REASON_NO_JS_AFTER = 1u << 17,  /* it did not, within provisional_s */
+    LL_REASON_WEBDRIVER = 1u << 18,    /* the snippet saw navigator.webdriver (an automated browser) */
+    LL_REASON_LATE = 1u << 19          /* long enough after delivery for a person (not fast) */
 };
 
 /* Flags */
 enum {
     LL_EVF_FORWARD = 1u << 0,  /* a click on contact B's link by a visitor bound to contact A */
     LL_EVF_NEW_VISITOR = 1u << 1,
-    LL_EVF_BOUND = 1u << 2     /* this event bound its visitor to its contact */
+    LL_EVF_BOUND = 1u << 2,    /* this event bound its visitor to its contact */
+    LL_EVF_PROVISIONAL = 1u << 3 /* an open or click whose label may still change: not scored yet (judge.h) */
 };
 
 /* Field tags. Never renumber; add at the end. */
@@ -142,6 +155,7 @@ int ll_event_decode(const void *rec, size_t len, ll_event_t *ev);
 void ll_event_patch_seq(void *rec, uint64_t seq);
 void ll_event_patch_contact(void *rec, uint64_t contact);
 void ll_event_patch_flags(void *rec, uint8_t flags);
+void ll_event_patch_class(void *rec, uint8_t cls, uint32_t reasons);
 uint64_t ll_event_rec_contact(const void *rec);
 void ll_event_rec_visitor(const void *rec, ll_visitor_id_t *out);
 uint8_t ll_event_rec_type(const void *rec);
@@ -150,6 +164,8 @@ const char *ll_event_type_name(int type);   /* "pageview", ...; "unknown" */
 int ll_event_type_parse(const char *s, size_t n); /* 0 when unknown */
 const char *ll_class_name(int cls);         /* "human", ... */
 const char *ll_field_name(int tag);         /* "url", ... */
+/** The name of reason bit i (0..31), or NULL when the bit has none. */
+const char *ll_reason_name(int bit);
 /** Appends the reason names, comma-separated, to out. */
 int ll_reasons_format(uint32_t reasons, ll_buf_t *out);
 

@@ -10,7 +10,9 @@
  *    added to contact_events; the records themselves never change);
  *  - two known contacts are never merged: a click on contact B's link by a visitor bound to A is
  *    stored with contact B and LL_EVF_FORWARD, and the visitor stays bound to A;
- *  - an event without its own contact gets the visitor's contact, if any.
+ *  - an event without its own contact gets the visitor's contact, if any;
+ *  - with a judge (judge.h), an email open or click gets its message-level label and, unless a
+ *    machine signal settled it, waits provisional_s before it scores.
  *
  * Ownership: rec is the caller's; ingest patches seq, contact and flags in place.
  */
@@ -27,6 +29,9 @@ typedef struct st_ll_ingest_t {
     const char *fields_json; /* profile fields to merge with email, or NULL */
     int bind;                /* 1: bind the visitor to the record's contact (a valid click) */
     struct st_ll_scorer_t *scorer; /* score.h: scores the event (and attributed ones) in this txn; NULL: none */
+    struct st_ll_judge_t *judge;   /* judge.h: labels email opens and clicks (leadloopd); NULL: none */
+    const struct st_ll_ip_t *client_ip; /* the full client address for the judge's lists; NULL: the
+                                         * stored (truncated) one */
     /* out */
     uint64_t seq;
     uint64_t contact;

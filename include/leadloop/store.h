@@ -143,6 +143,7 @@ int ll_events_of_contact(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ct
 int ll_events_of_contact_rev(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx);
 /** Events of one visitor in seq order. */
 int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx);
+int ll_events_of_visitor_rev(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx); /* newest first */
 /** All events from seq `from` on, in order. */
 int ll_events_scan(ll_txn_t *t, uint64_t from, ll_event_cb cb, void *ctx);
 

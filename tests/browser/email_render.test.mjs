@@ -94,8 +94,11 @@ async function main() {
         const img = await page.evaluate(edge => [...document.images].filter(i => i.src.startsWith(edge + '/o/'))
           .map(i => ({ done: i.complete, w: i.naturalWidth, h: i.naturalHeight })), EDGE);
         check(img.length === 1 && img[0].done && img[0].w === 1 && img[0].h === 1, `pixel image ${JSON.stringify(img)}`);
-        const links = await page.locator(`a[href^="${EDGE}/c/"]`).count();
+        /* Visible signed links, and the honeypot (judge.h): present, hidden from people. */
+        const links = await page.locator(`a[href^="${EDGE}/c/"]:not([aria-hidden="true"])`).count();
         check(links === Object.keys(m.links).length && links > 0, `${links} signed links, the message has ${Object.keys(m.links).length}`);
+        const pot = page.locator(`a[href^="${EDGE}/c/"][aria-hidden="true"]`);
+        check(await pot.count() === 1 && !(await pot.isVisible()), 'the honeypot link is missing or visible');
         const after = await timeline(m.email);
         check(count(after, 'open', m.send) === count(before, 'open', m.send) + 1,
           `no new open with send ${m.send} on ${m.email}: ${JSON.stringify(after.events.filter(e => e.type === 'open'))}`);

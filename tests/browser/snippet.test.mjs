@@ -34,7 +34,9 @@ const LEADLOOPD = bin('LEADLOOPD', 'bin/leadloopd');
 const LEADLOOP = bin('LEADLOOP', 'bin/leadloop');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  /* navigator.webdriver off: the snippet reports it, and the edge labels such a browser a bot. */
+  '--disable-blink-features=AutomationControlled'];
 /* A desktop Chrome user agent: the edge marks "HeadlessChrome" as a machine, and machines never
  * get bound to a person by a click. This test is about the snippet, not the classifier. */
 const USER_AGENT = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36';

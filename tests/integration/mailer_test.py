@@ -222,11 +222,13 @@ def recipients(msgs):
 class LinkParser(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
-        self.hrefs, self.imgs = [], []
+        self.hrefs, self.imgs, self.hidden = [], [], []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == 'a' and 'href' in a:
+        if tag == 'a' and 'href' in a and a.get('aria-hidden') == 'true':
+            self.hidden.append(a['href'])  # the honeypot (judge.h): no person sees or clicks it
+        elif tag == 'a' and 'href' in a:
             self.hrefs.append(a['href'])
         if tag == 'img' and 'src' in a:
             self.imgs.append(a['src'])
@@ -469,7 +471,9 @@ def test_link_tag_from_template_scores():
     tpls['step1.tpl'] = tpls['step1.tpl'].replace('<a href="https://site.example/pricing?plan=pro&amp;x=1">',
                                                   '<a href="https://site.example/pricing?plan=pro&amp;x=1" '
                                                   'data-ll-tag="pricing">')
-    env = Env(tls=False, templates=tpls, conf_extra='scoring:\n  rules:\n'
+    # Scored at once, and one click a second and more: three links within the sweep window
+    # would be a scanner's sweep (judge.h).
+    env = Env(tls=False, templates=tpls, conf_extra='provisional_s: 0\nsweep_window_s: 1\nscoring:\n  rules:\n'
               '    - {name: pricing-link, event: click, tag: pricing, points: 25}\n'
               '    - {name: other-click, event: click, points: 1}\n')
     try:
@@ -480,6 +484,7 @@ def test_link_tag_from_template_scores():
         for url in (hrefs[0], hrefs[1], tlinks[0]):  # HTML pricing, HTML docs, text pricing
             r = env.server.get(url[len(env.server.base):])
             check(r.status == 302, f'click {r.status}')
+            time.sleep(1.1)
         check(r.header('location').startswith('https://site.example/pricing?plan=pro&x=1'), f'redirect {r.headers}')
         c = env.server.contact_json('ann@example.com')
         tags = [e.get('tag') for e in c['events'] if e['type'] == 'click']
@@ -705,7 +710,8 @@ def test_score_condition_and_sales_ready_exit():
       - template: step3.tpl
         delay: 2 hours"""
     env = Env(tls=False, steps=steps, program_extra='    exit: [sales_ready]',
-              conf_extra='scoring:\n  threshold: 30\n  rules:\n    - {name: click, event: click, points: 20}\n')
+              conf_extra='provisional_s: 0\n'  # clicks score at once (judge.h), so the next pass sees them
+                         'scoring:\n  threshold: 30\n  rules:\n    - {name: click, event: click, points: 20}\n')
     try:
         if b'unknown command' in env.cli(T0, 'score', ok=False).stderr:
             raise Skip('this build has no scoring (issue #4)')
@@ -730,7 +736,8 @@ def test_score_condition_and_sales_ready_exit():
         env.close()
 
 
-OWNER_ALERT_CONF = """scoring:
+OWNER_ALERT_CONF = """provisional_s: 0
+scoring:
   threshold: 30
   rules:
     - {name: email-click, event: click, points: 20}

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "leadloop/judge.h"
 #include "../../mailer/template.c"
 #include "../../mailer/mime.c"
 #include "../../mailer/dkim.c"
@@ -184,7 +185,17 @@ static void test_render(void)
         CHECK(strstr(html, "href=mailto:x@y.example") != NULL);
         CHECK(strstr(html, "href='https://e.example/u/TOKEN'") != NULL);
         CHECK(strstr(html, "<img src=\"https://e.example/o/PIX.gif\"") < strstr(html, "</body>"));
-        const char *c1 = strstr(html, "href=\"https://e.example/c/");
+        /* The honeypot first in the body: hidden, signed, with its own link index. */
+        const char *hp = strstr(html, "<body><a href=\"https://e.example/c/");
+        CHECK(hp != NULL && strstr(html, "aria-hidden=\"true\" tabindex=\"-1\"></a>") != NULL);
+        if (hp != NULL) {
+            const char *tok = hp + strlen("<body><a href=\"https://e.example/c/");
+            ll_token_t v;
+            CHECK_EQ_INT(ll_token_verify(keys, LL_TOK_CLICK, tok, strcspn(tok, "\""), &v), 0);
+            CHECK_EQ_INT(v.link, LL_LINK_HONEYPOT);
+            CHECK_EQ_STR(v.url, "https://e.example");
+        }
+        const char *c1 = hp != NULL ? strstr(hp + 10, "href=\"https://e.example/c/") : NULL;
         CHECK(c1 != NULL);
         if (c1 != NULL) {
             const char *tok = c1 + strlen("href=\"https://e.example/c/");

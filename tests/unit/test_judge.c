@@ -1,0 +1,323 @@
+/* The judge (judge.h): labels, bursts, the browser afterwards, settling and counts, on a real
+ * LMDB store with a send row, a list file and events ingested as the writer does. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include "leadloop/ingest.h"
+#include "leadloop/judge.h"
+#include "leadloop/program.h"
+#include "leadloop/score.h"
+#include "test.h"
+
+#define SEC 1000000ULL
+
+static char tmpdir[64];
+static ll_config_t conf;
+static ll_store_t *store;
+static ll_judge_t *judge;
+static ll_scorer_t *sc;
+static ll_nurture_t nurture;
+static uint64_t t0; /* the send's SMTP acceptance */
+
+static void teardown(void)
+{
+    ll_judge_free(judge);
+    judge = NULL;
+    ll_scorer_free(sc);
+    sc = NULL;
+    if (store != NULL)
+        ll_store_close(store);
+    store = NULL;
+    ll_config_free(&conf);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", tmpdir);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* A store with contact 1, sends 10 and 11 accepted at t0, a list, and the judge and scorer. */
+static int setup(void)
+{
+    char err[512], path[128];
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_judge.XXXXXX");
+    if (mkdtemp(tmpdir) == NULL)
+        return -1;
+    snprintf(path, sizeof(path), "%s/lists", tmpdir);
+    mkdir(path, 0700);
+    snprintf(path, sizeof(path), "%s/lists/eop.txt", tmpdir);
+    write_file(path, "# class: scanner\n# applies: click,open\n# source: https://example.test/eop (a test list)\n"
+                     "ip 40.92.0.0/15 Exchange Online Protection\n");
+    snprintf(path, sizeof(path), "%s/conf.yaml", tmpdir);
+    write_file(path, "scoring:\n  threshold: 1000\n  rules:\n    - {name: c, event: click, points: 10}\n"
+                     "    - {name: o, event: open, points: 1}\n");
+    ll_config_defaults(&conf);
+    int rc = ll_config_load(&conf, path, err, sizeof(err));
+    if (rc != 0)
+        return fprintf(stderr, "config: %s\n", err), rc;
+    free(conf.scanner_lists);
+    snprintf(path, sizeof(path), "%s/lists", tmpdir);
+    conf.scanner_lists = ll_strdup(path);
+    conf.provisional_s = 5;
+    snprintf(path, sizeof(path), "%s/data", tmpdir);
+    if ((rc = ll_store_open(path, 0, LL_STORE_NOSYNC, &store, err, sizeof(err))) != 0 ||
+        (rc = ll_scorer_open(store, conf.score, &sc, err, sizeof(err))) != 0 ||
+        (rc = ll_judge_open(store, &conf, &judge, err, sizeof(err))) != 0 || (rc = ll_nurture_open(store, &nurture)) != 0)
+        return fprintf(stderr, "open: %s\n", err), rc;
+    ll_txn_t t;
+    uint64_t id;
+    int created;
+    t0 = ll_now_us() - 3600 * SEC;
+    if ((rc = ll_txn_begin(store, 0, &t)) != 0 || (rc = ll_contact_upsert(&t, "ann@example.com", NULL, &id, &created)) != 0)
+        return rc;
+    for (uint64_t s = 10; s <= 11 && rc == 0; s++) {
+        ll_send_t row = {.id = s, .state = LL_SEND_ACCEPTED, .contact = id, .created_us = t0, .accepted_us = t0};
+        snprintf(row.program, sizeof(row.program), "welcome");
+        rc = ll_send_put(&nurture, &t, &row);
+    }
+    return rc != 0 ? rc : ll_txn_commit(&t);
+}
+
+typedef struct {
+    int type, cls;
+    uint32_t reasons;
+    uint64_t at_s; /* seconds after t0 */
+    uint64_t send;
+    uint32_t link;
+    uint8_t visitor;
+    const char *ip; /* dotted IPv4, truncated as the edge stores it */
+} ev_t;
+
+/* Ingests one event as the writer does; returns its seq. */
+static uint64_t ingest(ev_t e)
+{
+    ll_event_t ev;
+    ll_buf_t rec;
+    uint8_t ip[4];
+    memset(&ev, 0, sizeof(ev));
+    ev.version = LL_EVENT_VERSION;
+    ev.type = (uint8_t)e.type;
+    ev.cls = (uint8_t)(e.cls ? e.cls : LL_CLASS_HUMAN);
+    ev.reasons = e.reasons ? e.reasons : LL_REASON_BROWSER_UA;
+    ev.time_us = t0 + e.at_s * SEC;
+    ev.send = e.send;
+    ev.contact = e.send ? 1 : 0;
+    ev.link = e.link;
+    if (e.visitor) {
+        ev.visitor.b[0] = 0xcc;
+        ev.visitor.b[15] = e.visitor;
+    }
+    if (e.ip != NULL) {
+        unsigned a, b, c, d;
+        if (sscanf(e.ip, "%u.%u.%u.%u", &a, &b, &c, &d) == 4) {
+            ip[0] = (uint8_t)a, ip[1] = (uint8_t)b, ip[2] = (uint8_t)c, ip[3] = 0;
+            ev.f[LL_F_IP] = ll_str((const char *)ip, 4);
+        }
+    }
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+    ll_txn_t t;
+    ll_ingest_t in = {.rec = (uint8_t *)rec.data, .len = rec.len, .scorer = sc, .judge = judge};
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    CHECK_EQ_INT(ll_ingest(&t, &in), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    ll_buf_free(&rec);
+    return in.seq;
+}
+
+static ll_event_t got;
+static char got_data[512];
+
+static const ll_event_t *event(uint64_t seq)
+{
+    ll_txn_t t;
+    memset(&got, 0, sizeof(got));
+    got_data[0] = '\0';
+    if (ll_txn_begin(store, 1, &t) == 0) {
+        ll_event_t ev;
+        if (ll_event_get(&t, seq, &ev) == 0) {
+            got = ev;
+            snprintf(got_data, sizeof(got_data), "%.*s", (int)ev.f[LL_F_DATA].len, ev.f[LL_F_DATA].base);
+        }
+        ll_txn_abort(&t);
+    }
+    return &got;
+}
+
+static int settle(uint64_t after_s)
+{
+    ll_txn_t t;
+    int more = 0, rc = ll_txn_begin(store, 0, &t);
+    if (rc == 0 && (rc = ll_judge_settle(judge, &t, sc, ll_now_us() + after_s * SEC, 100, &more)) == 0)
+        return ll_txn_commit(&t);
+    ll_txn_abort(&t);
+    return rc;
+}
+
+static double score(void)
+{
+    ll_txn_t t;
+    ll_score_state_t st;
+    double v = -1;
+    if (ll_txn_begin(store, 1, &t) == 0) {
+        v = ll_score_get(sc, &t, 1, &st) == 0 ? st.engagement : 0;
+        ll_txn_abort(&t);
+    }
+    return v;
+}
+
+static ll_judge_counts_t counts(uint64_t send)
+{
+    ll_judge_counts_t c;
+    ll_txn_t t;
+    memset(&c, 0, sizeof(c));
+    if (ll_txn_begin(store, 1, &t) == 0) {
+        CHECK_EQ_INT(ll_judge_counts(&t, ll_judge_counts_dbi(judge), send, &c), 0);
+        ll_txn_abort(&t);
+    }
+    return c;
+}
+
+/* A person: a click 3 s in (fast: a scanner's if nothing else happens), then the page's snippet. */
+static void test_js_after_makes_a_fast_click_human(void)
+{
+    if (setup() != 0) {
+        CHECK(0);
+        teardown();
+        return;
+    }
+    uint64_t click = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 3, .send = 10, .link = 2, .visitor = 1});
+    const ll_event_t *e = event(click);
+    CHECK(e->flags & LL_EVF_PROVISIONAL);
+    CHECK(e->reasons & LL_REASON_FAST);
+    CHECK(strstr(got_data, "\"since_delivery_s\":3") != NULL);
+    CHECK(score() <= 0); /* not before it settles */
+    /* Not due yet: nothing changes. */
+    CHECK_EQ_INT(settle(0), 0);
+    CHECK(event(click)->flags & LL_EVF_PROVISIONAL);
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .reasons = LL_REASON_JS | LL_REASON_BROWSER_UA, .at_s = 5, .visitor = 1});
+    CHECK(event(click)->reasons & LL_REASON_JS_AFTER);
+    CHECK_EQ_INT(settle(10), 0);
+    e = event(click);
+    CHECK_EQ_INT(e->cls, LL_CLASS_HUMAN);
+    CHECK(!(e->flags & LL_EVF_PROVISIONAL));
+    CHECK(score() == 10);
+    ll_judge_counts_t c = counts(10);
+    CHECK_EQ_INT(c.cls[LL_CLASS_HUMAN], 1);
+    CHECK_EQ_INT(c.cls[LL_CLASS_SCANNER], 0);
+    CHECK_EQ_INT(c.reason[16], 1); /* js_after */
+    teardown();
+}
+
+/* The same fast click without the snippet after it: a scanner's, never scored. */
+static void test_fast_click_without_js_is_a_scanner(void)
+{
+    if (setup() != 0) {
+        CHECK(0);
+        teardown();
+        return;
+    }
+    uint64_t click = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 3, .send = 10, .link = 2, .visitor = 1});
+    uint64_t late = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 1800, .send = 11, .link = 1, .visitor = 2});
+    CHECK_EQ_INT(settle(10), 0);
+    CHECK_EQ_INT(event(click)->cls, LL_CLASS_SCANNER);
+    CHECK(got.reasons & LL_REASON_NO_JS_AFTER);
+    CHECK_EQ_INT(event(late)->cls, LL_CLASS_LIKELY_HUMAN);
+    CHECK(got.reasons & LL_REASON_LATE);
+    CHECK(score() == 10); /* only the late one */
+    teardown();
+}
+
+/* Three links within the window, in document order: the whole burst is a sweep, the open too. */
+static void test_sweep_relabels_the_burst(void)
+{
+    if (setup() != 0) {
+        CHECK(0);
+        teardown();
+        return;
+    }
+    uint64_t a = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 600, .send = 10, .link = 1, .visitor = 3});
+    uint64_t o = ingest((ev_t){.type = LL_EV_OPEN, .at_s = 600, .send = 10, .visitor = 3});
+    uint64_t b = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 602, .send = 10, .link = 5, .visitor = 4});
+    CHECK_EQ_INT(event(b)->cls, LL_CLASS_LIKELY_HUMAN); /* two links 2 s apart, out of order: not yet */
+    uint64_t c = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 603, .send = 10, .link = 3, .visitor = 5});
+    uint64_t other = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 603, .send = 11, .link = 3, .visitor = 6});
+    for (uint64_t s = a; s <= c; s++) {
+        event(s);
+        CHECK_EQ_INT(got.cls, LL_CLASS_SCANNER);
+        CHECK(got.reasons & LL_REASON_SWEEP);
+    }
+    CHECK(!(event(c)->flags & LL_EVF_PROVISIONAL)); /* decided: nothing to wait for */
+    CHECK_EQ_INT(event(other)->cls, LL_CLASS_LIKELY_HUMAN); /* another message */
+    CHECK_EQ_INT(settle(10), 0);
+    CHECK_EQ_INT(event(o)->cls, LL_CLASS_SCANNER);
+    CHECK(score() == 10); /* the other message's click alone */
+    ll_judge_counts_t n = counts(10), all = counts(0);
+    CHECK_EQ_INT(n.cls[LL_CLASS_SCANNER], 4);
+    CHECK_EQ_INT(n.reason[11], 4); /* sweep */
+    CHECK_EQ_INT(all.cls[LL_CLASS_SCANNER], 4);
+    CHECK_EQ_INT(all.cls[LL_CLASS_LIKELY_HUMAN], 1);
+    teardown();
+}
+
+/* The honeypot, then a visible link: both the scanner's; a listed address decides alone. */
+static void test_honeypot_and_lists(void)
+{
+    if (setup() != 0) {
+        CHECK(0);
+        teardown();
+        return;
+    }
+    uint64_t h = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 900, .send = 10, .link = LL_LINK_HONEYPOT, .visitor = 7});
+    uint64_t v = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 905, .send = 10, .link = 2, .visitor = 8});
+    CHECK_EQ_INT(event(h)->cls, LL_CLASS_SCANNER);
+    CHECK(got.reasons & LL_REASON_HONEYPOT_LINK);
+    CHECK_EQ_INT(event(v)->cls, LL_CLASS_SCANNER);
+    CHECK(got.reasons & LL_REASON_HONEYPOT_LINK);
+    uint64_t l = ingest((ev_t){.type = LL_EV_OPEN, .at_s = 2000, .send = 11, .visitor = 9, .ip = "40.93.7.1"});
+    CHECK_EQ_INT(event(l)->cls, LL_CLASS_SCANNER);
+    CHECK(got.reasons & LL_REASON_IP_LIST);
+    CHECK(strstr(got_data, "\"list\":\"eop\"") != NULL && strstr(got_data, "Exchange Online Protection") != NULL);
+    CHECK_EQ_INT(settle(10), 0);
+    CHECK(score() <= 0);
+    teardown();
+}
+
+/* An automated browser's snippet (navigator.webdriver) makes the click before it a bot's. */
+static void test_webdriver(void)
+{
+    if (setup() != 0) {
+        CHECK(0);
+        teardown();
+        return;
+    }
+    uint64_t click = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 1200, .send = 10, .link = 1, .visitor = 10});
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .cls = LL_CLASS_BOT, .reasons = LL_REASON_JS | LL_REASON_WEBDRIVER,
+                  .at_s = 1202, .visitor = 10});
+    CHECK_EQ_INT(settle(10), 0);
+    CHECK_EQ_INT(event(click)->cls, LL_CLASS_BOT);
+    CHECK(got.reasons & LL_REASON_WEBDRIVER);
+    CHECK(score() <= 0);
+    teardown();
+}
+
+int main(void)
+{
+    RUN(test_js_after_makes_a_fast_click_human);
+    RUN(test_fast_click_without_js_is_a_scanner);
+    RUN(test_sweep_relabels_the_burst);
+    RUN(test_honeypot_and_lists);
+    RUN(test_webdriver);
+    return TEST_DONE("judge");
+}

@@ -1,0 +1,522 @@
+/* People or machines: the verdict on email opens and clicks (see judge.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <jansson.h>
+#include "leadloop/geo.h"
+#include "leadloop/judge.h"
+#include "leadloop/lists.h"
+#include "leadloop/program.h"
+#include "leadloop/score.h"
+
+#define BURST_SCAN_MAX 200   /* events looked at for a burst */
+#define VISITOR_SCAN_MAX 50  /* events looked at for a visitor's provisional clicks */
+#define SEC 1000000ULL
+
+/* Reasons that decide alone: the request or the network says machine. */
+#define STRONG_REASONS                                                                                                 \
+    (LL_REASON_BOT_UA | LL_REASON_HEAD | LL_REASON_PREFETCH_HDR | LL_REASON_NO_UA | LL_REASON_HEADLESS_UA |          \
+     LL_REASON_PRERENDER | LL_REASON_SWEEP | LL_REASON_HONEYPOT_LINK | LL_REASON_IP_LIST | LL_REASON_ASN_LIST |      \
+     LL_REASON_UA_LIST)
+
+struct st_ll_judge_t {
+    ll_store_t *store;
+    const ll_config_t *conf;
+    ll_nurture_t n;
+    MDB_dbi pending, counts;
+    ll_lists_t *lists;
+    /* set by ll_judge_before() for ll_judge_after(): a burst of this send to relabel */
+    struct {
+        uint64_t send, contact, since_us;
+        uint32_t reason;
+    } burst;
+};
+
+static int is_message_event(const ll_event_t *ev)
+{
+    return (ev->type == LL_EV_OPEN || ev->type == LL_EV_CLICK) && ev->send != 0 && ev->contact != 0;
+}
+
+int ll_judge_open(ll_store_t *s, const ll_config_t *conf, ll_judge_t **out, char *err, size_t errlen)
+{
+    ll_judge_t *j = ll_calloc(1, sizeof(*j));
+    int rc;
+    j->store = s;
+    j->conf = conf;
+    if ((rc = ll_nurture_open(s, &j->n)) != 0 || (rc = ll_store_open_db(s, "judge_pending", 0, &j->pending)) != 0 ||
+        (rc = ll_judge_counts_db(s, &j->counts)) != 0) {
+        free(j);
+        return ll_err(err, errlen, rc, "cannot open the judge's databases: %s", ll_strerror(rc));
+    }
+    *out = j;
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    if (conf->scanner_lists != NULL && (rc = ll_lists_open(conf->scanner_lists, &j->lists, err, errlen)) != 0) {
+        j->lists = NULL;
+        /* The default directory may be absent (an install without deploy/): run without lists,
+         * saying so; a configured one that is broken is an error. */
+        if (rc == LL_ENOTFOUND)
+            return 0;
+        ll_judge_free(j);
+        *out = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+void ll_judge_free(ll_judge_t *j)
+{
+    if (j == NULL)
+        return;
+    ll_lists_free(j->lists);
+    free(j);
+}
+
+/* ---- counts ---- */
+
+int ll_judge_counts_db(ll_store_t *s, MDB_dbi *out)
+{
+    return ll_store_open_db(s, "judge_counts", 0, out);
+}
+
+MDB_dbi ll_judge_counts_dbi(const ll_judge_t *j)
+{
+    return j->counts;
+}
+
+static int count_one(ll_txn_t *t, MDB_dbi dbi, uint64_t send, char kind, uint8_t id, int64_t delta)
+{
+    uint8_t kb[10], vb[8];
+    ll_be64_put(kb, send);
+    kb[8] = (uint8_t)kind;
+    kb[9] = id;
+    MDB_val k = {10, kb}, v;
+    int rc = mdb_get(t->txn, dbi, &k, &v);
+    uint64_t n = rc == 0 && v.mv_size == 8 ? ll_be64_get(v.mv_data) : 0;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return ll_store_err(rc);
+    n = delta < 0 && n < (uint64_t)-delta ? 0 : n + (uint64_t)delta;
+    ll_be64_put(vb, n);
+    v.mv_size = 8, v.mv_data = vb;
+    return ll_store_err(mdb_put(t->txn, dbi, &k, &v, 0));
+}
+
+/* Adds delta to the send's and the total's counts of cls and of each reason. */
+static int count(ll_judge_t *j, ll_txn_t *t, uint64_t send, int cls, uint32_t reasons, int64_t delta)
+{
+    int rc = 0;
+    for (int w = 0; w < 2 && rc == 0; w++) {
+        uint64_t key = w == 0 ? send : 0;
+        rc = count_one(t, j->counts, key, 'c', (uint8_t)cls, delta);
+        for (int b = 0; b < 32 && rc == 0; b++)
+            if (reasons & (1u << b))
+                rc = count_one(t, j->counts, key, 'r', (uint8_t)b, delta);
+    }
+    return rc;
+}
+
+static void counts_add(ll_judge_counts_t *c, const MDB_val *k, const MDB_val *v)
+{
+    const uint8_t *kb = k->mv_data;
+    uint64_t n = ll_be64_get(v->mv_data);
+    if (kb[8] == 'c' && kb[9] < LL_CLASS__MAX)
+        c->cls[kb[9]] += n;
+    else if (kb[8] == 'r' && kb[9] < 32)
+        c->reason[kb[9]] += n;
+}
+
+int ll_judge_counts(ll_txn_t *t, MDB_dbi dbi, uint64_t send, ll_judge_counts_t *out)
+{
+    MDB_cursor *cur;
+    uint8_t kb[8];
+    memset(out, 0, sizeof(*out));
+    ll_be64_put(kb, send);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_cursor_open(t->txn, dbi, &cur);
+    if (rc != 0)
+        return ll_store_err(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 10 || v.mv_size != 8 || memcmp(k.mv_data, kb, 8) != 0)
+            break;
+        counts_add(out, &k, &v);
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+int ll_judge_counts_each(ll_txn_t *t, MDB_dbi dbi, ll_judge_counts_cb cb, void *ctx)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    ll_judge_counts_t c;
+    uint64_t cur_send = 0;
+    int rc = mdb_cursor_open(t->txn, dbi, &cur), have = 0, stop = 0;
+    if (rc != 0)
+        return ll_store_err(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && !stop; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 10 || v.mv_size != 8)
+            continue;
+        uint64_t send = ll_be64_get(k.mv_data);
+        if (send == 0)
+            continue; /* the total */
+        if (have && send != cur_send) {
+            stop = cb(cur_send, &c, ctx) != 0;
+            have = 0;
+        }
+        if (!have) {
+            memset(&c, 0, sizeof(c));
+            cur_send = send;
+            have = 1;
+        }
+        counts_add(&c, &k, &v);
+    }
+    if (have && !stop)
+        cb(cur_send, &c, ctx);
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+/* ---- records ---- */
+
+/* Rewrites the stored record seq with a new class, reasons and flags (copied: LMDB values may
+ * point into read-only pages). */
+static int rewrite(ll_txn_t *t, uint64_t seq, int cls, uint32_t reasons, uint8_t flags)
+{
+    uint8_t kb[8];
+    ll_be64_put(kb, seq);
+    MDB_val k = {8, kb}, v;
+    MDB_dbi dbi = ll_store_dbi(t->store, LL_DB_EVENTS);
+    int rc = mdb_get(t->txn, dbi, &k, &v);
+    if (rc != 0)
+        return ll_store_err(rc);
+    if (v.mv_size < LL_EVENT_HEADER)
+        return LL_EINVAL;
+    MDB_val nv = {v.mv_size, NULL};
+    void *src = v.mv_data;
+    if ((rc = mdb_put(t->txn, dbi, &k, &nv, MDB_RESERVE)) != 0)
+        return ll_store_err(rc);
+    /* MDB_RESERVE on the same key may reuse the page src points into: copy first. */
+    if (nv.mv_data != src)
+        memmove(nv.mv_data, src, v.mv_size);
+    ll_event_patch_class(nv.mv_data, (uint8_t)cls, reasons);
+    ll_event_patch_flags(nv.mv_data, flags);
+    return 0;
+}
+
+/* The final label of an open or click from its reasons (judge.h). cls is the label so far. */
+static int label(int type, int cls, uint32_t reasons)
+{
+    if (reasons & STRONG_REASONS)
+        return cls == LL_CLASS_BOT || cls == LL_CLASS_PREFETCH || cls == LL_CLASS_SCANNER ? cls : LL_CLASS_SCANNER;
+    if (reasons & LL_REASON_WEBDRIVER)
+        return LL_CLASS_BOT;
+    if (type == LL_EV_CLICK) {
+        if (reasons & LL_REASON_JS_AFTER)
+            return LL_CLASS_HUMAN;
+        if (reasons & LL_REASON_FAST)
+            return LL_CLASS_SCANNER;
+        return reasons & LL_REASON_BROWSER_UA ? LL_CLASS_LIKELY_HUMAN : LL_CLASS_UNKNOWN;
+    }
+    return reasons & LL_REASON_FAST ? LL_CLASS_UNKNOWN : LL_CLASS_LIKELY_HUMAN;
+}
+
+/* ---- before the append ---- */
+
+typedef struct {
+    const ll_event_t *ev;
+    uint64_t since_us;
+    uint32_t links[8];
+    size_t nlinks;
+    int honeypot, in_order, looked;
+} burst_t;
+
+static int on_burst_event(const ll_event_t *e, void *arg)
+{
+    burst_t *b = arg;
+    if (e->time_us < b->since_us || ++b->looked > BURST_SCAN_MAX)
+        return 1; /* newest first: everything further is older (and a flood is not rescanned) */
+    if (e->send != b->ev->send || (e->type != LL_EV_CLICK && e->type != LL_EV_OPEN))
+        return 0;
+    if (e->reasons & LL_REASON_HONEYPOT_LINK)
+        b->honeypot = 1;
+    if (e->type != LL_EV_CLICK)
+        return 0;
+    if (e->link == LL_LINK_HONEYPOT)
+        b->honeypot = 1;
+    /* An earlier link of the document clicked just before (within a second): document order. */
+    if (b->ev->type == LL_EV_CLICK && e->link < b->ev->link && b->ev->time_us - e->time_us <= SEC &&
+        e->link != LL_LINK_HONEYPOT && b->ev->link != LL_LINK_HONEYPOT)
+        b->in_order = 1;
+    size_t i = 0;
+    while (i < b->nlinks && b->links[i] != e->link)
+        i++;
+    if (i == b->nlinks && b->nlinks < sizeof(b->links) / sizeof(b->links[0]))
+        b->links[b->nlinks++] = e->link;
+    return 0;
+}
+
+/* Events found by a scan, changed after it (never while a cursor walks the index). */
+typedef struct {
+    struct {
+        uint64_t seq, send;
+        uint8_t type, cls, flags;
+        uint32_t reasons;
+    } v[BURST_SCAN_MAX];
+    size_t n;
+    uint64_t since_us, send, skip_seq;
+    int looked;
+} found_t;
+
+static void found_add(found_t *f, const ll_event_t *e)
+{
+    if (f->n == sizeof(f->v) / sizeof(f->v[0]))
+        return;
+    f->v[f->n].seq = e->seq, f->v[f->n].send = e->send, f->v[f->n].type = e->type;
+    f->v[f->n].cls = e->cls, f->v[f->n].flags = e->flags, f->v[f->n].reasons = e->reasons;
+    f->n++;
+}
+
+/* A visitor's provisional clicks of sends within the window. */
+static int on_visitor_event(const ll_event_t *e, void *arg)
+{
+    found_t *f = arg;
+    if (e->time_us < f->since_us || ++f->looked > VISITOR_SCAN_MAX)
+        return 1;
+    if (e->type == LL_EV_CLICK && e->send != 0 && (e->flags & LL_EVF_PROVISIONAL))
+        found_add(f, e);
+    return 0;
+}
+
+/* Adds reason to found events, keeping the counts right. */
+static int add_reason(ll_judge_t *j, ll_txn_t *t, found_t *f, uint32_t reason, int to_cls)
+{
+    int rc = 0;
+    for (size_t i = 0; i < f->n && rc == 0; i++) {
+        uint32_t nr = f->v[i].reasons | reason;
+        int nc = to_cls >= 0 ? to_cls : f->v[i].cls;
+        if (nr == f->v[i].reasons && nc == f->v[i].cls)
+            continue;
+        if ((rc = count(j, t, f->v[i].send, f->v[i].cls, f->v[i].reasons, -1)) == 0 &&
+            (rc = count(j, t, f->v[i].send, nc, nr, 1)) == 0)
+            rc = rewrite(t, f->v[i].seq, nc, nr, f->v[i].flags);
+    }
+    return rc;
+}
+
+/* Looks the event's client up in the lists (its user agent, address, network); the first hit
+ * whose list applies to this event type counts. Fills the evidence, returns the reason. */
+static uint32_t list_match(ll_judge_t *j, const ll_event_t *ev, const ll_ip_t *client_ip, int *cls, json_t *evidence)
+{
+    ll_list_hit_t hit;
+    uint32_t reason = 0;
+    unsigned type = 1u << ev->type;
+    if (j->lists == NULL)
+        return 0;
+    if (ev->f[LL_F_UA].len > 0 && ll_lists_match_ua(j->lists, ev->f[LL_F_UA].base, ev->f[LL_F_UA].len, &hit) &&
+        (hit.applies & type))
+        reason = LL_REASON_UA_LIST;
+    ll_ip_t stored;
+    if (reason == 0 && client_ip == NULL && (ev->f[LL_F_IP].len == 4 || ev->f[LL_F_IP].len == 16)) {
+        memset(&stored, 0, sizeof(stored));
+        stored.family = ev->f[LL_F_IP].len == 4 ? AF_INET : AF_INET6;
+        memcpy(stored.addr, ev->f[LL_F_IP].base, ev->f[LL_F_IP].len);
+        client_ip = &stored;
+    }
+    if (reason == 0 && client_ip != NULL && ll_lists_match_ip(j->lists, client_ip, &hit) && (hit.applies & type))
+        reason = LL_REASON_IP_LIST;
+    if (reason == 0 && ev->f[LL_F_ASN].len > 0 && ev->f[LL_F_ASN].len < 16) {
+        char num[16];
+        memcpy(num, ev->f[LL_F_ASN].base, ev->f[LL_F_ASN].len);
+        num[ev->f[LL_F_ASN].len] = '\0';
+        uint32_t asn = (uint32_t)strtoul(num[0] == 'A' || num[0] == 'a' ? num + 2 : num, NULL, 10);
+        if (asn != 0 && ll_lists_match_asn(j->lists, asn, &hit) && (hit.applies & type))
+            reason = LL_REASON_ASN_LIST;
+    }
+    if (reason == 0)
+        return 0;
+    *cls = hit.cls;
+    json_object_set_new(evidence, "list", json_string(hit.list));
+    if (hit.label != NULL && hit.label[0] != '\0')
+        json_object_set_new(evidence, "entry", json_string(hit.label));
+    return reason;
+}
+
+int ll_judge_before(ll_judge_t *j, ll_txn_t *t, uint8_t *rec, size_t len, const ll_ip_t *client_ip, char **data)
+{
+    ll_event_t ev;
+    *data = NULL;
+    if (j == NULL || ll_event_decode(rec, len, &ev) != 0)
+        return 0;
+    j->burst.send = 0;
+    if (!is_message_event(&ev)) {
+        /* The snippet ran: the visitor's provisional clicks were a browser's (or a robot's). */
+        if (!(ev.reasons & LL_REASON_JS) || ll_visitor_is_zero(&ev.visitor) || j->conf->provisional_s <= 0)
+            return 0;
+        found_t *f = ll_calloc(1, sizeof(*f));
+        uint64_t w = (uint64_t)j->conf->provisional_s * SEC;
+        f->since_us = ev.time_us > w ? ev.time_us - w : 0;
+        int rc = ll_events_of_visitor_rev(t, &ev.visitor, on_visitor_event, f);
+        if (rc == 0)
+            rc = add_reason(j, t, f, ev.reasons & LL_REASON_WEBDRIVER ? LL_REASON_WEBDRIVER : LL_REASON_JS_AFTER, -1);
+        free(f);
+        return rc;
+    }
+    int cls = ev.cls;
+    uint32_t reasons = ev.reasons;
+    json_t *evidence = json_object();
+    reasons |= list_match(j, &ev, client_ip, &cls, evidence);
+
+    ll_send_t s;
+    if (ll_send_get(&j->n, t, ev.send, &s) == 0 && s.accepted_us != 0 && ev.time_us >= s.accepted_us) {
+        uint64_t dt = ev.time_us - s.accepted_us;
+        reasons |= dt < (uint64_t)j->conf->fast_after_send_s * SEC ? LL_REASON_FAST : LL_REASON_LATE;
+        json_object_set_new(evidence, "since_delivery_s", json_integer((json_int_t)(dt / SEC)));
+    }
+
+    uint64_t window = (uint64_t)j->conf->sweep_window_s * SEC;
+    burst_t b = {&ev, ev.time_us > window ? ev.time_us - window : 0, {0}, 0, 0, 0, 0};
+    if (ev.type == LL_EV_CLICK) {
+        b.links[b.nlinks++] = ev.link;
+        b.honeypot = ev.link == LL_LINK_HONEYPOT;
+    }
+    int rc = ll_events_of_contact_rev(t, ev.contact, on_burst_event, &b);
+    if (rc != 0) {
+        json_decref(evidence);
+        return rc;
+    }
+    uint32_t burst = b.honeypot ? LL_REASON_HONEYPOT_LINK : b.nlinks >= 3 || b.in_order ? LL_REASON_SWEEP : 0;
+    if (burst != 0) {
+        reasons |= burst;
+        cls = LL_CLASS_SCANNER;
+        j->burst.send = ev.send, j->burst.contact = ev.contact, j->burst.since_us = b.since_us;
+        j->burst.reason = burst;
+    }
+    uint8_t flags = ev.flags;
+    cls = label(ev.type, cls, reasons);
+    /* A strong signal is final; anything else waits for the burst and the browser. */
+    if (!(reasons & STRONG_REASONS) && j->conf->provisional_s > 0)
+        flags |= LL_EVF_PROVISIONAL;
+    ll_event_patch_class(rec, (uint8_t)cls, reasons);
+    ll_event_patch_flags(rec, flags);
+    if (ev.f[LL_F_DATA].len == 0 && json_object_size(evidence) > 0)
+        *data = json_dumps(evidence, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(evidence);
+    return 0;
+}
+
+/* ---- after the append ---- */
+
+/* The burst's earlier events of the same send. */
+static int on_burst_member(const ll_event_t *e, void *arg)
+{
+    found_t *f = arg;
+    if (e->time_us < f->since_us || ++f->looked > BURST_SCAN_MAX)
+        return 1;
+    if (e->send == f->send && e->seq != f->skip_seq && (e->type == LL_EV_CLICK || e->type == LL_EV_OPEN))
+        found_add(f, e);
+    return 0;
+}
+
+static int pending_key(uint8_t kb[16], uint64_t due_us, uint64_t seq)
+{
+    ll_be64_put(kb, due_us);
+    ll_be64_put(kb + 8, seq);
+    return 16;
+}
+
+int ll_judge_after(ll_judge_t *j, ll_txn_t *t, const uint8_t *rec, size_t len, uint64_t seq, int *defer)
+{
+    ll_event_t ev;
+    *defer = 0;
+    if (j == NULL || ll_event_decode(rec, len, &ev) != 0 || !is_message_event(&ev))
+        return 0;
+    int rc = count(j, t, ev.send, ev.cls, ev.reasons, 1);
+    if (rc == 0 && (ev.flags & LL_EVF_PROVISIONAL)) {
+        uint8_t kb[16];
+        MDB_val k = {(size_t)pending_key(kb, ll_now_us() + (uint64_t)j->conf->provisional_s * SEC, seq), kb},
+                v = {0, ""};
+        rc = ll_store_err(mdb_put(t->txn, j->pending, &k, &v, 0));
+        *defer = 1;
+    }
+    if (rc == 0 && j->burst.send == ev.send && j->burst.contact == ev.contact) {
+        /* The whole burst is the machine's: relabel what came before this event. */
+        found_t *f = ll_calloc(1, sizeof(*f));
+        f->since_us = j->burst.since_us, f->send = ev.send, f->skip_seq = seq;
+        if ((rc = ll_events_of_contact_rev(t, ev.contact, on_burst_member, f)) == 0)
+            rc = add_reason(j, t, f, j->burst.reason, LL_CLASS_SCANNER);
+        free(f);
+    }
+    j->burst.send = 0;
+    return rc;
+}
+
+/* ---- settling ---- */
+
+int ll_judge_reload(ll_judge_t *j, uint64_t now_us, char *err, size_t errlen)
+{
+    return j != NULL && j->lists != NULL ? ll_lists_maybe_reload(&j->lists, now_us, err, errlen) : 0;
+}
+
+uint64_t ll_judge_next_due(ll_judge_t *j, ll_txn_t *t)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    uint64_t due = 0;
+    if (j == NULL || mdb_cursor_open(t->txn, j->pending, &cur) != 0)
+        return 0;
+    if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0 && k.mv_size == 16)
+        due = ll_be64_get(k.mv_data);
+    mdb_cursor_close(cur);
+    return due;
+}
+
+int ll_judge_settle(ll_judge_t *j, ll_txn_t *t, struct st_ll_scorer_t *sc, uint64_t now_us, size_t max, int *more)
+{
+    *more = 0;
+    if (j == NULL)
+        return 0;
+    uint64_t *seqs = ll_calloc(max, sizeof(*seqs));
+    size_t n = 0;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = ll_store_err(mdb_cursor_open(t->txn, j->pending, &cur));
+    if (rc != 0) {
+        free(seqs);
+        return rc;
+    }
+    for (int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 16 || ll_be64_get(k.mv_data) > now_us)
+            break;
+        if (n == max) {
+            *more = 1;
+            break;
+        }
+        seqs[n++] = ll_be64_get((uint8_t *)k.mv_data + 8);
+        if ((rc = ll_store_err(mdb_cursor_del(cur, 0))) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        ll_event_t ev;
+        if (ll_event_get(t, seqs[i], &ev) != 0 || !(ev.flags & LL_EVF_PROVISIONAL))
+            continue;
+        uint32_t reasons = ev.reasons;
+        if (ev.type == LL_EV_CLICK && !(reasons & (LL_REASON_JS_AFTER | LL_REASON_WEBDRIVER)))
+            reasons |= LL_REASON_NO_JS_AFTER;
+        int cls = label(ev.type, ev.cls, reasons);
+        uint64_t send = ev.send;
+        uint8_t flags = ev.flags & (uint8_t)~LL_EVF_PROVISIONAL;
+        if ((rc = count(j, t, send, ev.cls, ev.reasons, -1)) != 0 || (rc = count(j, t, send, cls, reasons, 1)) != 0 ||
+            (rc = rewrite(t, seqs[i], cls, reasons, flags)) != 0)
+            break;
+        /* Now it may score (and alert). */
+        uint8_t kb[8];
+        ll_be64_put(kb, seqs[i]);
+        MDB_val ek = {8, kb}, rv;
+        if (sc != NULL && (rc = ll_store_err(mdb_get(t->txn, ll_store_dbi(t->store, LL_DB_EVENTS), &ek, &rv))) == 0)
+            rc = ll_score_event(sc, t, rv.mv_data, rv.mv_size, 0, 0);
+    }
+    free(seqs);
+    return rc;
+}
