@@ -23,7 +23,9 @@ Last line: "scanner: N passed, N failed".
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -34,6 +36,7 @@ from alerts_test import Receiver  # noqa: E402
 from run import check, beacon_body, CHROME_UA  # noqa: E402
 
 README = os.path.join(os.path.dirname(os.path.dirname(HERE)), 'README.md')
+LISTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), 'deploy', 'lists')
 APPLE_MAIL_UA = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko)'
 
 LINKS = '\n'.join(f'<p><a href="https://site.example/page{i}">Link {i}</a></p>' for i in range(1, 9))
@@ -48,8 +51,9 @@ Visit https://site.example/page1
 '''
 
 
-def conf(hook_port):
+def conf(hook_port, lists):
     return f'''trusted_proxies: ["127.0.0.1"]
+scanner_lists: {it.yaml_str(lists)}
 provisional_s: 4
 sweep_window_s: 10
 fast_after_send_s: 120
@@ -123,8 +127,11 @@ def check_readme(table):
 
 def test_people_and_machines():
     rcv = Receiver()
+    lists = tempfile.mkdtemp(prefix='ll-lists-')  # the shipped lists, in a copy this test may edit
+    for name in os.listdir(LISTS):
+        shutil.copy(os.path.join(LISTS, name), lists)
     env = mt.Env(tls=False, templates={'step1.tpl': TEMPLATE}, steps='      - template: step1.tpl',
-                 conf_extra=conf(rcv.port))
+                 conf_extra=conf(rcv.port, lists))
     try:
         now = time.time()
         # The person's message went out 20 minutes ago, the Microsoft-scanned one 90 s ago.
@@ -226,6 +233,23 @@ def test_people_and_machines():
         check(f'leadloop_email_events{{class="scanner"}} {st["classes"]["scanner"]}' in metrics,
               f'/metrics: {[ln for ln in metrics.splitlines() if "email" in ln]}')
         check_readme(accuracy_table(table))
+
+        # A list edited while leadloopd runs is used within a second or two, without a restart;
+        # a broken edit is reported and the previous lists stay.
+        with open(os.path.join(lists, 'test-gateway.txt'), 'w') as f:
+            f.write('# class: scanner\n# source: https://example.test/ (this test)\nip 198.51.100.60/32 Test gateway\n')
+        time.sleep(2.5)
+        fetch(env, msgs['pat'].links[5], '198.51.100.60')
+        with open(os.path.join(lists, 'broken.txt'), 'w') as f:
+            f.write('# class: robot\n')
+        time.sleep(2.5)
+        fetch(env, msgs['pat'].links[6], '198.51.100.60')
+        time.sleep(0.5)
+        late = [e for e in json_events(env) if e.get('email') == 'pat@example.com' and e['type'] == 'click'][-2:]
+        check(all(e['class'] == 'scanner' and 'ip_list' in e['reasons'] and e['data'].get('list') == 'test-gateway'
+                  for e in late), f'after the list edits: {late}')
+        log = env.server.stderr_tail(4000)
+        check('scanner lists reloaded' in log and 'broken.txt:1' in log, f'leadloopd log: {log}')
     finally:
         env.close()
         rcv.stop()
