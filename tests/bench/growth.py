@@ -121,14 +121,17 @@ class Growth:
         with open(lua, 'w') as f:
             f.write(FILL_LUA.replace('BROWSER_UA', BROWSER_UA))
         proc = self.start(data, nosync=True)
-        t0, base = time.time(), have
+        t0, base, rate = time.time(), have, None
         try:
             while True:
                 have = base + self.stored()
                 if have >= target:
                     break
-                # about 60k events/s with the sync removed; never more than 60 s in one go
-                self.wrk('/e', max(2, min(60, int((target - have) / 60000) + 1)), lua=lua)
+                # 2 s to learn the rate, then about what is missing (at most 60 s in one go)
+                secs = 2 if rate is None else max(1, min(60, round(0.95 * (target - have) / rate)))
+                w0, e0 = time.time(), have
+                self.wrk('/e', secs, lua=lua)
+                rate = max(1.0, (base + self.stored() - e0) / (time.time() - w0))
         finally:
             self.stop(proc)
         log(f'growth: log filled to {have} events in {time.time() - t0:.0f} s')

@@ -227,7 +227,7 @@ class Writer:
         proc = self.fresh(True)
         bg = None
         try:
-            conns = 50
+            conns = 128
             # Each connection waits delay ms before each request: conns / (delay + latency) a
             # second. One calibration run measures the latency part and sets the delay.
             delay = max(1, round(conns * 1000 / self.a.background))
