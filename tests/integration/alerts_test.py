@@ -328,34 +328,7 @@ def test_sse_stream_on_admin_listener():
 
 
 def main():
-    only = sys.argv[1:]
-    tests = [(n, f) for n, f in list(globals().items()) if n.startswith('test_') and callable(f)]
-    if only:
-        tests = [(n, f) for n, f in tests if any(o in n for o in only)]
-    passed = failed = 0
-    for name, fn in tests:
-        it.SERVERS.clear()
-        try:
-            fn()
-            err = None
-        except Exception as e:
-            import traceback
-            err = f'{e}\n{traceback.format_exc()}'
-        for s in it.SERVERS:
-            s.cleanup()
-        if err is None:
-            passed += 1
-            print(f'ok {name}', flush=True)
-        else:
-            failed += 1
-            reason, _, rest = err.partition('\n')
-            print(f'FAIL {name}: {reason}', flush=True)
-            for s in it.SERVERS:
-                rest += f'\n--- leadloopd stderr ({s.tmp}) ---\n' + s.stderr_tail(3000)
-            for line in rest.rstrip().splitlines():
-                print('    ' + line)
-    print(f'alerts: {passed} passed, {failed} failed', flush=True)
-    sys.exit(1 if failed else 0)
+    it.run_suite('alerts', globals())
 
 
 if __name__ == '__main__':

@@ -1606,13 +1606,19 @@ def test_stored_fields_bounded():
 
 # =====================================================================================
 
-def main():
+def run_suite(suite, namespace, binaries=None, before=None, after=None):
+    """Runs the test_* functions of namespace (those naming an argv substring, if any), each
+    with fresh SERVERS; prints "ok NAME" or "FAIL NAME: reason" with leadloopd's stderr, then
+    "SUITE: N passed, N failed", and exits 1 on a failure. before() runs once first; after()
+    after each test (even a failed one), before the servers are cleaned up."""
     only = sys.argv[1:]
-    tests = [(n, f) for n, f in list(globals().items()) if n.startswith('test_') and callable(f)]
+    tests = [(n, f) for n, f in list(namespace.items()) if n.startswith('test_') and callable(f)]
     if only:
         tests = [(n, f) for n, f in tests if any(o in n for o in only)]
     passed = failed = 0
-    missing = [b for b in (LEADLOOPD, LEADLOOP) if not os.access(b, os.X_OK)]
+    missing = [b for b in (binaries or (LEADLOOPD, LEADLOOP)) if not os.access(b, os.X_OK)]
+    if before is not None and not missing:
+        before()
     for name, fn in tests:
         SERVERS.clear()
         t0 = time.time()
@@ -1625,6 +1631,8 @@ def main():
             except Exception as e:
                 first = str(e).splitlines()[0] if str(e) else type(e).__name__
                 err = f'{first}\n{traceback.format_exc()}'
+        if after is not None:
+            after()
         for s in SERVERS:
             s.cleanup()
         if err is None:
@@ -1648,8 +1656,12 @@ def main():
             for line in body.rstrip().splitlines():
                 print('    ' + line)
             sys.stdout.flush()
-    print(f'integration: {passed} passed, {failed} failed', flush=True)
+    print(f'{suite}: {passed} passed, {failed} failed', flush=True)
     sys.exit(1 if failed else 0)
+
+
+def main():
+    run_suite('integration', globals())
 
 
 if __name__ == '__main__':

@@ -260,39 +260,15 @@ def json_events(env):
     return [json.loads(ln) for ln in out.splitlines() if ln.strip()]
 
 
+def stop_smtp_servers():
+    for s in mt.SMTPS:
+        s.stop()
+    mt.SMTPS.clear()
+
+
 def main():
-    only = sys.argv[1:]
-    tests = [(n, f) for n, f in list(globals().items()) if n.startswith('test_') and callable(f)]
-    if only:
-        tests = [(n, f) for n, f in tests if any(o in n for o in only)]
-    passed = failed = 0
-    mt.make_certs()
-    for name, fn in tests:
-        it.SERVERS.clear()
-        mt.SMTPS.clear()
-        try:
-            fn()
-            err = None
-        except Exception as e:
-            import traceback
-            err = f'{e}\n{traceback.format_exc()}'
-        for s in mt.SMTPS:
-            s.stop()
-        for s in it.SERVERS:
-            s.cleanup()
-        if err is None:
-            passed += 1
-            print(f'ok {name}', flush=True)
-        else:
-            failed += 1
-            reason, _, rest = err.partition('\n')
-            print(f'FAIL {name}: {reason}', flush=True)
-            for s in it.SERVERS:
-                rest += f'\n--- leadloopd stderr ({s.tmp}) ---\n' + s.stderr_tail(3000)
-            for line in rest.rstrip().splitlines():
-                print('    ' + line)
-    print(f'scanner: {passed} passed, {failed} failed', flush=True)
-    sys.exit(1 if failed else 0)
+    it.run_suite('scanner', globals(), binaries=(it.LEADLOOPD, it.LEADLOOP, mt.MAILER), before=mt.make_certs,
+                 after=stop_smtp_servers)
 
 
 if __name__ == '__main__':
