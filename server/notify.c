@@ -9,6 +9,11 @@
  * (the alert id and the hook name), so a receiver can drop the repeat; a row is never sent
  * again after its removal is committed.
  *
+ * A receiver that fails (no answer, or not 2xx) is backed off as a whole: until its own
+ * backoff (1 s doubling to 10 min) passes, none of its rows is tried, and then one row probes
+ * it; the rows keep their order and only the tried ones count attempts. So a receiver that is
+ * down for an hour gets a probe every ten minutes, not every queued alert on every retry.
+ *
  * JSON hooks are signed: X-Leadloop-Timestamp is the unix time of the attempt, and
  * X-Leadloop-Signature is "v1=" + hex(HMAC-SHA256(secret, timestamp + "." + body)).
  */
@@ -24,6 +29,14 @@
 
 #define BATCH 32
 #define SLA_EVERY_US 1000000ULL
+#define RECEIVER_BACKOFF_MAX_US (600ULL * 1000000)
+
+/* Per receiver (hook index), this thread's only: failures in a row and when to try again. */
+static struct {
+    uint32_t failures;
+    uint64_t next_us;
+    int in_batch; /* rows of it in the batch being collected */
+} receivers[LL_ALERT_MAX_HOOKS];
 
 typedef struct {
     uint64_t id;
@@ -99,6 +112,13 @@ static int on_row(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_
         return x->ndrop == BATCH;
     }
     const ll_hook_t *hook = hook_named(h->target);
+    if (hook != NULL) {
+        /* A failing receiver waits out its backoff, then gets one probe per pass. */
+        size_t r = (size_t)(hook - ll_srv.conf.score->hooks);
+        if (receivers[r].next_us > x->now || (receivers[r].failures > 0 && receivers[r].in_batch > 0))
+            return 0;
+        receivers[r].in_batch++;
+    }
     json_t *a = json_loadb(body, len, 0, NULL);
     if (hook == NULL || a == NULL) {
         log_warnx("notify: outbox row %llu: %s; dropped", (unsigned long long)id,
@@ -195,12 +215,19 @@ static void record(collect_t *x)
         rc = ll_outbox_done(ll_srv.scorer, &t, x->drop[i]);
     for (size_t i = 0; rc == 0 && i < x->njobs; i++) {
         job_t *j = &x->jobs[i];
+        size_t r = (size_t)(j->hook - ll_srv.conf.score->hooks);
         if (j->done && j->status >= 200 && j->status < 300) {
             rc = ll_outbox_done(ll_srv.scorer, &t, j->id);
+            receivers[r].failures = 0, receivers[r].next_us = 0;
         } else {
             if (j->done && j->status != 0)
                 log_info("notify: %s answered %ld; will retry", j->hook->name, j->status);
             rc = ll_outbox_retry(ll_srv.scorer, &t, j->id, now);
+            if (receivers[r].next_us <= now) { /* once per pass, however many of its rows failed */
+                uint32_t f = ++receivers[r].failures;
+                uint64_t backoff = 1000000ULL << (f < 10 ? f - 1 : 9);
+                receivers[r].next_us = now + (backoff < RECEIVER_BACKOFF_MAX_US ? backoff : RECEIVER_BACKOFF_MAX_US);
+            }
         }
     }
     if (rc == 0)
@@ -260,6 +287,8 @@ static void *notify_main(void *arg)
         }
         collect_t *x = ll_calloc(1, sizeof(*x));
         x->now = now;
+        for (size_t r = 0; r < LL_ALERT_MAX_HOOKS; r++)
+            receivers[r].in_batch = 0;
         ll_txn_t t;
         if (ll_txn_begin(ll_srv.store, 1, &t) == 0) {
             ll_outbox_each(ll_srv.scorer, &t, on_row, x);

@@ -280,6 +280,32 @@ def test_receiver_down_then_back_gets_it_once():
             rcv.stop()
 
 
+def test_failing_receiver_is_backed_off_as_a_whole():
+    """Five alerts queued for a receiver that answers 503: after the first failures it gets one
+    probe per backoff step (1 s, 2 s, 4 s), not every row on every retry; once it answers 2xx,
+    every alert arrives exactly once, in order."""
+    rcv = Receiver()
+    rcv.status = 503
+    try:
+        with Server(conf=conf_yaml(rcv.port)) as s:
+            t0 = time.time()
+            for i in range(5):
+                drive_to_threshold(s, f'bo{i}@example.com')
+            check(wait_until(lambda: len(rcv.alerts()) >= 1, timeout=5.0), 'no attempt at all')
+            time.sleep(max(0.0, t0 + 6.5 - time.time()))
+            during = len(rcv.alerts())
+            # Each row on its own backoff would have been posted at 0, 1, 2 and 4 s: 20 posts.
+            check(2 <= during <= 9, f'{during} posts to a failing receiver in 6.5 s (rows retried one by one?)')
+            rcv.status = 200
+            check(wait_until(lambda: len(rcv.ok_alerts()) == 5, timeout=15.0), f'delivered {len(rcv.ok_alerts())} of 5')
+            time.sleep(1.5)
+            ok = [a[2]['contact']['email'] for a in rcv.ok_alerts()]
+            check(sorted(ok) == [f'bo{i}@example.com' for i in range(5)], f'delivered {ok}')
+            check(ok[0] == 'bo0@example.com', f'the oldest alert did not go first: {ok}')
+    finally:
+        rcv.stop()
+
+
 def test_kill9_before_delivery_delivers_after_restart():
     port = free_port()
     s = Server(conf=conf_yaml(port))
