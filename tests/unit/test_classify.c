@@ -171,6 +171,10 @@ static void test_bounds(void)
     /* a bot token past the scan window is not seen; the browser tokens before it are */
     size_t n = 4096;
     char *ua = malloc(n); /* not NUL-terminated: ASan catches reads past the length */
+    if (ua == NULL) {
+        CHECK(0);
+        return;
+    }
     memset(ua, 'a', n);
     memcpy(ua, "Mozilla/5.0 Chrome/1", 20);
     memcpy(ua + n - 10, "Googlebot/", 10);
