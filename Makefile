@@ -73,6 +73,7 @@ $(BINDIR)/leadloop-mailer: $(MAILER_OBJ) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(MAILER_LIBS) $(LDLIBS)
 
 $(B)/tests/test_mailer: LDLIBS += $(MAILER_LIBS)
+$(B)/tests/test_mailer: $(MAILER_SRC) mailer/mailer.h # it includes the mailer's .c files
 $(B)/tests/test_mailer: CFLAGS += $(shell pkg-config --cflags opendkim 2>/dev/null)
 $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(LIB)
 	@mkdir -p $(dir $@)

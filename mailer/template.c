@@ -287,7 +287,28 @@ static int append_html_escaped(ll_buf_t *b, const char *s, size_t n)
 }
 
 /* Substitutes placeholders. mode 0: text, 1: HTML (escaped), 2: a header (controls dropped). */
-static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, ll_buf_t *out)
+/* Where profile values landed in a substituted part: a URL that starts inside one came from a
+ * contact (a form anyone can fill in), not from the template's author, and is never signed
+ * into a click link (that would make the edge redirect to wherever a stranger typed). */
+typedef struct {
+    struct {
+        size_t from, to;
+    } v[128];
+    size_t n;
+    int overflow; /* more values than v holds: no URL is signed after the last recorded one */
+} spans_t;
+
+static int in_span(const spans_t *sp, size_t off)
+{
+    if (sp == NULL)
+        return 0;
+    for (size_t i = 0; i < sp->n; i++)
+        if (off >= sp->v[i].from && off < sp->v[i].to)
+            return 1;
+    return sp->overflow && sp->n > 0 && off >= sp->v[sp->n - 1].to;
+}
+
+static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, ll_buf_t *out, spans_t *sp)
 {
     int rc = 0;
     for (const char *p = s; *p != '\0' && rc == 0;) {
@@ -324,8 +345,10 @@ static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, l
         }
         if (v != NULL && vl == 0)
             vl = strlen(v);
+        int from_contact = v != NULL && vl > 0 && v != r->unsub_url;
         if (v == NULL || vl == 0)
             v = ph.fallback, vl = ph.fallback_len;
+        size_t start = out->len;
         if (mode == 1) {
             rc = append_html_escaped(out, v, vl);
         } else if (mode == 2) {
@@ -333,6 +356,12 @@ static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, l
                 rc = (unsigned char)v[i] < 0x20 ? ll_buf_append(out, " ", 1) : ll_buf_append(out, v + i, 1);
         } else {
             rc = ll_buf_append(out, v, vl);
+        }
+        if (from_contact && sp != NULL) {
+            if (sp->n < sizeof(sp->v) / sizeof(sp->v[0]))
+                sp->v[sp->n].from = start, sp->v[sp->n++].to = out->len;
+            else
+                sp->overflow = 1;
         }
         p = close + 2;
     }
@@ -406,7 +435,8 @@ typedef struct {
     size_t n;
 } tagmap_t;
 
-static int rewrite_html(ll_render_t *r, const char *src, uint32_t *link, tagmap_t *tags, ll_buf_t *out)
+static int rewrite_html(ll_render_t *r, const char *src, const spans_t *sp, uint32_t *link, tagmap_t *tags,
+                        ll_buf_t *out)
 {
     size_t len = strlen(src), nh = 0, pos = 0, body_end = len, body_start = 0;
     href_t *h = ll_calloc(MAX_LINKS, sizeof(*h));
@@ -438,7 +468,8 @@ static int rewrite_html(ll_render_t *r, const char *src, uint32_t *link, tagmap_
     for (size_t i = 0; i < nh && rc == 0; i++) {
         const char *v = h[i].value;
         size_t vl = strlen(v);
-        if (h[i].off < pos || h[i].off + h[i].len > len || is_own(r, v, vl))
+        if (h[i].off < pos || h[i].off + h[i].len > len || is_own(r, v, vl) || in_span(sp, h[i].off) ||
+            in_span(sp, h[i].off + 1))
             continue;
         ll_buf_reset(&url);
         if (click_url(r, v, vl, *link, h[i].tag, &url) != 0)
@@ -470,7 +501,8 @@ static int url_char(unsigned char c)
     return c > 0x20 && c != 0x7f && c != '<' && c != '>' && c != '"' && c != '\'' && c != '`' && c != '\\';
 }
 
-static int rewrite_text(ll_render_t *r, const char *src, uint32_t *link, const tagmap_t *tags, ll_buf_t *out)
+static int rewrite_text(ll_render_t *r, const char *src, const spans_t *sp, uint32_t *link, const tagmap_t *tags,
+                        ll_buf_t *out)
 {
     int rc = 0;
     const char *p = src;
@@ -498,7 +530,7 @@ static int rewrite_text(ll_render_t *r, const char *src, uint32_t *link, const t
         for (size_t i = 0; i < tags->n && tag == NULL; i++)
             if (strlen(tags->v[i].url) == n && memcmp(tags->v[i].url, a, n) == 0)
                 tag = tags->v[i].tag;
-        if (!is_own(r, a, n) && click_url(r, a, n, *link, tag, &url) == 0) {
+        if (!is_own(r, a, n) && !in_span(sp, (size_t)(a - src)) && click_url(r, a, n, *link, tag, &url) == 0) {
             (*link)++;
             rc = ll_buf_append(out, url.data, url.len);
         } else {
@@ -521,12 +553,15 @@ int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **htm
     for (int i = 0; i < 5; i++)
         ll_buf_init(&b[i], LL_TPL_MAX * 2);
     *subject = *html = *text = NULL;
-    if ((rc = substitute(t->subject, r, fields, 2, &b[0])) != 0 || (rc = substitute(t->html, r, fields, 1, &b[1])) != 0 ||
-        (rc = substitute(t->text, r, fields, 0, &b[2])) != 0)
-        goto out;
-    if (t->html[0] != '\0' && (rc = rewrite_html(r, b[1].data, &link, tags, &b[3])) != 0)
-        goto out;
-    if (t->text[0] != '\0' && (rc = rewrite_text(r, b[2].data, &link, tags, &b[4])) != 0)
+    spans_t *sp = ll_calloc(2, sizeof(*sp)); /* [0] the HTML part, [1] the text part */
+    if ((rc = substitute(t->subject, r, fields, 2, &b[0], NULL)) == 0 &&
+        (rc = substitute(t->html, r, fields, 1, &b[1], &sp[0])) == 0 &&
+        (rc = substitute(t->text, r, fields, 0, &b[2], &sp[1])) == 0 && t->html[0] != '\0')
+        rc = rewrite_html(r, b[1].data, &sp[0], &link, tags, &b[3]);
+    if (rc == 0 && t->text[0] != '\0')
+        rc = rewrite_text(r, b[2].data, &sp[1], &link, tags, &b[4]);
+    free(sp);
+    if (rc != 0)
         goto out;
     *subject = ll_strdup(b[0].data ? b[0].data : "");
     *html = ll_strdup(b[3].data ? b[3].data : "");

@@ -28,9 +28,10 @@ TOKEN = 'admin-token-0123456789'
 
 
 class Receiver:
-    """A webhook receiver on loopback; answers with self.status (or the next of self.script)."""
+    """A webhook receiver on loopback; answers with self.status (or the next of self.script, for
+    requests to script_path)."""
 
-    def __init__(self, port=None, script=()):
+    def __init__(self, port=None, script=(), script_path='/hook'):
         self.port = port or free_port()
         self.got = []        # (time, path, headers dict lower-cased, body bytes, status answered)
         self.status = 200
@@ -43,7 +44,7 @@ class Receiver:
                 n = int(self.headers.get('Content-Length') or 0)
                 body = self.rfile.read(n)
                 with rcv.lock:
-                    st = rcv.script.pop(0) if rcv.script else rcv.status
+                    st = rcv.script.pop(0) if rcv.script and self.path == script_path else rcv.status
                     rcv.got.append((time.time(), self.path, {k.lower(): v for k, v in self.headers.items()}, body, st))
                 self.send_response(st)
                 self.send_header('Content-Length', '0')

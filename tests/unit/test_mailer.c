@@ -237,6 +237,50 @@ static void test_render(void)
     unlink(kp);
 }
 
+/* A URL typed into a form (a profile value) is never signed into a click link: the edge would
+ * redirect anyone to it under its own name. The author's links still are. */
+static void test_profile_urls_are_not_signed(void)
+{
+    ll_config_t c;
+    ll_tpl_t *t = NULL;
+    ll_keyring_t *keys = NULL;
+    char p[] = "/tmp/ll-test-tpl-XXXXXX", kp[] = "/tmp/ll-test-keys-XXXXXX";
+    close(mkstemp(p));
+    close(mkstemp(kp));
+    unlink(kp);
+    write_file(p, "Subject: x\n--- html\n<p>{{company}}</p> <a href=\"{{title}}\">t</a> "
+                  "<a href=\"https://a.example/?c={{company}}\">ok</a>\n"
+                  "--- text\nSee {{company}} and https://a.example/ok\n");
+    ll_config_defaults(&c);
+    CHECK_EQ_INT(ll__tpl_load(p, &c, &t, err, sizeof(err)), 0);
+    CHECK_EQ_INT(ll_keyring_open(kp, &keys, err, sizeof(err)), 0);
+    ll_render_t r = {.keys = keys, .public_url = "https://e.example", .send = 7, .contact = 9,
+                     .email = "ann@example.com",
+                     .fields_json = "{\"company\":\"https://evil.example/x\",\"title\":\"https://evil.example/t\"}"};
+    snprintf(r.unsub_url, sizeof(r.unsub_url), "https://e.example/u/TOKEN");
+    snprintf(r.pixel_url, sizeof(r.pixel_url), "https://e.example/o/PIX.gif");
+    char *subject, *html, *text;
+    if (t != NULL && keys != NULL && ll__tpl_render(t, &r, &subject, &html, &text) == 0) {
+        CHECK(strstr(text, "See https://evil.example/x and https://e.example/c/") != NULL);
+        CHECK(strstr(html, "href=\"https://evil.example/t\"") != NULL);
+        /* the author's link with a value in its query is signed: honeypot + that one */
+        size_t signed_links = 0;
+        for (const char *q = html; (q = strstr(q, "https://e.example/c/")) != NULL; q++)
+            signed_links++;
+        CHECK_EQ_INT(signed_links, 2);
+        free(subject);
+        free(html);
+        free(text);
+    } else {
+        CHECK(0);
+    }
+    ll__tpl_free(t);
+    ll_keyring_free(keys);
+    ll_config_free(&c);
+    unlink(p);
+    unlink(kp);
+}
+
 static void test_qp_and_headers(void)
 {
     ll_buf_t b;
@@ -386,6 +430,7 @@ int main(void)
     RUN(test_program_config_errors);
     RUN(test_template_errors);
     RUN(test_render);
+    RUN(test_profile_urls_are_not_signed);
     RUN(test_qp_and_headers);
     RUN(test_dkim);
     RUN(test_nurture_state);
