@@ -441,9 +441,12 @@ static void test_deploy_lists(void)
     a = ip("192.0.2.1"); /* documentation range: on no list */
     CHECK(!ll_lists_match_ip(l, &a, &hit));
 
+    /* Gmail's image proxy fetches when the person opens the message: on no list, it stays an open. */
     const char *gip = "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)";
-    CHECK(ll_lists_match_ua(l, gip, strlen(gip), &hit));
-    CHECK_EQ_STR(hit.list, "google-image-proxy");
+    CHECK(!ll_lists_match_ua(l, gip, strlen(gip), &hit));
+    const char *ymp = "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html";
+    CHECK(ll_lists_match_ua(l, ymp, strlen(ymp), &hit));
+    CHECK_EQ_STR(hit.list, "yahoo-mail-proxy");
     CHECK_EQ_INT(hit.cls, LL_CLASS_PREFETCH);
     for (size_t i = 0; i < sizeof(browsers) / sizeof(browsers[0]); i++) {
         if (ll_lists_match_ua(l, browsers[i], strlen(browsers[i]), &hit)) {
