@@ -540,7 +540,9 @@ out:
     return rc;
 }
 
-/* Sends counted against mailer.rate_per_hour: those created in the last hour. */
+/* Sends counted against mailer.rate_per_hour: those created in the last hour. Send ids grow
+ * with time, so the walk goes newest first and stops at the first older than the hour (a few
+ * out of order at the edge, from a long-deferred retry, do not matter to a rate). */
 typedef struct {
     uint64_t since;
     size_t n;
@@ -549,7 +551,9 @@ typedef struct {
 static int on_rate(const ll_send_t *s, void *arg)
 {
     rate_t *r = arg;
-    r->n += s->created_us >= r->since && s->state != LL_SEND_INTENT && strcmp(s->program, LL_ALERT_PROGRAM) != 0;
+    if (s->created_us < r->since)
+        return 1;
+    r->n += s->state != LL_SEND_INTENT && strcmp(s->program, LL_ALERT_PROGRAM) != 0;
     return 0;
 }
 
@@ -889,7 +893,7 @@ static int run_pass(mailer_t *M, int *full)
     ps.t = &t;
     if (M->m->rate_per_hour > 0) {
         rate_t r = {ps.now > 3600000000u ? ps.now - 3600000000u : 0, 0};
-        ll_send_scan(&M->n, &t, on_rate, &r);
+        ll_send_scan_rev(&M->n, &t, on_rate, &r);
         size_t left = r.n >= (size_t)M->m->rate_per_hour ? 0 : (size_t)M->m->rate_per_hour - r.n;
         if (left < ps.limit)
             ps.limit = left;

@@ -304,7 +304,7 @@ int ll_send_put(ll_nurture_t *n, ll_txn_t *t, const ll_send_t *s)
     return ll_store_err(mdb_put(t->txn, n->sends, &k, &v, 0));
 }
 
-int ll_send_scan(ll_nurture_t *n, ll_txn_t *t, ll_send_cb cb, void *ctx)
+static int send_walk(ll_nurture_t *n, ll_txn_t *t, int newest_first, ll_send_cb cb, void *ctx)
 {
     MDB_cursor *cur;
     MDB_val k, v;
@@ -312,9 +312,20 @@ int ll_send_scan(ll_nurture_t *n, ll_txn_t *t, ll_send_cb cb, void *ctx)
     int rc = mdb_cursor_open(t->txn, n->sends, &cur);
     if (rc != 0)
         return ll_store_err(rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+    for (rc = mdb_cursor_get(cur, &k, &v, newest_first ? MDB_LAST : MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, newest_first ? MDB_PREV : MDB_NEXT))
         if (send_decode(&k, &v, &s) == 0 && cb(&s, ctx) != 0)
             break;
     mdb_cursor_close(cur);
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+int ll_send_scan(ll_nurture_t *n, ll_txn_t *t, ll_send_cb cb, void *ctx)
+{
+    return send_walk(n, t, 0, cb, ctx);
+}
+
+int ll_send_scan_rev(ll_nurture_t *n, ll_txn_t *t, ll_send_cb cb, void *ctx)
+{
+    return send_walk(n, t, 1, cb, ctx);
 }

@@ -187,6 +187,8 @@ int ll_send_put(ll_nurture_t *n, ll_txn_t *t, const ll_send_t *s);
 /** Called for each send row in id order; return non-zero to stop. */
 typedef int (*ll_send_cb)(const ll_send_t *s, void *ctx);
 int ll_send_scan(ll_nurture_t *n, ll_txn_t *t, ll_send_cb cb, void *ctx);
+/** The same, newest first (ids grow with time: a recent window is read without a full scan). */
+int ll_send_scan_rev(ll_nurture_t *n, ll_txn_t *t, ll_send_cb cb, void *ctx);
 const char *ll_send_state_name(int st);
 
 #endif
