@@ -374,6 +374,8 @@ int main(int argc, char **argv)
         fatalx("%s", err);
     if (err[0] != '\0')
         log_warnx("%s: scanner lists off (opens and clicks are judged on timing, sweeps and the honeypot)", err);
+    else if (ll_srv.conf.scanner_lists != NULL)
+        log_debug("scanner lists: %zu entries from %s", ll_judge_list_entries(ll_srv.judge), ll_srv.conf.scanner_lists);
     if (ll__admin_start(err, sizeof(err)) != 0)
         fatalx("%s", err);
     if (ll__notify_start() != 0)

@@ -85,6 +85,11 @@ MDB_dbi ll_judge_counts_dbi(const ll_judge_t *j)
     return j->counts;
 }
 
+size_t ll_judge_list_entries(const ll_judge_t *j)
+{
+    return j != NULL ? ll_lists_count(j->lists) : 0;
+}
+
 static int count_one(ll_txn_t *t, MDB_dbi dbi, uint64_t send, char kind, uint8_t id, int64_t delta)
 {
     uint8_t kb[10], vb[8];

@@ -95,6 +95,8 @@ typedef struct st_ll_judge_counts_t {
 } ll_judge_counts_t;
 int ll_judge_counts_db(ll_store_t *s, MDB_dbi *out);
 MDB_dbi ll_judge_counts_dbi(const ll_judge_t *j); /* the same, already open */
+/** Entries in the loaded lists (0: none loaded), for the start-up log. */
+size_t ll_judge_list_entries(const ll_judge_t *j);
 /** One send's counts (send 0: all sends). */
 int ll_judge_counts(ll_txn_t *t, MDB_dbi dbi, uint64_t send, ll_judge_counts_t *out);
 /** Calls cb for each send with counts, in send order (not the total); non-zero stops. */
