@@ -27,6 +27,9 @@ BENCH_DIR=$(cd "$BENCH_DIR" && pwd)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 PARTS=${*:-capture mailer writer growth}
+LEADLOOPD=${LEADLOOPD:-bin/leadloopd}
+LEADLOOP=${LEADLOOP:-bin/leadloop}
+LEADLOOP_MAILER=${LEADLOOP_MAILER:-bin/leadloop-mailer}
 SERVER_CPU=1
 CLIENT_CPU=0
 [ "$(nproc)" -ge 2 ] || { SERVER_CPU=; CLIENT_CPU=; }
@@ -66,15 +69,12 @@ $CC -O2 -g -std=gnu11 $WARN -DH2O_USE_LIBUV=0 $(pkg-config --cflags libh2o-evloo
 $CC -O2 -g $WARN -shared -fPIC -o "$BENCH_DIR/nosync.so" tests/bench/nosync.c -ldl
 $CC -O2 -g $WARN -shared -fPIC -o "$BENCH_DIR/nodelay.so" tests/bench/nodelay.c -ldl
 
-LEADLOOPD=${LEADLOOPD:-bin/leadloopd}
-LEADLOOP=${LEADLOOP:-bin/leadloop}
-LEADLOOP_MAILER=${LEADLOOP_MAILER:-bin/leadloop-mailer}
 RESULTS=$BENCH_DIR/results.md
 
 {
     echo "# leadloop benchmarks: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo
-    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (work tree modified)')"
+    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (work tree modified)'); binaries: $LEADLOOPD, $LEADLOOP, $LEADLOOP_MAILER"
     echo "- machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM"
     echo "- kernel: $(uname -sr); $(. /etc/os-release && echo "$PRETTY_NAME")"
     echo "- nginx $(/usr/sbin/nginx -v 2>&1 | sed 's/.*nginx\///'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), h2o $(pkg-config --modversion libh2o-evloop), postfix $(dpkg-query -W -f='${Version}' postfix 2>/dev/null || echo '?')"
