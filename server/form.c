@@ -218,7 +218,7 @@ static void form_success(h2o_req_t *req, const char *location, int contact)
         req->res.reason = "OK";
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/html; charset=utf-8"));
         static const char page[] = "<!doctype html><meta charset=utf-8><title>Thank you</title><p>Thank you.</p>\n";
-        h2o_send_inline(req, page, sizeof(page) - 1);
+        ll__send(req, page, sizeof(page) - 1);
         return;
     }
     ll__metrics_request(EP_FORM, 200);
@@ -226,7 +226,7 @@ static void form_success(h2o_req_t *req, const char *location, int contact)
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
     const char *body = contact ? "{\"ok\":true,\"contact\":true}\n" : "{\"ok\":true,\"contact\":false}\n";
-    h2o_send_inline(req, body, strlen(body));
+    ll__send(req, body, strlen(body));
 }
 
 static void on_form_done(ll_pending_t *p, h2o_req_t *req)

@@ -186,6 +186,13 @@ void ll__set_visitor_cookie(h2o_req_t *req, const ll_visitor_id_t *v)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_SET_COOKIE, NULL, val.base, val.len);
 }
 
+void ll__send(h2o_req_t *req, const char *body, size_t len)
+{
+    if (req->res.status != 204 && req->res.status != 304)
+        req->res.content_length = len;
+    h2o_send_inline(req, body, len);
+}
+
 void ll__respond_text(h2o_req_t *req, ll_endpoint_t ep, int status, const char *reason, const char *body)
 {
     ll__metrics_request(ep, status);
@@ -193,7 +200,7 @@ void ll__respond_text(h2o_req_t *req, ll_endpoint_t ep, int status, const char *
     req->res.reason = reason;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/plain; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
-    h2o_send_inline(req, body, strlen(body));
+    ll__send(req, body, strlen(body));
 }
 
 /* Not h2o_send_redirect(): it drops every header set before it (the visitor cookie among them).
@@ -212,7 +219,7 @@ void ll__respond_gif(h2o_req_t *req, ll_endpoint_t ep)
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("image/gif"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store, max-age=0"));
-    h2o_send_inline(req, (const char *)ll_gif, sizeof(ll_gif));
+    ll__send(req, (const char *)ll_gif, sizeof(ll_gif));
 }
 
 void ll__cors(h2o_req_t *req)

@@ -185,7 +185,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         req->res.reason = "OK";
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                        H2O_STRLIT("text/plain; version=0.0.4; charset=utf-8"));
-        h2o_send_inline(req, body.base, body.len);
+        ll__send(req, body.base, body.len);
         return 0;
     }
     ll__respond_text(req, EP_OTHER, 404, "Not Found", "not found\n");

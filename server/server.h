@@ -91,6 +91,12 @@ h2o_iovec_t ll__header(h2o_req_t *req, const h2o_token_t *token);
 h2o_iovec_t ll__header_str(h2o_req_t *req, const char *name);
 /** Simple responses: status with a short text/plain reason. */
 void ll__respond_text(h2o_req_t *req, ll_endpoint_t ep, int status, const char *reason, const char *body);
+/**
+ * h2o_send_inline() with the response length set: without it h2o 2.2 closes the connection after
+ * any response but a 200 (every click's 302 lost its keep-alive; BENCHMARKS.md). 204 and 304
+ * carry no body and no length.
+ */
+void ll__send(h2o_req_t *req, const char *body, size_t len);
 void ll__respond_redirect(h2o_req_t *req, ll_endpoint_t ep, int status, const char *reason, const char *location);
 void ll__respond_gif(h2o_req_t *req, ll_endpoint_t ep);
 /** CORS headers echoing a well-formed Origin (beacons and forms are read cross-origin). */

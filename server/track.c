@@ -149,7 +149,7 @@ static void on_beacon_done(ll_pending_t *p, h2o_req_t *req)
         ll__metrics_request(EP_BEACON, 204);
         req->res.status = 204;
         req->res.reason = "No Content";
-        h2o_send_inline(req, "", 0);
+        ll__send(req, "", 0);
     }
 }
 
@@ -378,7 +378,7 @@ int ll__on_snippet(h2o_req_t *req)
         ll__metrics_request(EP_SNIPPET, 304);
         req->res.status = 304;
         req->res.reason = "Not Modified";
-        h2o_send_inline(req, "", 0);
+        ll__send(req, "", 0);
         return 0;
     }
     ll__metrics_request(EP_SNIPPET, 200);
@@ -386,6 +386,6 @@ int ll__on_snippet(h2o_req_t *req)
     req->res.reason = "OK";
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                    H2O_STRLIT("application/javascript; charset=utf-8"));
-    h2o_send_inline(req, ll_srv.snippet.base, ll_srv.snippet.len);
+    ll__send(req, ll_srv.snippet.base, ll_srv.snippet.len);
     return 0;
 }

@@ -26,7 +26,7 @@ static void respond_html(h2o_req_t *req, int status, const char *reason, const c
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/html; charset=utf-8"));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-robots-tag"), 0, NULL, H2O_STRLIT("noindex"));
-    h2o_send_inline(req, b.base, b.len);
+    ll__send(req, b.base, b.len);
 }
 
 static void on_unsub_done(ll_pending_t *p, h2o_req_t *req)

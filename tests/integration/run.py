@@ -569,6 +569,29 @@ def test_click_redirects_and_records():
         check(e['class'] == 'likely-human' and e.get('provisional'), f'class {e["class"]} for a Chrome user agent: {e}')
 
 
+def test_keep_alive_across_responses():
+    """Every kind of answer keeps an HTTP/1.1 connection open: a click's 302, a bad token's 404,
+    a beacon's 204, the pixel and the snippet (h2o 2.2 closes after a non-200 without a length)."""
+    with Server() as s:
+        tok = s.link('https://dest.example/', 'ka@example.com')
+        conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=10)
+        try:
+            sock = None
+            for method, path, body, want in (('GET', '/c/' + tok, None, 302), ('GET', '/c/nope', None, 404),
+                                             ('POST', '/e', beacon_body(new_visitor()), 204),
+                                             ('GET', '/c/' + tok, None, 302), ('GET', '/t.js', None, 200),
+                                             ('HEAD', '/c/' + tok, None, 302)):
+                conn.request(method, path, body=body, headers={'User-Agent': CHROME_UA, 'Content-Type': 'text/plain'})
+                r = conn.getresponse()
+                r.read()
+                check(r.status == want, f'{method} {path[:12]}: {r.status}, expected {want}')
+                check(not r.will_close, f'{method} {path[:12]} ({r.status}) closes the connection: {r.getheaders()}')
+                check(sock is None or conn.sock is sock, f'{method} {path[:12]} ran on a new connection')
+                sock = conn.sock
+        finally:
+            conn.close()
+
+
 def test_click_bad_tokens_404():
     with Server() as s:
         url = 'https://dest.example/offer?x=1'
