@@ -6,13 +6,19 @@
  *
  * Exactly once: the message callback is what libESMTP reads DATA from. When it has handed
  * over the whole message and is asked for more, the final "." is about to be written; the send
- * row moves to LL_SEND_COMMITTED in its own transaction first (program.h).
+ * row moves to LL_SEND_COMMITTED, durably, first (program.h). The sessions share those commits:
+ * the first to arrive writes, in one transaction, every mark queued until then, while the others
+ * wait for it (group commit); one sync a round instead of one a message (BENCHMARKS.md).
  */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <openssl/ssl.h>
 #include <auth-client.h> /* before libesmtp.h, which declares smtp_auth_set_context only after it */
 #include <libesmtp.h>
@@ -30,25 +36,99 @@ typedef struct {
     ll_outmsg_t *m;
 } cbarg_t;
 
+/*
+ * TCP_NODELAY for libESMTP's sockets. libESMTP 1.1 has no hook for its socket, and Nagle's
+ * algorithm holds the final "." of DATA (a small write after the body's last segment, still
+ * unacknowledged) until the server's delayed ACK: about 40 ms a message (BENCHMARKS.md). So the
+ * mailer defines connect() itself: the executable's definition comes before libc's for the
+ * shared libraries it loads, and this one sets TCP_NODELAY on every TCP socket, then calls
+ * libc's. The mailer makes no other connections.
+ */
+int connect(int fd, const struct sockaddr *addr, socklen_t len);
+
+typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
+static connect_fn libc_connect;
+static pthread_once_t connect_once = PTHREAD_ONCE_INIT;
+
+static void find_connect(void)
+{
+    libc_connect = (connect_fn)dlsym(RTLD_NEXT, "connect");
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    pthread_once(&connect_once, find_connect);
+    if (addr != NULL && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)) {
+        int on = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    }
+    return libc_connect(fd, addr, len);
+}
+
 int ll__smtp_init(void)
 {
     auth_client_init();
     return 0;
 }
 
-static void mark_committed(ll_smtp_t *s, ll_outmsg_t *m)
+/* The end-of-DATA marks, group-committed across the sessions. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t *ids;
+    size_t n, cap;
+    uint64_t queued, done; /* tickets: marks queued, marks durable */
+    int writing;
+} marks = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+/* Writes ids as LL_SEND_COMMITTED in one transaction (one sync). */
+static void write_marks(ll_smtp_t *s, const uint64_t *ids, size_t n)
 {
     ll_txn_t t;
     ll_send_t row;
     int rc = ll_txn_begin(s->nurture->store, 0, &t);
-    if (rc == 0 && (rc = ll_send_get(s->nurture, &t, m->send, &row)) == 0) {
-        row.state = LL_SEND_COMMITTED;
-        if ((rc = ll_send_put(s->nurture, &t, &row)) == 0)
-            rc = ll_txn_commit(&t);
-    }
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if ((rc = ll_send_get(s->nurture, &t, ids[i], &row)) == 0) {
+            row.state = LL_SEND_COMMITTED;
+            rc = ll_send_put(s->nurture, &t, &row);
+        }
+    if (rc == 0)
+        rc = ll_txn_commit(&t);
     ll_txn_abort(&t);
-    if (rc != 0)
-        log_warnx("send %llu: cannot record the end of DATA: %s", (unsigned long long)m->send, ll_strerror(rc));
+    for (size_t i = 0; i < n && rc != 0; i++)
+        log_warnx("send %llu: cannot record the end of DATA: %s", (unsigned long long)ids[i], ll_strerror(rc));
+}
+
+static void mark_committed(ll_smtp_t *s, ll_outmsg_t *m)
+{
+    pthread_mutex_lock(&marks.mu);
+    if (marks.n == marks.cap) {
+        marks.cap = marks.cap ? marks.cap * 2 : 64;
+        marks.ids = ll_realloc(marks.ids, marks.cap * sizeof(*marks.ids));
+    }
+    marks.ids[marks.n++] = m->send;
+    uint64_t ticket = ++marks.queued;
+    while (marks.done < ticket) {
+        if (marks.writing) {
+            pthread_cond_wait(&marks.cv, &marks.mu);
+            continue;
+        }
+        /* This session writes everything queued so far, its own mark included. */
+        marks.writing = 1;
+        uint64_t upto = marks.queued;
+        size_t n = marks.n;
+        uint64_t *ids = ll_malloc(n * sizeof(*ids));
+        memcpy(ids, marks.ids, n * sizeof(*ids));
+        marks.n = 0;
+        pthread_mutex_unlock(&marks.mu);
+        write_marks(s, ids, n);
+        free(ids);
+        pthread_mutex_lock(&marks.mu);
+        marks.done = upto;
+        marks.writing = 0;
+        pthread_cond_broadcast(&marks.cv);
+    }
+    pthread_mutex_unlock(&marks.mu);
     m->committed = 1;
 }
 
