@@ -10,7 +10,7 @@
 #include "leadloop/program.h"
 #include "leadloop/score.h"
 
-#define BURST_SCAN_MAX 200   /* events looked at for a burst */
+#define BURST_SCAN_MAX 64    /* events looked at for a burst (a sweep is a few dozen at most) */
 #define VISITOR_SCAN_MAX 50  /* events looked at for a visitor's provisional clicks */
 #define SEC 1000000ULL
 
@@ -19,6 +19,11 @@
     (LL_REASON_BOT_UA | LL_REASON_HEAD | LL_REASON_PREFETCH_HDR | LL_REASON_NO_UA | LL_REASON_HEADLESS_UA |          \
      LL_REASON_PRERENDER | LL_REASON_SWEEP | LL_REASON_HONEYPOT_LINK | LL_REASON_IP_LIST | LL_REASON_ASN_LIST |      \
      LL_REASON_UA_LIST)
+
+typedef struct {
+    uint64_t send, until_us;
+    uint32_t reason;
+} machine_t;
 
 struct st_ll_judge_t {
     ll_store_t *store;
@@ -31,7 +36,22 @@ struct st_ll_judge_t {
         uint64_t send, contact, since_us;
         uint32_t reason;
     } burst;
+    /* Sends found sweeping or hitting the honeypot lately, so that an open (which adds no link)
+     * needs no scan of the log: direct-mapped by send id; lost on a restart (one window). */
+    machine_t machine[1024];
 };
+
+static uint32_t machine_burst(const ll_judge_t *j, uint64_t send, uint64_t at_us)
+{
+    const machine_t *m = &j->machine[send % (sizeof(j->machine) / sizeof(j->machine[0]))];
+    return m->send == send && at_us <= m->until_us ? m->reason : 0;
+}
+
+static void machine_burst_set(ll_judge_t *j, uint64_t send, uint64_t until_us, uint32_t reason)
+{
+    machine_t *m = &j->machine[send % (sizeof(j->machine) / sizeof(j->machine[0]))];
+    m->send = send, m->until_us = until_us, m->reason = reason;
+}
 
 static int is_message_event(const ll_event_t *ev)
 {
@@ -246,7 +266,7 @@ static int on_burst_event(const ll_event_t *e, void *arg)
     if (e->reasons & LL_REASON_HONEYPOT_LINK)
         b->honeypot = 1;
     if (e->type != LL_EV_CLICK)
-        return 0;
+        return b->honeypot;
     if (e->link == LL_LINK_HONEYPOT)
         b->honeypot = 1;
     /* An earlier link of the document clicked just before (within a second): document order. */
@@ -258,7 +278,7 @@ static int on_burst_event(const ll_event_t *e, void *arg)
         i++;
     if (i == b->nlinks && b->nlinks < sizeof(b->links) / sizeof(b->links[0]))
         b->links[b->nlinks++] = e->link;
-    return 0;
+    return b->honeypot || b->nlinks >= 3 || b->in_order; /* decided: no need to look further */
 }
 
 /* Events found by a scan, changed after it (never while a cursor walks the index). */
@@ -381,17 +401,19 @@ int ll_judge_before(ll_judge_t *j, ll_txn_t *t, uint8_t *rec, size_t len, const 
 
     uint64_t window = (uint64_t)j->conf->sweep_window_s * SEC;
     burst_t b = {&ev, ev.time_us > window ? ev.time_us - window : 0, {0}, 0, 0, 0, 0};
-    if (ev.type == LL_EV_CLICK) {
+    uint32_t burst = machine_burst(j, ev.send, ev.time_us);
+    if (burst == 0 && ev.type == LL_EV_CLICK) { /* an open adds no link: only a known burst counts */
         b.links[b.nlinks++] = ev.link;
         b.honeypot = ev.link == LL_LINK_HONEYPOT;
+        int rc = ll_events_of_contact_rev(t, ev.contact, on_burst_event, &b);
+        if (rc != 0) {
+            json_decref(evidence);
+            return rc;
+        }
+        burst = b.honeypot ? LL_REASON_HONEYPOT_LINK : b.nlinks >= 3 || b.in_order ? LL_REASON_SWEEP : 0;
     }
-    int rc = ll_events_of_contact_rev(t, ev.contact, on_burst_event, &b);
-    if (rc != 0) {
-        json_decref(evidence);
-        return rc;
-    }
-    uint32_t burst = b.honeypot ? LL_REASON_HONEYPOT_LINK : b.nlinks >= 3 || b.in_order ? LL_REASON_SWEEP : 0;
     if (burst != 0) {
+        machine_burst_set(j, ev.send, ev.time_us + window, burst);
         reasons |= burst;
         cls = LL_CLASS_SCANNER;
         j->burst.send = ev.send, j->burst.contact = ev.contact, j->burst.since_us = b.since_us;
