@@ -14,6 +14,7 @@
 #include "mailer.h"
 
 #define LINK_TAG_ATTR "data-ll-tag" /* <a href=... data-ll-tag="pricing">: the click carries the tag */
+#define MAX_LINKS 256 /* links of an HTML part signed; a template with more is refused at load */
 
 /* Fields any template may use besides the profile fields of the configured forms. */
 static const char *const base_fields[] = {"email", "unsubscribe_url", "first_name", "last_name", "name", "company",
@@ -136,6 +137,17 @@ static const GumboNode *find_element(const GumboNode *n, int (*pred)(const Gumbo
     return NULL;
 }
 
+static size_t count_links(const GumboNode *n, int depth)
+{
+    if (n->type != GUMBO_NODE_ELEMENT || depth > 400)
+        return 0;
+    const GumboElement *e = &n->v.element;
+    size_t c = (e->tag == GUMBO_TAG_A || e->tag == GUMBO_TAG_AREA) && gumbo_get_attribute(&e->attributes, "href");
+    for (unsigned i = 0; i < e->children.length; i++)
+        c += count_links(e->children.data[i], depth + 1);
+    return c;
+}
+
 static int check_html(const ll_tpl_t *t, char *err, size_t errlen)
 {
     GumboOutput *out = gumbo_parse_with_options(&kGumboDefaultOptions, t->html, strlen(t->html));
@@ -151,6 +163,10 @@ static int check_html(const ll_tpl_t *t, char *err, size_t errlen)
         rc = ll_err(err, errlen, LL_EINVAL, "%s:%u: " LINK_TAG_ATTR " \"%.40s\": a link tag is 1 to %d of a-z, 0-9, '_', "
                     "'.', '-'", t->path, t->html_line + bt->v.element.start_pos.line - 1,
                     gumbo_get_attribute(&bt->v.element.attributes, LINK_TAG_ATTR)->value, LL_TOKEN_LINK_TAG_MAX);
+    size_t links = rc == 0 ? count_links(out->root, 0) : 0;
+    if (links > MAX_LINKS)
+        rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: the HTML part has %zu links; a message signs at most %d", t->path,
+                    t->html_line, links, MAX_LINKS);
     /* A tag cut off by the end of the part ("<a href=x" and nothing after) never makes an element. */
     const char *lt = strrchr(t->html, '<');
     if (rc == 0 && lt != NULL && strchr(lt, '>') == NULL) {
@@ -424,7 +440,6 @@ static void collect_hrefs(const GumboNode *n, href_t *out, size_t *nout, size_t 
         collect_hrefs(e->children.data[i], out, nout, cap, depth + 1);
 }
 
-#define MAX_LINKS 256
 
 /* Tagged HTML links, so that the text part's link to the same destination carries the tag. */
 typedef struct {

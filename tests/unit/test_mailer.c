@@ -154,6 +154,11 @@ static void test_template_errors(void)
     CHECK(tpl_fails("Subject: x\n--- text\n{{}}\n", "3: empty placeholder"));
     CHECK(tpl_fails("Subject: x\n--- html\n<p>a</p>\n<a href=\"https://x.example/\" data-ll-tag=\"Big Deal\">x</a>\n",
                     "4: data-ll-tag \"Big Deal\": a link tag is"));
+    char many[300 * 40 + 64];
+    size_t o = (size_t)snprintf(many, sizeof(many), "Subject: x\n--- html\n");
+    for (int i = 0; i < 257; i++)
+        o += (size_t)snprintf(many + o, sizeof(many) - o, "<a href=\"https://x.example/%d\">l</a>\n", i);
+    CHECK(tpl_fails(many, "3: the HTML part has 257 links; a message signs at most 256"));
 }
 
 static void test_render(void)
