@@ -54,7 +54,7 @@ static int cookie_visitor(h2o_req_t *req, ll_visitor_id_t *out)
     return LL_ENOTFOUND;
 }
 
-void ll__reqinfo(h2o_req_t *req, int from_snippet, ll_reqinfo_t *ri)
+void ll__reqinfo(h2o_req_t *req, unsigned flags, ll_reqinfo_t *ri)
 {
     memset(ri, 0, sizeof(*ri));
     struct sockaddr_storage ss;
@@ -78,7 +78,8 @@ void ll__reqinfo(h2o_req_t *req, int from_snippet, ll_reqinfo_t *ri)
     ll_ip_resolve(&ll_srv.conf, &peer, xff.base, xff.len, &ri->ip);
     if (ll_srv.geo != NULL)
         ll_geo_lookup(ll_srv.geo, &ri->ip, &ri->geo);
-    if (cookie_visitor(req, &ri->visitor) != 0) {
+    /* Minting an id costs RAND_bytes (and its fork check, a getpid): only where one is kept. */
+    if (!(flags & LL_RI_NO_VISITOR) && cookie_visitor(req, &ri->visitor) != 0) {
         ll_visitor_new(&ri->visitor);
         ri->visitor_new = 1;
     }
@@ -92,7 +93,7 @@ void ll__reqinfo(h2o_req_t *req, int from_snippet, ll_reqinfo_t *ri)
                            .ua = ll_str(ua.base, ua.len),
                            .purpose = ll_str(purpose.base, purpose.len),
                            .sec_purpose = ll_str(sec.base, sec.len),
-                           .from_snippet = from_snippet};
+                           .from_snippet = (flags & LL_RI_SNIPPET) != 0};
     ri->cls = ll_classify(&in, &ri->reasons);
 }
 

@@ -75,7 +75,11 @@ typedef struct st_ll_reqinfo_t {
 } ll_reqinfo_t;
 
 /** Resolves client ip (trusted XFF), geo, cookie visitor and classification for req. */
-void ll__reqinfo(h2o_req_t *req, int from_snippet, ll_reqinfo_t *ri);
+enum {
+    LL_RI_SNIPPET = 1,   /* the request comes from ll.js (it ran JavaScript) */
+    LL_RI_NO_VISITOR = 2 /* no visitor id wanted (an open pixel): none is read or minted */
+};
+void ll__reqinfo(h2o_req_t *req, unsigned flags, ll_reqinfo_t *ri);
 /** Fills the request-derived parts of ev (time, visitor, class, geo, truncated ip, ua). */
 void ll__event_from_req(h2o_req_t *req, ll_reqinfo_t *ri, ll_event_t *ev, uint8_t ipbuf[16], char asnbuf[16]);
 /** Sets the UTM fields of ev from the query string of url (pointers into pool memory). */

@@ -112,13 +112,12 @@ int ll__on_open(h2o_req_t *req, h2o_iovec_t tail)
     ll_event_t ev = {0};
     uint8_t ip[16];
     char asn[16];
-    ll__reqinfo(req, 0, &ri);
+    /* Mail clients and proxies fetch pixels without cookies: a visitor id here would be noise. */
+    ll__reqinfo(req, LL_RI_NO_VISITOR, &ri);
     ll__event_from_req(req, &ri, &ev, ip, asn);
     ev.type = LL_EV_OPEN;
     ev.contact = tok.contact;
     ev.send = tok.send;
-    /* Mail clients and proxies fetch pixels without cookies: a visitor id here would be noise. */
-    memset(&ev.visitor, 0, sizeof(ev.visitor));
     ll_pending_t *p = ll__pending_new(req, EP_OPEN, on_gif_done);
     p->client_ip = ri.ip;
     if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 1) != 0) {
@@ -238,7 +237,7 @@ int ll__on_beacon(h2o_req_t *req)
         return 0;
     }
     ll_reqinfo_t ri;
-    ll__reqinfo(req, 1, &ri);
+    ll__reqinfo(req, LL_RI_SNIPPET, &ri);
     /* The snippet's own first-party id wins over the edge cookie: it is what the site sees. */
     ll_str_t v = json_str(root, "v");
     if (v.len != 0 && ll_visitor_from_hex(&ri.visitor, v.base, v.len) == 0)
