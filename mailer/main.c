@@ -120,7 +120,6 @@ static int record_event(ll_txn_t *t, int type, uint64_t contact, uint64_t send, 
                         uint64_t time_us, const char *data)
 {
     ll_event_t ev;
-    ll_buf_t rec;
     char stepbuf[16];
     memset(&ev, 0, sizeof(ev));
     ev.type = (uint8_t)type;
@@ -135,18 +134,7 @@ static int record_event(ll_txn_t *t, int type, uint64_t contact, uint64_t send, 
     }
     if (data != NULL)
         ev.f[LL_F_DATA] = ll_str(data, strlen(data));
-    ll_buf_init(&rec, LL_EVENT_MAX);
-    int rc = ll_event_encode(&ev, &rec);
-    if (rc == 0) {
-        ll_ingest_t in;
-        memset(&in, 0, sizeof(in));
-        in.rec = (uint8_t *)rec.data;
-        in.len = rec.len;
-        in.scorer = the_scorer;
-        rc = ll_ingest(t, &in);
-    }
-    ll_buf_free(&rec);
-    return rc;
+    return ll_ingest_event(t, &ev, the_scorer);
 }
 
 /* ---- conditions, exits, windows ---- */

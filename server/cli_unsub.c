@@ -156,18 +156,14 @@ int ll__cli_unsubscribe_mail(ll_cli_t *cli, int argc, char **argv)
         return fail(EX_TEMPFAIL, "%s", err);
     ll_txn_t txn;
     ll_contact_t c;
-    ll_buf_t rec;
-    ll_buf_init(&rec, LL_EVENT_MAX);
     memset(&c, 0, sizeof(c));
     if ((rc = ll_txn_begin(cli->store, 0, &txn)) != 0) {
         ll_scorer_free(sc);
-        ll_buf_free(&rec);
         return fail(EX_TEMPFAIL, "%s: cannot write the store: %s", cli->data_dir, ll_strerror(rc));
     }
     if ((rc = ll_contact_get(&txn, t.contact, &c)) != 0) {
         ll_txn_abort(&txn);
         ll_scorer_free(sc);
-        ll_buf_free(&rec);
         if (rc == LL_ENOTFOUND)
             return fail(EX_DATAERR, "contact %llu of the token does not exist; nothing changed",
                                 (unsigned long long)t.contact);
@@ -192,14 +188,7 @@ int ll__cli_unsubscribe_mail(ll_cli_t *cli, int argc, char **argv)
     ev.send = t.send;
     if (dj != NULL && strlen(dj) <= ll_event_field_limit(LL_F_DATA))
         ev.f[LL_F_DATA] = ll_str(dj, strlen(dj));
-    ll_ingest_t in;
-    memset(&in, 0, sizeof(in));
-    if ((rc = ll_event_encode(&ev, &rec)) == 0) {
-        in.rec = (uint8_t *)rec.data;
-        in.len = rec.len;
-        in.scorer = sc;
-        rc = ll_ingest(&txn, &in);
-    }
+    rc = ll_ingest_event(&txn, &ev, sc);
     free(dj);
     if (rc == 0)
         rc = ll_txn_commit(&txn);
@@ -214,6 +203,5 @@ int ll__cli_unsubscribe_mail(ll_cli_t *cli, int argc, char **argv)
 out:
     ll_contact_clear(&c);
     ll_scorer_free(sc);
-    ll_buf_free(&rec);
     return rc;
 }

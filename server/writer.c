@@ -229,6 +229,13 @@ static void settle(void)
         log_warnx("scanner lists: %s (the previous lists stay in use)", err);
     else if (rl > 0)
         log_info("scanner lists reloaded");
+    /* A read first: the write lock (shared with the mailer and the CLI) only when something is due. */
+    if (ll_txn_begin(ll_srv.store, 1, &t) != 0)
+        return;
+    uint64_t due = ll_judge_next_due(ll_srv.judge, &t);
+    ll_txn_abort(&t);
+    if (due == 0 || due > now)
+        return;
     while (more) {
         if (ll_txn_begin(ll_srv.store, 0, &t) != 0)
             return;
@@ -252,24 +259,23 @@ static void *writer_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&q.mutex);
         while (q.head == NULL && !q.stopping) {
-            /* Wake once a second for the judge's provisional events. */
+            if (ll_srv.judge == NULL) {
+                pthread_cond_wait(&q.cond, &q.mutex);
+                continue;
+            }
+            /* With a judge, wake at least once a second for its provisional events. */
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1;
-            if (pthread_cond_timedwait(&q.cond, &q.mutex, &ts) != 0 && ll_srv.judge != NULL)
+            if (pthread_cond_timedwait(&q.cond, &q.mutex, &ts) != 0)
                 break;
-        }
-        if (q.head == NULL && !q.stopping) {
-            pthread_mutex_unlock(&q.mutex);
-            settle();
-            next_settle = ll_now_us() + 1000000;
-            continue;
         }
         if (q.head == NULL && q.stopping) {
             pthread_mutex_unlock(&q.mutex);
             break;
         }
-        /* Group commit: take whatever queued while the previous commit ran, up to the cap. */
+        /* Group commit: take whatever queued while the previous commit ran, up to the cap (none
+         * when the wait timed out). */
         ll_pending_t *batch = q.head, **end = &q.head;
         size_t n = 0, items = 0;
         while (*end != NULL && (n == 0 || n + (*end)->nrecs <= max)) {
@@ -284,16 +290,19 @@ static void *writer_main(void *arg)
         q.len -= items;
         pthread_mutex_unlock(&q.mutex);
 
-        commit_batch(batch, n);
-        ll__notify_kick(); /* alerts written in this batch go out now */
+        if (batch != NULL) {
+            commit_batch(batch, n);
+            ll__notify_kick(); /* alerts written in this batch go out now */
+            while (batch != NULL) {
+                ll_pending_t *next = batch->next;
+                h2o_multithread_send_message(&batch->loop->receiver, &batch->super);
+                batch = next;
+            }
+        }
+        /* After the answers went back: settling never delays an acknowledgement. */
         if (ll_srv.judge != NULL && ll_now_us() >= next_settle) {
             settle();
             next_settle = ll_now_us() + 1000000;
-        }
-        while (batch != NULL) {
-            ll_pending_t *next = batch->next;
-            h2o_multithread_send_message(&batch->loop->receiver, &batch->super);
-            batch = next;
         }
     }
     return NULL;

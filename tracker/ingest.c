@@ -143,3 +143,16 @@ int ll_ingest(ll_txn_t *t, ll_ingest_t *in)
     ll_buf_free(&with_data);
     return rc;
 }
+
+int ll_ingest_event(ll_txn_t *t, const ll_event_t *ev, struct st_ll_scorer_t *scorer)
+{
+    ll_buf_t rec;
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    int rc = ll_event_encode(ev, &rec);
+    if (rc == 0) {
+        ll_ingest_t in = {.rec = (uint8_t *)rec.data, .len = rec.len, .scorer = scorer};
+        rc = ll_ingest(t, &in);
+    }
+    ll_buf_free(&rec);
+    return rc;
+}

@@ -40,5 +40,8 @@ typedef struct st_ll_ingest_t {
 
 /** Runs the rules above and appends the event. On error the transaction must be aborted. */
 int ll_ingest(ll_txn_t *t, ll_ingest_t *in);
+/** Encodes ev and ingests it (no email to bind, no judge): for the mailer's and the CLI's own
+ * events. scorer may be NULL. */
+int ll_ingest_event(ll_txn_t *t, const ll_event_t *ev, struct st_ll_scorer_t *scorer);
 
 #endif

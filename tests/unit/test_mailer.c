@@ -161,29 +161,59 @@ static void test_template_errors(void)
     CHECK(tpl_fails(many, "3: the HTML part has 257 links; a message signs at most 256"));
 }
 
-static void test_render(void)
+/* A template file rendered for send 7, contact 9, with fields_json, through a fresh key ring. */
+typedef struct {
+    ll_keyring_t *keys;
+    char *subject, *html, *text;
+} rendered_t;
+
+static int render_file(const char *tpl, const char *fields_json, rendered_t *out)
 {
     ll_config_t c;
     ll_tpl_t *t = NULL;
-    ll_keyring_t *keys = NULL;
     char p[] = "/tmp/ll-test-tpl-XXXXXX", kp[] = "/tmp/ll-test-keys-XXXXXX";
+    int rc = -1;
+    memset(out, 0, sizeof(*out));
     close(mkstemp(p));
     close(mkstemp(kp));
     unlink(kp);
-    write_file(p, "Subject: Hi {{first_name|there}}\n"
-                  "--- html\n<html><body><p>Hi {{first_name|there}} &amp; {{company}}</p>\n"
-                  "<a href=\"https://a.example/x?a=1&amp;b=2\" data-ll-tag=\"pricing\">A</a> <a href=mailto:x@y.example>M</a>\n"
-                  "<a href='{{unsubscribe_url}}'>U</a></body></html>\n"
-                  "--- text\nHi {{first_name}}: https://a.example/x?a=1&b=2, (https://b.example/y).\n");
+    write_file(p, tpl);
     ll_config_defaults(&c);
     CHECK_EQ_INT(ll__tpl_load(p, &c, &t, err, sizeof(err)), 0);
-    CHECK_EQ_INT(ll_keyring_open(kp, &keys, err, sizeof(err)), 0);
-    ll_render_t r = {.keys = keys, .public_url = "https://e.example", .send = 7, .contact = 9,
-                     .email = "ann@example.com", .fields_json = "{\"first_name\":\"<Ann>\",\"company\":\"A&B\"}"};
+    CHECK_EQ_INT(ll_keyring_open(kp, &out->keys, err, sizeof(err)), 0);
+    ll_render_t r = {.keys = out->keys, .public_url = "https://e.example", .send = 7, .contact = 9,
+                     .email = "ann@example.com", .fields_json = fields_json};
     snprintf(r.unsub_url, sizeof(r.unsub_url), "https://e.example/u/TOKEN");
     snprintf(r.pixel_url, sizeof(r.pixel_url), "https://e.example/o/PIX.gif");
-    char *subject, *html, *text;
-    if (t != NULL && keys != NULL && ll__tpl_render(t, &r, &subject, &html, &text) == 0) {
+    if (t != NULL && out->keys != NULL)
+        rc = ll__tpl_render(t, &r, &out->subject, &out->html, &out->text);
+    CHECK_EQ_INT(rc, 0);
+    ll__tpl_free(t);
+    ll_config_free(&c);
+    unlink(p);
+    unlink(kp);
+    return rc;
+}
+
+static void rendered_free(rendered_t *o)
+{
+    ll_keyring_free(o->keys);
+    free(o->subject);
+    free(o->html);
+    free(o->text);
+}
+
+static void test_render(void)
+{
+    rendered_t o;
+    if (render_file("Subject: Hi {{first_name|there}}\n"
+                    "--- html\n<html><body><p>Hi {{first_name|there}} &amp; {{company}}</p>\n"
+                    "<a href=\"https://a.example/x?a=1&amp;b=2\" data-ll-tag=\"pricing\">A</a> <a href=mailto:x@y.example>M</a>\n"
+                    "<a href='{{unsubscribe_url}}'>U</a></body></html>\n"
+                    "--- text\nHi {{first_name}}: https://a.example/x?a=1&b=2, (https://b.example/y).\n",
+                    "{\"first_name\":\"<Ann>\",\"company\":\"A&B\"}", &o) == 0) {
+        const char *subject = o.subject, *html = o.html, *text = o.text;
+        ll_keyring_t *keys = o.keys;
         CHECK_EQ_STR(subject, "Hi <Ann>");
         CHECK(strstr(html, "Hi &lt;Ann&gt; &amp; A&amp;B") != NULL);
         CHECK(strstr(html, "a.example") == NULL);      /* the link is signed, its URL inside the token */
@@ -229,61 +259,28 @@ static void test_render(void)
         }
         CHECK(strstr(text, ", (https://e.example/c/") != NULL && strstr(text, ").\n") != NULL);
         CHECK(strstr(text, "b.example") == NULL);
-        free(subject);
-        free(html);
-        free(text);
-    } else {
-        CHECK(0);
     }
-    ll__tpl_free(t);
-    ll_keyring_free(keys);
-    ll_config_free(&c);
-    unlink(p);
-    unlink(kp);
+    rendered_free(&o);
 }
 
 /* A URL typed into a form (a profile value) is never signed into a click link: the edge would
  * redirect anyone to it under its own name. The author's links still are. */
 static void test_profile_urls_are_not_signed(void)
 {
-    ll_config_t c;
-    ll_tpl_t *t = NULL;
-    ll_keyring_t *keys = NULL;
-    char p[] = "/tmp/ll-test-tpl-XXXXXX", kp[] = "/tmp/ll-test-keys-XXXXXX";
-    close(mkstemp(p));
-    close(mkstemp(kp));
-    unlink(kp);
-    write_file(p, "Subject: x\n--- html\n<p>{{company}}</p> <a href=\"{{title}}\">t</a> "
-                  "<a href=\"https://a.example/?c={{company}}\">ok</a>\n"
-                  "--- text\nSee {{company}} and https://a.example/ok\n");
-    ll_config_defaults(&c);
-    CHECK_EQ_INT(ll__tpl_load(p, &c, &t, err, sizeof(err)), 0);
-    CHECK_EQ_INT(ll_keyring_open(kp, &keys, err, sizeof(err)), 0);
-    ll_render_t r = {.keys = keys, .public_url = "https://e.example", .send = 7, .contact = 9,
-                     .email = "ann@example.com",
-                     .fields_json = "{\"company\":\"https://evil.example/x\",\"title\":\"https://evil.example/t\"}"};
-    snprintf(r.unsub_url, sizeof(r.unsub_url), "https://e.example/u/TOKEN");
-    snprintf(r.pixel_url, sizeof(r.pixel_url), "https://e.example/o/PIX.gif");
-    char *subject, *html, *text;
-    if (t != NULL && keys != NULL && ll__tpl_render(t, &r, &subject, &html, &text) == 0) {
-        CHECK(strstr(text, "See https://evil.example/x and https://e.example/c/") != NULL);
-        CHECK(strstr(html, "href=\"https://evil.example/t\"") != NULL);
+    rendered_t o;
+    if (render_file("Subject: x\n--- html\n<p>{{company}}</p> <a href=\"{{title}}\">t</a> "
+                    "<a href=\"https://a.example/?c={{company}}\">ok</a>\n"
+                    "--- text\nSee {{company}} and https://a.example/ok\n",
+                    "{\"company\":\"https://evil.example/x\",\"title\":\"https://evil.example/t\"}", &o) == 0) {
+        CHECK(strstr(o.text, "See https://evil.example/x and https://e.example/c/") != NULL);
+        CHECK(strstr(o.html, "href=\"https://evil.example/t\"") != NULL);
         /* the author's link with a value in its query is signed: honeypot + that one */
         size_t signed_links = 0;
-        for (const char *q = html; (q = strstr(q, "https://e.example/c/")) != NULL; q++)
+        for (const char *q = o.html; (q = strstr(q, "https://e.example/c/")) != NULL; q++)
             signed_links++;
         CHECK_EQ_INT(signed_links, 2);
-        free(subject);
-        free(html);
-        free(text);
-    } else {
-        CHECK(0);
     }
-    ll__tpl_free(t);
-    ll_keyring_free(keys);
-    ll_config_free(&c);
-    unlink(p);
-    unlink(kp);
+    rendered_free(&o);
 }
 
 static void test_qp_and_headers(void)
