@@ -580,32 +580,37 @@ static int on_alert_row(uint64_t id, const ll_outbox_hdr_t *h, const char *body,
     return 0;
 }
 
-static int alert_map(mailer_t *M, ll_txn_t *t, uint64_t id, uint64_t *send, int del)
+/* The claim of outbox_mail row id: its send id (0: not claimed yet). */
+static int alert_claim_get(mailer_t *M, ll_txn_t *t, uint64_t id, uint64_t *send)
+{
+    uint8_t kb[8];
+    ll_be64_put(kb, id);
+    MDB_val k = {8, kb}, v;
+    int rc = mdb_get(t->txn, M->alert_sends, &k, &v);
+    *send = rc == 0 && v.mv_size == 8 ? ll_be64_get(v.mv_data) : 0;
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+}
+
+static int alert_claim_put(mailer_t *M, ll_txn_t *t, uint64_t id, uint64_t send)
 {
     uint8_t kb[8], vb[8];
     ll_be64_put(kb, id);
-    MDB_val k = {8, kb}, v;
-    if (del) {
-        int rc = mdb_del(t->txn, M->alert_sends, &k, NULL);
-        return rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
-    }
-    if (*send != 0) {
-        ll_be64_put(vb, *send);
-        v.mv_size = 8, v.mv_data = vb;
-        return ll_store_err(mdb_put(t->txn, M->alert_sends, &k, &v, 0));
-    }
-    int rc = mdb_get(t->txn, M->alert_sends, &k, &v);
-    if (rc == 0 && v.mv_size == 8)
-        *send = ll_be64_get(v.mv_data);
-    return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
+    ll_be64_put(vb, send);
+    MDB_val k = {8, kb}, v = {8, vb};
+    return ll_store_err(mdb_put(t->txn, M->alert_sends, &k, &v, 0));
 }
 
 /* Removes a finished alert row and its claim. */
 static int alert_done(mailer_t *M, ll_txn_t *t, uint64_t id)
 {
-    uint64_t none = 0;
+    uint8_t kb[8];
+    ll_be64_put(kb, id);
+    MDB_val k = {8, kb};
     int rc = ll_outbox_mail_done(M->scorer, t, id);
-    return rc != 0 ? rc : alert_map(M, t, id, &none, 1);
+    if (rc != 0)
+        return rc;
+    rc = mdb_del(t->txn, M->alert_sends, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
 /* Claims up to LL_ALERT_BATCH due alert rows into ps->out, inside the claiming transaction. */
@@ -621,7 +626,7 @@ static int claim_alerts(pass_t *ps, size_t *claimed)
         ll_send_t row;
         uint64_t send = 0, contact = 0;
         char *subject = NULL, *text = NULL;
-        if ((rc = alert_map(M, ps->t, r->id, &send, 0)) != 0)
+        if ((rc = alert_claim_get(M, ps->t, r->id, &send)) != 0)
             break;
         if (send != 0 && ll_send_get(&M->n, ps->t, send, &row) == 0 &&
             (row.state == LL_SEND_COMMITTED || row.state == LL_SEND_ACCEPTED)) {
@@ -644,7 +649,7 @@ static int claim_alerts(pass_t *ps, size_t *claimed)
             row.created_us = ps->now;
             snprintf(row.program, sizeof(row.program), "%s", LL_ALERT_PROGRAM);
             send = row.id;
-            if ((rc = ll_send_put(&M->n, ps->t, &row)) != 0 || (rc = alert_map(M, ps->t, r->id, &send, 0)) != 0)
+            if ((rc = ll_send_put(&M->n, ps->t, &row)) != 0 || (rc = alert_claim_put(M, ps->t, r->id, send)) != 0)
                 goto next;
         }
         ll_outmsg_t *o = &ps->out[ps->nout];
