@@ -204,8 +204,8 @@ int ll_judge_counts_each(ll_txn_t *t, MDB_dbi dbi, ll_judge_counts_cb cb, void *
 
 /* ---- records ---- */
 
-/* Rewrites the stored record seq with a new class, reasons and flags (copied: LMDB values may
- * point into read-only pages). */
+/* Rewrites the stored record seq with a new class, reasons and flags (through a copy: a value
+ * LMDB returns may point into a read-only page). */
 static int rewrite(ll_txn_t *t, uint64_t seq, int cls, uint32_t reasons, uint8_t flags)
 {
     uint8_t kb[8];
@@ -217,16 +217,14 @@ static int rewrite(ll_txn_t *t, uint64_t seq, int cls, uint32_t reasons, uint8_t
         return ll_store_err(rc);
     if (v.mv_size < LL_EVENT_HEADER)
         return LL_EINVAL;
-    MDB_val nv = {v.mv_size, NULL};
-    void *src = v.mv_data;
-    if ((rc = mdb_put(t->txn, dbi, &k, &nv, MDB_RESERVE)) != 0)
-        return ll_store_err(rc);
-    /* MDB_RESERVE on the same key may reuse the page src points into: copy first. */
-    if (nv.mv_data != src)
-        memmove(nv.mv_data, src, v.mv_size);
-    ll_event_patch_class(nv.mv_data, (uint8_t)cls, reasons);
-    ll_event_patch_flags(nv.mv_data, flags);
-    return 0;
+    uint8_t *copy = ll_malloc(v.mv_size);
+    memcpy(copy, v.mv_data, v.mv_size);
+    ll_event_patch_class(copy, (uint8_t)cls, reasons);
+    ll_event_patch_flags(copy, flags);
+    MDB_val nv = {v.mv_size, copy};
+    rc = ll_store_err(mdb_put(t->txn, dbi, &k, &nv, 0));
+    free(copy);
+    return rc;
 }
 
 /* The final label of an open or click from its reasons (judge.h). cls is the label so far. */
