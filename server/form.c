@@ -361,7 +361,7 @@ int ll__on_form(h2o_req_t *req, h2o_iovec_t id)
     rc = ll__pending_add(p, &ev);
     free(kept_json);
     free(profile_json);
-    if (rc != 0 || ll__pending_submit(p, 0) != 0) {
+    if (rc != 0 || ll__pending_submit(p, LL_ACK_COMMIT) != 0) {
         ll__pending_free(p);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
         form_error(req, 503, "Service Unavailable", REJ_OVERLOAD, "overloaded, please try again\n");

@@ -139,19 +139,29 @@ struct st_ll_pending_t {
     /* response data kept by the handler */
     char *location;              /* clicks and forms */
     ll_visitor_id_t visitor;
-    int answered_early;          /* the deadline passed and the loop answered before the commit */
+    int answered_early;          /* answered before the commit: the deadline passed, or ack: queued */
 };
 
 /** A new pending item bound to req (with its dispose guard). Caller adds records. */
 ll_pending_t *ll__pending_new(h2o_req_t *req, ll_endpoint_t ep, ll_pending_cb on_done);
 /** Adds one encoded event. LL_ETOOBIG past 64 events or the byte cap. */
 int ll__pending_add(ll_pending_t *p, const ll_event_t *ev);
+/** When a queued item's request is answered. */
+typedef enum {
+    LL_ACK_COMMIT,   /* after the commit, always: forms, unsubscribes (their answer says "stored") */
+    LL_ACK_DEADLINE, /* clicks, opens: after the commit, or anyway past click_deadline_ms */
+    LL_ACK_TRACKING, /* the snippet's beacons and page pixels: after the commit (503 if it failed) */
+} ll_ack_t;
+
 /**
- * Queues p for the writer. With deadline set, on_done runs early (with req) if the commit has
- * not returned within click_deadline_ms; the later commit result then only counts.
- * Returns LL_ENOMEM when the queue is over its cap (p is freed; the caller responds).
+ * Queues p for the writer and answers it according to ack. With `ack: queued` in the
+ * configuration, LL_ACK_DEADLINE and LL_ACK_TRACKING items are answered here, once queued: on_done
+ * runs before this returns, with answered_early set, and a later failed commit only counts
+ * (leadloop_events_lost_total); a crash loses what was queued and not yet committed.
+ * Returns LL_ENOMEM when the queue is over its cap (nothing was answered; the caller responds
+ * and frees p).
  */
-int ll__pending_submit(ll_pending_t *p, int deadline);
+int ll__pending_submit(ll_pending_t *p, ll_ack_t ack);
 void ll__pending_free(ll_pending_t *p);
 
 int ll__writer_start(void);

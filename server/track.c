@@ -79,7 +79,7 @@ int ll__on_click(h2o_req_t *req, h2o_iovec_t b64)
     p->location = handoff_url(tok.url, &ri.visitor);
     /* Machines (prefetchers, crawlers) are logged but never bind a browser to a person. */
     p->bind = ri.cls == LL_CLASS_HUMAN || ri.cls == LL_CLASS_UNKNOWN;
-    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 1) != 0) {
+    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, LL_ACK_DEADLINE) != 0) {
         ll__metrics_reject(REJ_OVERLOAD);
         ll__metrics_lost(EP_CLICK, 1);
         click_redirect(req, p);
@@ -120,7 +120,7 @@ int ll__on_open(h2o_req_t *req, h2o_iovec_t tail)
     ev.send = tok.send;
     ll_pending_t *p = ll__pending_new(req, EP_OPEN, on_gif_done);
     p->client_ip = ri.ip;
-    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 1) != 0) {
+    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, LL_ACK_DEADLINE) != 0) {
         ll__metrics_reject(REJ_OVERLOAD);
         ll__metrics_lost(EP_OPEN, 1);
         ll__respond_gif(req, EP_OPEN);
@@ -258,7 +258,7 @@ int ll__on_beacon(h2o_req_t *req)
         bad_request(req, EP_BEACON, REJ_BAD_REQUEST, why);
         return 0;
     }
-    if (ll__pending_submit(p, 0) != 0) {
+    if (ll__pending_submit(p, LL_ACK_TRACKING) != 0) {
         ll__pending_free(p);
         ll__metrics_reject(REJ_OVERLOAD);
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("5"));
@@ -323,7 +323,7 @@ int ll__on_pixel(h2o_req_t *req)
     ll__event_utm(&req->pool, &ev, ev.f[LL_F_URL]);
     ll_pending_t *p = ll__pending_new(req, EP_PIXEL, on_beacon_done);
     p->visitor = ri.visitor;
-    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 0) != 0) {
+    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, LL_ACK_TRACKING) != 0) {
         ll__pending_free(p);
         ll__metrics_reject(REJ_OVERLOAD);
         ll__respond_gif(req, EP_PIXEL);

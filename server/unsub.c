@@ -73,7 +73,7 @@ int ll__on_unsub(h2o_req_t *req, h2o_iovec_t b64, int post)
     ev.f[LL_F_UA] = ll_str(ua.base, ua.len);
     ev.f[LL_F_DATA] = LL_STR_LIT("{\"method\":\"one-click\"}");
     ll_pending_t *p = ll__pending_new(req, EP_OTHER, on_unsub_done);
-    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, 0) != 0) {
+    if (ll__pending_add(p, &ev) != 0 || ll__pending_submit(p, LL_ACK_COMMIT) != 0) {
         ll__pending_free(p);
         respond_html(req, 503, "Service Unavailable", "<h1>Please try again</h1>");
     }

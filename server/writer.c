@@ -57,15 +57,20 @@ static h2o_req_t *detach(ll_pending_t *p)
     return req;
 }
 
-static void on_deadline(h2o_timeout_entry_t *entry)
+/* Answers p's request now, before its commit; p itself stays with the writer. */
+static void answer_early(ll_pending_t *p)
 {
-    ll_pending_t *p = H2O_STRUCT_FROM_MEMBER(ll_pending_t, deadline, entry);
     h2o_req_t *req = detach(p);
-    /* Answered before the commit returned; p->result belongs to the writer until then. The
-     * callbacks that use a deadline (clicks, opens) answer the same whatever the result. */
     p->answered_early = 1;
     if (req != NULL)
         p->on_done(p, req);
+}
+
+static void on_deadline(h2o_timeout_entry_t *entry)
+{
+    /* Answered before the commit returned; p->result belongs to the writer until then. The
+     * callbacks that use a deadline (clicks, opens) answer the same whatever the result. */
+    answer_early(H2O_STRUCT_FROM_MEMBER(ll_pending_t, deadline, entry));
 }
 
 static void on_writer_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -134,12 +139,32 @@ void ll__pending_free(ll_pending_t *p)
     free(p);
 }
 
-int ll__pending_submit(ll_pending_t *p, int deadline)
+static int queue_full(void)
 {
-    pthread_mutex_lock(&q.mutex);
-    if (q.len >= QUEUE_CAP || q.stopping) {
+    return q.len >= QUEUE_CAP || q.stopping;
+}
+
+int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
+{
+    int early = ll_srv.conf.ack_queued && ack != LL_ACK_COMMIT;
+    if (early) {
+        /* A full queue refuses p as without ack: queued. Then p is answered before the writer
+         * can see it (on_done reads it), outside the lock (it writes to the socket). */
+        pthread_mutex_lock(&q.mutex);
+        int full = queue_full();
         pthread_mutex_unlock(&q.mutex);
-        return LL_ENOMEM;
+        if (full)
+            return LL_ENOMEM;
+        answer_early(p);
+    }
+    pthread_mutex_lock(&q.mutex);
+    if (queue_full()) {
+        pthread_mutex_unlock(&q.mutex);
+        if (!early)
+            return LL_ENOMEM;
+        ll__metrics_lost(p->ep, p->nrecs); /* filled or stopping since it was answered */
+        ll__pending_free(p);
+        return 0;
     }
     p->next = NULL;
     *q.tail = p;
@@ -147,7 +172,7 @@ int ll__pending_submit(ll_pending_t *p, int deadline)
     q.len++;
     pthread_cond_signal(&q.cond);
     pthread_mutex_unlock(&q.mutex);
-    if (deadline)
+    if (!early && ack == LL_ACK_DEADLINE)
         h2o_timeout_link(p->loop->ctx->loop, &p->loop->deadline, &p->deadline);
     return 0;
 }

@@ -23,6 +23,7 @@ enum key_type {
     K_BOOL,
     K_SIZE,     /* bytes, with an optional K, M or G suffix */
     K_LOGLEVEL, /* warn, info, debug or 0..2 */
+    K_ACK,      /* commit or queued (config.h ack_queued) */
     K_EXTS,     /* a list (or comma-separated string) of file extensions */
     K_PROXIES,  /* a list of CIDRs */
     K_FORMS,
@@ -50,6 +51,7 @@ static const struct key keys[] = {
     {"map_size", K_SIZE, F(map_size), 1LL << 20, 1LL << 40, NULL},
     {"batch_max", K_INT, F(batch_max), 1, 65536, NULL},
     {"click_deadline_ms", K_INT, F(click_deadline_ms), 10, 60000, NULL},
+    {"ack", K_ACK, F(ack_queued), 0, 0, NULL},
     {"log_level", K_LOGLEVEL, F(log_level), 0, 2, NULL},
     {"cookie_name", K_COOKIE, F(cookie_name), 0, 0, NULL},
     {"cookie_domain", K_DOMAIN, F(cookie_domain), 0, 0, NULL},
@@ -535,6 +537,11 @@ static int apply(ll_cfg_t *x, const struct key *k, const yaml_node_t *n)
         if ((v = ll__cfg_bool(s)) < 0)
             return ll__cfg_fail(x, n, k->name, "'%s' is not true or false", s);
         *(int *)slot = (int)v;
+        return 0;
+    case K_ACK:
+        if (strcmp(s, "commit") != 0 && strcmp(s, "queued") != 0)
+            return ll__cfg_fail(x, n, k->name, "'%s' is not commit or queued", s);
+        *(int *)slot = s[0] == 'q';
         return 0;
     case K_LOGLEVEL:
         if (strcmp(s, "warn") == 0 || strcmp(s, "info") == 0 || strcmp(s, "debug") == 0) {

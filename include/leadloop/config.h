@@ -42,6 +42,9 @@ typedef struct st_ll_config_t {
     size_t map_size;        /* LMDB map size, 1 GiB */
     int batch_max;          /* events per commit, 1024 */
     int click_deadline_ms;  /* redirect anyway past this, 1000 */
+    int ack_queued;         /* `ack: queued`: opens, clicks and the snippet's events are answered
+                             * once queued for the writer, not after their commit (forms and
+                             * unsubscribes always wait for it); 0 (`ack: commit`) by default */
     int log_level;          /* 0 warn, 1 info (default), 2 debug */
     /* identity */
     char *cookie_name;      /* "_ll" */

@@ -3,9 +3,10 @@
 Capture benchmark (issue #6, parts 1 and 2): leadloopd's open pixel, click and beacon, each
 answered after a durable (synced) group commit, against nginx empty_gif (access log off, and
 on to a file) and a bare libh2o server answering the same GIF (tests/bench/bare_h2o.c).
-Part 2, the durability cost, runs in the same alternation: the same pixel with the sync
-removed (LD_PRELOAD nosync.so), and answered at once with no event (a token that does not
-verify: leadloopd has no switch that acknowledges before the commit).
+Part 2, the durability cost, runs in the same alternation: the open pixel, click and beacon
+answered once queued (`ack: queued`, the events still committed by the writer behind the
+answers), the pixel with the sync removed (LD_PRELOAD nosync.so), and the pixel answered at once
+with no event at all (a token that does not verify): the floor.
 
 Every round starts each server afresh (leadloopd from a copy of the same seeded data
 directory), warms it up, then loads it with wrk (keep-alive) for --seconds, targets in turn:
@@ -136,8 +137,9 @@ def parse_wrk(text):
 class Target:
     """One server set-up and the request wrk sends to it."""
 
-    def __init__(self, name, kind, path, lua=None, env=None, binary=None):
+    def __init__(self, name, kind, path, lua=None, env=None, binary=None, conf=''):
         self.name, self.kind, self.path, self.lua, self.env, self.binary = name, kind, path, lua, env, binary
+        self.conf = conf  # extra leadloop.yaml lines
 
 
 class Bench:
@@ -153,10 +155,10 @@ class Bench:
 
     # ---- leadloopd ----
 
-    def write_conf(self, data_dir):
+    def write_conf(self, data_dir, extra=''):
         with open(self.conf, 'w') as f:
             f.write(f'listen: 127.0.0.1:{self.port}\npublic_url: http://127.0.0.1:{self.port}\n'
-                    f'data_dir: {data_dir}\nmap_size: 8G\nlog_level: warn\n')
+                    f'data_dir: {data_dir}\nmap_size: 8G\nlog_level: warn\n{extra}')
 
     def prepare(self):
         """A seeded data directory (keys, one contact) and the signed URLs every run reuses."""
@@ -181,7 +183,7 @@ class Bench:
         data = os.path.join(self.dir, 'data')
         shutil.rmtree(data, ignore_errors=True)
         shutil.copytree(self.seed, data)
-        self.write_conf(data)
+        self.write_conf(data, t.conf)
         env = dict(os.environ)
         env.update(t.env or {})
         binary = os.path.abspath(t.binary or self.a.leadloopd)
@@ -309,6 +311,11 @@ def main():
         Target('leadloopd open pixel', 'leadloopd', b.open_path),
         Target('leadloopd click', 'leadloopd', b.click_path),
         Target('leadloopd beacon (POST /e)', 'leadloopd', '/e', lua=b.beacon_lua),
+    ]
+    targets += [
+        Target('leadloopd open pixel, ack: queued', 'leadloopd', b.open_path, conf='ack: queued\n'),
+        Target('leadloopd click, ack: queued', 'leadloopd', b.click_path, conf='ack: queued\n'),
+        Target('leadloopd beacon (POST /e), ack: queued', 'leadloopd', '/e', lua=b.beacon_lua, conf='ack: queued\n'),
     ]
     if a.nosync:
         targets.append(Target('leadloopd open, commit without sync', 'leadloopd', b.open_path,

@@ -1469,20 +1469,91 @@ def test_kill9_under_load():
         check(r.status == 204, f'beacon after restart: {r.status}')
 
 
-def test_store_full():
+def _small_store_server(conf=''):
+    """A started server on the smallest map size it starts with, to fill."""
     tmp = tempfile.mkdtemp(prefix='ll-it-')
-    s = None
     tried = []
     for size in ('1m', '2m', '4m', '8m', '16m', '32m', '64m'):
-        cand = Server(conf=f'map_size: {size}', tmp=tmp, data_dir=os.path.join(tmp, 'data-' + size))
+        cand = Server(conf=f'map_size: {size}\n{conf}', tmp=tmp, data_dir=os.path.join(tmp, 'data-' + size))
         try:
-            cand.start()
-            s = cand
-            break
+            return cand.start()
         except TestFailure as e:
             tried.append(f'{size}: {str(e).splitlines()[0][:200]}')
             cand.cleanup()
-    check(s is not None, 'no map_size from 1m to 64m lets leadloopd start: ' + '; '.join(tried))
+    raise TestFailure('no map_size from 1m to 64m lets leadloopd start: ' + '; '.join(tried))
+
+
+def _lost_total(s, text=None):
+    text = s.metrics() if text is None else text
+    return sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('leadloop_events_lost_total{'))
+
+
+def test_ack_queued():
+    """ack: queued answers opens, clicks and snippet events once queued; forms still wait."""
+    with Server(conf='ack: queued') as s:
+        tok = s.link('https://dest.example/q', 'queued@example.com', send=3)
+        pix = s.pixel('queued@example.com', send=3)
+        v = new_visitor()
+        before = s.events()
+        r = s.get('/c/' + tok)
+        check(r.status == 302 and (r.header('Location') or '').startswith('https://dest.example/q?_llv='),
+              f'click: {r.status} Location {r.header("Location")!r}')
+        check_gif(s.get(f'/o/{pix}.gif'), 'open')
+        r = s.beacon(beacon_body(v, u='https://site.example/queued'))
+        check(r.status == 204, f'beacon: {r.status} {r.body!r}')
+        check_gif(s.get('/e.gif?t=pageview&u=https%3A%2F%2Fsite.example%2Fnojs'), 'GET /e.gif')
+        r = s.form('contact', {'email': 'queued-form@example.com', 'name': 'Q'})
+        check(r.status == 200, f'form: {r.status} {r.body!r}')
+        # Answered before their commit, still stored: the form's answer came after its commit,
+        # and the writer commits in queue order, so all are in by now or within a commit or two.
+        want = ['click', 'open', 'pageview', 'pageview', 'form']
+        got = []
+
+        def stored():
+            got[:] = [e['type'] for e in new_events(before, s.events())]
+            return len(got) >= len(want)
+        wait_until(stored)
+        check(sorted(got) == sorted(want), f'stored {got}, expected {want}')
+    # On a full store the difference shows: snippet events are answered 204 and counted lost,
+    # where ack: commit answers 503 (test_store_full); forms still get 503.
+    s = _small_store_server('ack: queued')
+    with s:
+        v = new_visitor()
+        deadline = time.time() + 40
+        i, full, bad = 0, False, []
+        while time.time() < deadline and not full:
+            body = beacon_body(v, [{'t': 'pageview', 'u': f'https://site.example/fill/{i}/{j}?' + 'p' * 150}
+                                   for j in range(50)])
+            r = s.beacon(body)
+            if r.status != 204:
+                bad.append(r.status)
+                break
+            i += 1
+            if i % 20 == 0:
+                full = _lost_total(s) > 0
+        check(not bad, f'a beacon under ack: queued answered {bad[0] if bad else 0}, expected 204 even when full')
+        check(full, f'the store did not fill (no leadloop_events_lost_total) after {i} beacons in 40 s')
+        statuses = set()
+        for k in range(400):
+            statuses.add(s.beacon(beacon_body(v, u=f'https://site.example/small/{k}')).status)
+            rf = s.form('contact', {'email': f'qfull{k}@example.com', 'name': 'F'})
+            if rf.status == 503:
+                break
+        check(statuses == {204}, f'beacons on a filling store under ack: queued: {statuses}, expected only 204')
+        check(rf.status == 503, f'form on the full store under ack: queued: {rf.status}, expected 503')
+        lost, counted = _lost_total(s), False
+        for k in range(50):  # the last free bytes of a page may still take a small event
+            check_gif(s.get(f'/e.gif?t=pageview&u=https%3A%2F%2Fsite.example%2Flate%2F{k}%3F' + 'q' * 1000),
+                      '/e.gif on the full store')
+            counted = wait_until(lambda: _lost_total(s) > lost, timeout=0.5)
+            if counted:
+                break
+        check(counted, '50 /e.gif events on the full store were neither stored nor counted lost')
+        check(s.get('/healthz').status == 200, 'healthz on the full store')
+
+
+def test_store_full():
+    s = _small_store_server()
     with s:
         tok = s.link('https://dest.example/full', 'full@example.com', send=5)
         pix = s.pixel('full@example.com', send=5)
@@ -1528,7 +1599,7 @@ def test_store_full():
         check(time.time() - t0 < 3, f'click on the full store took {time.time() - t0:.1f} s')
         check_gif(s.get(f'/o/{pix}.gif'), 'open on the full store')
         text = s.metrics()
-        lost = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('leadloop_events_lost_total{'))
+        lost = _lost_total(s, text)
         failed = s.metric('leadloop_rejects_total{reason="store_failed"}', text)
         check(lost > 0 or failed > 0, 'neither leadloop_events_lost_total nor rejects store_failed counted the loss')
         check(s.get('/healthz').status == 200, 'healthz on the full store')
