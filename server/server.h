@@ -157,7 +157,8 @@ typedef enum {
  * Queues p for the writer and answers it according to ack. With `ack: queued` in the
  * configuration, LL_ACK_DEADLINE and LL_ACK_TRACKING items are answered here, once queued: on_done
  * runs before this returns, with answered_early set, and a later failed commit only counts
- * (leadloop_events_lost_total); a crash loses what was queued and not yet committed.
+ * (leadloop_events_lost_total); a crash loses what was queued and not yet committed. Past
+ * QUEUE_EARLY_MAX queued items (writer.c) they are answered as without it.
  * Returns LL_ENOMEM when the queue is over its cap (nothing was answered; the caller responds
  * and frees p).
  */

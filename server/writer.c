@@ -11,6 +11,11 @@
 #include "server.h"
 
 #define QUEUE_CAP 65536 /* pending items; past this, requests are refused rather than queued */
+/* Pending items past which ack: queued answers after the commit, as ack: commit does: the writer
+ * is behind. Waiting holds clients back where answering early would let them fill the queue
+ * (clicks outran the writer by half in the capture bench, and were dropped at QUEUE_CAP); it also
+ * bounds what a crash loses to about one batch (batch_max), tens of milliseconds of the writer's work. */
+#define QUEUE_EARLY_MAX 1024
 
 struct st_ll_loop_t {
     h2o_context_t *ctx;
@@ -146,16 +151,18 @@ static int queue_full(void)
 
 int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
 {
-    int early = ll_srv.conf.ack_queued && ack != LL_ACK_COMMIT;
-    if (early) {
+    int early = 0;
+    if (ll_srv.conf.ack_queued && ack != LL_ACK_COMMIT) {
         /* A full queue refuses p as without ack: queued. Then p is answered before the writer
          * can see it (on_done reads it), outside the lock (it writes to the socket). */
         pthread_mutex_lock(&q.mutex);
         int full = queue_full();
+        early = q.len < QUEUE_EARLY_MAX;
         pthread_mutex_unlock(&q.mutex);
         if (full)
             return LL_ENOMEM;
-        answer_early(p);
+        if (early)
+            answer_early(p);
     }
     pthread_mutex_lock(&q.mutex);
     if (queue_full()) {

@@ -1552,6 +1552,66 @@ def test_ack_queued():
         check(s.get('/healthz').status == 200, 'healthz on the full store')
 
 
+class _WriteLock:
+    """The store's LMDB write lock, taken as another writer (the mailer, the CLI) takes it:
+    leadloopd's writer waits for it until release()."""
+    def __init__(self, data_dir):
+        import ctypes
+        lib = ctypes.CDLL('liblmdb.so.0')
+        lib.mdb_env_open.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint]
+        lib.mdb_txn_begin.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_void_p]
+        lib.mdb_txn_abort.argtypes = lib.mdb_env_close.argtypes = [ctypes.c_void_p]
+        self.lib, self.env, self.txn = lib, ctypes.c_void_p(), ctypes.c_void_p()
+        check(lib.mdb_env_create(ctypes.byref(self.env)) == 0, 'mdb_env_create failed')
+        rc = lib.mdb_env_open(self.env, data_dir.encode(), 0x200000, 0o600)  # MDB_NOTLS, as leadloopd
+        check(rc == 0, f'mdb_env_open({data_dir}) returned {rc}')
+        rc = lib.mdb_txn_begin(self.env, None, 0, ctypes.byref(self.txn))
+        check(rc == 0, f'mdb_txn_begin returned {rc}')
+
+    def release(self):
+        if self.txn:
+            self.lib.mdb_txn_abort(self.txn)
+            self.txn = None
+            self.lib.mdb_env_close(self.env)
+
+
+def test_ack_queued_backlog():
+    """Past 1024 queued items (QUEUE_EARLY_MAX in writer.c) ack: queued answers after the commit:
+    a writer that is behind holds clients back rather than dropping their events."""
+    with Server(conf='ack: queued') as s:
+        lock = _WriteLock(s.data)
+        conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=2)
+        answered, waiting = 0, False
+        try:
+            for i in range(1300):
+                conn.request('GET', f'/e.gif?t=pageview&u=https%3A%2F%2Fsite.example%2Fbacklog%2F{i}',
+                             headers={'User-Agent': CHROME_UA})
+                try:
+                    r = conn.getresponse()
+                except socket.timeout:
+                    waiting = True
+                    break
+                r.read()
+                check(r.status == 200, f'/e.gif {i} with the writer blocked answered {r.status}')
+                answered += 1
+            # The writer took the first item(s) before it blocked; 1024 more fill the queue.
+            check(waiting, f'all {answered} /e.gif with the writer blocked were answered at once')
+            check(1024 <= answered <= 1032,
+                  f'{answered} /e.gif answered with the writer blocked, expected 1025 (the writer holds one)')
+            check(_lost_total(s) == 0, 'events counted lost while the writer was blocked')
+        finally:
+            lock.release()
+        conn.sock.settimeout(10)
+        head = conn.sock.recv(4096)
+        check(head.startswith(b'HTTP/1.1 200'), f'the waiting /e.gif, once the writer committed: {head[:100]!r}')
+        conn.close()
+
+        def all_stored():
+            return sum(1 for e in s.events() if '/backlog/' in e.get('url', '')) == answered + 1
+        check(wait_until(all_stored, timeout=10), f'not all {answered + 1} events stored after the lock was released')
+        check(_lost_total(s) == 0, 'events counted lost after the writer caught up')
+
+
 def test_store_full():
     s = _small_store_server()
     with s:
