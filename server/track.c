@@ -236,12 +236,15 @@ int ll__on_beacon(h2o_req_t *req)
         bad_request(req, EP_BEACON, REJ_BAD_REQUEST, "\"e\" must be an array of 1 to 50 events\n");
         return 0;
     }
+    /* The snippet's own first-party id wins over the edge cookie: it is what the site sees.
+     * With one, no cookie is read and no id minted. */
     ll_reqinfo_t ri;
-    ll__reqinfo(req, LL_RI_SNIPPET, &ri);
-    /* The snippet's own first-party id wins over the edge cookie: it is what the site sees. */
+    ll_visitor_id_t given;
     ll_str_t v = json_str(root, "v");
-    if (v.len != 0 && ll_visitor_from_hex(&ri.visitor, v.base, v.len) == 0)
-        ri.visitor_new = 0;
+    int has_v = v.len != 0 && ll_visitor_from_hex(&given, v.base, v.len) == 0;
+    ll__reqinfo(req, LL_RI_SNIPPET | (has_v ? LL_RI_NO_VISITOR : 0), &ri);
+    if (has_v)
+        ri.visitor = given;
     /* navigator.webdriver: an automated browser (a sandboxing link scanner, a test rig). */
     if (json_is_true(json_object_get(root, "w")) || json_integer_value(json_object_get(root, "w")) == 1) {
         ri.cls = LL_CLASS_BOT;
