@@ -248,49 +248,55 @@ static void commit_batch(ll_pending_t *batch, size_t nevents)
     }
 }
 
-/* Provisional opens and clicks whose window passed get their final label and score (judge.h),
- * in their own transaction; changed scanner lists are reloaded first. */
-static void settle(void)
+/* Changed scanner lists are reloaded (judge.h), once a second. */
+static void reload_lists(uint64_t now)
 {
     char err[512];
-    ll_txn_t t;
-    int more = 1;
-    uint64_t now = ll_now_us();
     int rl = ll_judge_reload(ll_srv.judge, now, err, sizeof(err));
     if (rl < 0)
         log_warnx("scanner lists: %s (the previous lists stay in use)", err);
     else if (rl > 0)
         log_info("scanner lists reloaded");
+}
+
+/* Provisional opens and clicks whose window passed get their final label and score (judge.h):
+ * one transaction of up to SETTLE_CHUNK of them, so that a second's worth due at once (44k
+ * opens at full load) delays the next batch by one chunk, not by all of them (a 60 s capture
+ * run saw a p99 of 271 ms from that). Returns 1 when more are due. */
+#define SETTLE_CHUNK 512
+static int settle_chunk(uint64_t now)
+{
+    ll_txn_t t;
+    int more = 0;
     /* A read first: the write lock (shared with the mailer and the CLI) only when something is due. */
     if (ll_txn_begin(ll_srv.store, 1, &t) != 0)
-        return;
+        return 0;
     uint64_t due = ll_judge_next_due(ll_srv.judge, &t);
     ll_txn_abort(&t);
     if (due == 0 || due > now)
-        return;
-    while (more) {
-        if (ll_txn_begin(ll_srv.store, 0, &t) != 0)
-            return;
-        int rc = ll_judge_settle(ll_srv.judge, &t, ll_srv.scorer, now, 512, &more);
-        if (rc == 0)
-            rc = ll_txn_commit(&t);
-        else
-            ll_txn_abort(&t);
-        if (rc != 0) {
-            log_warnx("writer: could not settle provisional events: %s", ll_strerror(rc));
-            return;
-        }
+        return 0;
+    if (ll_txn_begin(ll_srv.store, 0, &t) != 0)
+        return 0;
+    int rc = ll_judge_settle(ll_srv.judge, &t, ll_srv.scorer, now, SETTLE_CHUNK, &more);
+    if (rc == 0)
+        rc = ll_txn_commit(&t);
+    else
+        ll_txn_abort(&t);
+    if (rc != 0) {
+        log_warnx("writer: could not settle provisional events: %s", ll_strerror(rc));
+        return 0;
     }
     ll__notify_kick();
+    return more;
 }
 
 static void *writer_main(void *arg)
 {
     size_t max = ll_srv.conf.batch_max > 0 ? (size_t)ll_srv.conf.batch_max : 1024;
-    uint64_t next_settle = 0;
+    uint64_t next_settle = 0, settle_now = 0; /* settle_now: when the pass under way started */
     for (;;) {
         pthread_mutex_lock(&q.mutex);
-        while (q.head == NULL && !q.stopping) {
+        while (q.head == NULL && !q.stopping && settle_now == 0) {
             if (ll_srv.judge == NULL) {
                 pthread_cond_wait(&q.cond, &q.mutex);
                 continue;
@@ -331,11 +337,15 @@ static void *writer_main(void *arg)
                 batch = next;
             }
         }
-        /* After the answers went back: settling never delays an acknowledgement. */
-        if (ll_srv.judge != NULL && ll_now_us() >= next_settle) {
-            settle();
-            next_settle = ll_now_us() + 1000000;
+        /* After the answers went back: settling never delays an acknowledgement. A pass
+         * starts once a second and goes on a chunk between batches until nothing is due. */
+        if (ll_srv.judge != NULL && settle_now == 0 && ll_now_us() >= next_settle) {
+            settle_now = ll_now_us();
+            next_settle = settle_now + 1000000;
+            reload_lists(settle_now);
         }
+        if (settle_now != 0 && !settle_chunk(settle_now))
+            settle_now = 0;
     }
     return NULL;
 }

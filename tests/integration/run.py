@@ -1612,6 +1612,29 @@ def test_ack_queued_backlog():
         check(_lost_total(s) == 0, 'events counted lost after the writer caught up')
 
 
+def test_settle_in_chunks():
+    """More provisional opens come due at once than one settling transaction takes (512,
+    SETTLE_CHUNK in writer.c): the writer settles them chunk after chunk, all of them."""
+    with Server(conf='provisional_s: 1\nack: queued') as s:
+        pix = s.pixel('settle@example.com', send=9)
+        conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=10)
+        n = 1300
+        for _ in range(n):
+            conn.request('GET', f'/o/{pix}.gif', headers={'User-Agent': CHROME_UA})
+            r = conn.getresponse()
+            r.read()
+            check(r.status == 200, f'open answered {r.status}')
+        conn.close()
+        opens = []
+
+        def settled():
+            opens[:] = [e for e in s.events('--type', 'open') if e.get('send') == 9]
+            return len(opens) == n and not any(e.get('provisional') for e in opens)
+        ok = wait_until(settled, timeout=20, step=0.5)
+        left = sum(1 for e in opens if e.get('provisional'))
+        check(ok, f'{len(opens)} of {n} opens stored, {left} still provisional 20 s after they came due')
+
+
 def test_store_full():
     s = _small_store_server()
     with s:
