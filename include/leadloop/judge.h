@@ -27,7 +27,8 @@
  * Provisional: an open or click waits provisional_s before it scores (LL_EVF_PROVISIONAL on
  * the record, a row in `judge_pending`), so that a sweep or honeypot hit arriving just after
  * it relabels the whole burst first. The person still gets the redirect at once. The writer
- * settles due rows every second (ll_judge_settle): final label, counts, then the scorer. A
+ * settles due rows every second (ll_judge_settle), a bounded number per transaction between
+ * its batches of new events: final label, counts, then the scorer. A
  * relabel rewrites the stored record's class and reasons; the raw event is always kept.
  *
  * State, two named databases in the store:
