@@ -774,8 +774,29 @@ static void test_reopen(void)
     ll_store_close(s);
 }
 
+/* Minted ids: time first (they sort by minting time, so the visitor tables grow at one end),
+ * then random bytes (two ids of the same millisecond still differ). */
+static void test_visitor_new(void)
+{
+    ll_visitor_id_t a, b, c;
+    uint64_t before = ll_now_us() / 1000;
+    ll_visitor_new(&a);
+    ll_visitor_new(&b);
+    usleep(2000);
+    ll_visitor_new(&c);
+    CHECK(!ll_visitor_is_zero(&a));
+    CHECK(memcmp(a.b, b.b, 16) != 0);
+    CHECK(memcmp(a.b + 6, b.b + 6, 10) != 0);
+    CHECK(memcmp(b.b, c.b, 6) < 0);
+    uint64_t ms = 0;
+    for (int i = 0; i < 6; i++)
+        ms = ms << 8 | a.b[i];
+    CHECK(ms >= before && ms <= ll_now_us() / 1000);
+}
+
 int main(void)
 {
+    RUN(test_visitor_new);
     RUN(test_roundtrip);
     RUN(test_truncate);
     RUN(test_corrupt);
