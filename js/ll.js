@@ -12,7 +12,8 @@
  * this script's own src minus "/t.js".
  *
  * What it does:
- *  - Visitor id: 32 hex chars in localStorage and a first-party cookie, both "_llv". A ?_llv=
+ *  - Visitor id: 32 hex chars in localStorage and a first-party cookie, both "_llv" (a new one:
+ *    6 bytes of the time in ms, then 10 random bytes, as the edge mints them). A ?_llv=
  *    parameter (the edge hands it over after a tracked email click) is adopted and removed from
  *    the address bar; the id it replaces is sent once as the alias "a".
  *  - Nothing at all (no storage, no requests) under Do Not Track or Global Privacy Control when
@@ -203,7 +204,12 @@
           V = p;
         }
       }
-      V = V || Array.from(crypto.getRandomValues(new Uint8Array(16)), b => (b + 256).toString(16).slice(1)).join('');
+      if (!V) {
+        /* 6 bytes of the time in ms, then 10 random, as the edge mints them: ids sort by first visit */
+        var r = crypto.getRandomValues(new Uint8Array(16)), t = now(), i;
+        for (i = 5; i >= 0; i--, t = Math.floor(t / 256)) r[i] = t % 256;
+        V = Array.from(r, b => (b + 256).toString(16).slice(1)).join('');
+      }
       ls('_llv', V);
       d.cookie = '_llv=' + V + ';path=/;max-age=34560000;SameSite=Lax' + (L.protocol == 'https:' ? ';Secure' : '');
 

@@ -386,6 +386,9 @@ async function main() {
     await snippetReady(page);
     const anon = await page.evaluate(() => localStorage.getItem('_llv'));
     check(/^[0-9a-f]{32}$/.test(anon || ''), `a new visitor id is 32 hex: ${anon}`);
+    /* time first (6 bytes of ms), as the edge mints ids: they sort by first visit */
+    const minted = parseInt((anon || '').slice(0, 12), 16);
+    check(Math.abs(minted - Date.now()) < 600000, `a new visitor id starts with the time in ms: ${anon}`);
     await page.waitForTimeout(800);
     /* Later an email click: the edge hands over its own id, which replaces the snippet's. */
     const link = await edge.cli(['link', `${SITEURL}/index.html?utm_source=mail`, '--to', 'bob@example.com']);
