@@ -77,7 +77,7 @@ typedef struct st_ll_reqinfo_t {
 /** Resolves client ip (trusted XFF), geo, cookie visitor and classification for req. */
 enum {
     LL_RI_SNIPPET = 1,   /* the request comes from ll.js (it ran JavaScript) */
-    LL_RI_NO_VISITOR = 2 /* no visitor id wanted (an open pixel) or one given (a beacon's "v"): none is read or minted */
+    LL_RI_NO_VISITOR = 2 /* none wanted (an open pixel) or one given (a beacon's "v"): none read or minted */
 };
 void ll__reqinfo(h2o_req_t *req, unsigned flags, ll_reqinfo_t *ri);
 /** Fills the request-derived parts of ev (time, visitor, class, geo, truncated ip, ua). */

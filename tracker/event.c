@@ -219,15 +219,16 @@ int ll_visitor_from_hex(ll_visitor_id_t *v, const char *s, size_t n)
 
 void ll_visitor_new(ll_visitor_id_t *v)
 {
-    /* Time first, as in a UUIDv7: ids minted close together sort together, so the visitor
-     * tables and index take new ids near their end instead of at random pages. */
+    /* Time first (event.h): new ids land at the end of the visitor tables. */
     uint64_t ms = ll_now_us() / 1000;
     for (int i = 0; i < 6; i++)
         v->b[i] = (uint8_t)(ms >> (8 * (5 - i)));
-    if (RAND_bytes(v->b + 6, 10) != 1) {
-        fprintf(stderr, "leadloop: RAND_bytes failed\n");
-        abort();
-    }
+    do {
+        if (RAND_bytes(v->b + 6, 10) != 1) {
+            fprintf(stderr, "leadloop: RAND_bytes failed\n");
+            abort();
+        }
+    } while (ll_visitor_is_zero(v)); /* only with a fake time of 0 */
 }
 
 /* A JSON object text stored in FIELDS/DATA is embedded as-is only when it parses as one (a
