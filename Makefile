@@ -79,6 +79,11 @@ $(B)/tests/%: tests/unit/%.c tests/unit/test.h $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
+# A helper of the capture benchmark (tests/bench/run.sh builds it); never part of `all`.
+$(B)/bench/tokens: tests/bench/tokens.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
 $(SNIPPET): js/ll.js js/build.sh
 	@mkdir -p build
 	sh js/build.sh js/ll.js $@

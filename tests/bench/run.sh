@@ -4,8 +4,8 @@
 #   tests/bench/run.sh [capture] [mailer] [writer] [growth]     (default: all of them)
 #
 # Installs what it needs (nginx-light, wrk, postfix for smtp-sink/smtp-source) with apt-get,
-# builds the references (bare_h2o.c, nosync.c) and helpers (tokens.c) into BENCH_DIR, runs each part and writes the
-# tables to BENCH_DIR/results.md. Nothing here is part of `make test`.
+# builds the references (bare_h2o.c, nosync.c) into BENCH_DIR and tokens.c with the Makefile,
+# runs each part and writes the tables to BENCH_DIR/results.md. Nothing here is part of `make test`.
 #
 # Environment (defaults in brackets):
 #   BENCH_DIR [build/bench]   BENCH_ROUNDS [3]   BENCH_SECONDS [10]   BENCH_CONNS [64]
@@ -69,10 +69,8 @@ $CC -O2 -g -std=gnu11 $WARN -DH2O_USE_LIBUV=0 $(pkg-config --cflags libh2o-evloo
     -o "$BENCH_DIR/bare_h2o" tests/bench/bare_h2o.c $(pkg-config --libs libh2o-evloop)
 $CC -O2 -g $WARN -shared -fPIC -o "$BENCH_DIR/nosync.so" tests/bench/nosync.c -ldl
 $CC -O2 -g $WARN -shared -fPIC -o "$BENCH_DIR/nodelay.so" tests/bench/nodelay.c -ldl
-PKGS="libh2o-evloop lmdb libmaxminddb yaml-0.1 jansson openssl libcurl" # as the Makefile's
-# shellcheck disable=SC2046,SC2086
-$CC -O2 -g -std=gnu11 $WARN -Iinclude -D_GNU_SOURCE -DH2O_USE_LIBUV=0 $(pkg-config --cflags $PKGS) \
-    -o "$BENCH_DIR/tokens" tests/bench/tokens.c build/libleadloop.a $(pkg-config --libs $PKGS) -lpthread -lm
+# tokens links the library, so the Makefile (its flags and libraries) builds it.
+make --no-print-directory -s build/bench/tokens
 
 RESULTS=$BENCH_DIR/results.md
 
@@ -95,7 +93,7 @@ for part in $PARTS; do
         extra=()
         for e in ${BENCH_EXTRA_LEADLOOPD:-}; do extra+=(--extra-leadloopd "$e"); done
         $PY tests/bench/capture.py "${extra[@]}" --dir "$BENCH_DIR/capture" --leadloopd "$LEADLOOPD" --leadloop "$LEADLOOP" \
-            --bare-h2o "$BENCH_DIR/bare_h2o" --nosync "$BENCH_DIR/nosync.so" --tokens "$BENCH_DIR/tokens" \
+            --bare-h2o "$BENCH_DIR/bare_h2o" --nosync "$BENCH_DIR/nosync.so" --tokens build/bench/tokens \
             --recipients "${BENCH_RECIPIENTS:-100000}" --port "${BENCH_PORT:-18080}" \
             --rounds "${BENCH_ROUNDS:-3}" --seconds "${BENCH_SECONDS:-10}" --conns "${BENCH_CONNS:-64}" \
             --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" --only "${BENCH_ONLY:-}" \
