@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <jansson.h>
 #include "leadloop/event.h"
 #include "leadloop/ingest.h"
@@ -794,9 +795,41 @@ static void test_visitor_new(void)
     CHECK(ms >= before && ms <= ll_now_us() / 1000);
 }
 
+/* The random part is drawn ahead in a per-thread pool: ids across refills all differ, and a
+ * forked child does not hand out the bytes its parent will. */
+static void test_visitor_new_pool(void)
+{
+    enum { N = 300 };
+    static ll_visitor_id_t ids[N];
+    for (int i = 0; i < N; i++)
+        ll_visitor_new(&ids[i]);
+    for (int i = 0; i < N; i++)
+        for (int k = i + 1; k < N; k++)
+            CHECK(memcmp(ids[i].b + 6, ids[k].b + 6, 10) != 0);
+
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        ll_visitor_id_t c;
+        ll_visitor_new(&c);
+        _exit(write(fds[1], c.b, 16) == 16 ? 0 : 1);
+    }
+    ll_visitor_id_t parent, child;
+    ll_visitor_new(&parent);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(read(fds[0], child.b, 16) == 16);
+    close(fds[0]);
+    close(fds[1]);
+    CHECK(memcmp(parent.b + 6, child.b + 6, 10) != 0);
+}
+
 int main(void)
 {
     RUN(test_visitor_new);
+    RUN(test_visitor_new_pool);
     RUN(test_roundtrip);
     RUN(test_truncate);
     RUN(test_corrupt);
