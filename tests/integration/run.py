@@ -1612,6 +1612,84 @@ def test_ack_queued_backlog():
         check(_lost_total(s) == 0, 'events counted lost after the writer caught up')
 
 
+def _cpu_ticks(pid):
+    with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _read_responses(sock, n, timeout=10):
+    """The status codes of the next n HTTP/1.1 responses on sock (each with a Content-Length or none)."""
+    sock.settimeout(timeout)
+    buf, codes = b'', []
+    while len(codes) < n:
+        head_end = buf.find(b'\r\n\r\n')
+        if head_end >= 0:
+            head = buf[:head_end].decode('latin-1')
+            m = re.search(r'(?im)^content-length:\s*(\d+)', head)
+            total = head_end + 4 + (int(m.group(1)) if m else 0)
+            if len(buf) >= total:
+                codes.append(int(head.split(' ', 2)[1]))
+                buf = buf[total:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return codes
+
+
+def test_pipelined_while_committing():
+    """While a request waits for its commit, leadloopd keeps its connection's socket readable
+    (writer.c, keep_reading) instead of h2o's stop-and-restart: what the client sends ahead is
+    answered afterwards, in order; a client that half-closes, or sends more than 16 KiB ahead,
+    stops the reading, and none of it spins the loop."""
+    with Server() as s:
+        beacon = beacon_body(new_visitor(), u='https://site.example/pipelined')
+        post = (f'POST /e HTTP/1.1\r\nHost: x\r\nUser-Agent: {CHROME_UA}\r\nContent-Type: text/plain\r\n'
+                f'Content-Length: {len(beacon)}\r\n\r\n{beacon}').encode()
+        health = b'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'
+        ahead = 2000  # about 80 KiB of requests sent ahead: past the 16 KiB reading stops at
+        lock = _WriteLock(s.data)
+        try:
+            a = socket.create_connection(('127.0.0.1', s.port))
+            a.sendall(post + health)
+            b = socket.create_connection(('127.0.0.1', s.port))
+            b.sendall(post)
+            b.shutdown(socket.SHUT_WR)  # the peer's end of file arrives while the beacon waits
+            c = socket.create_connection(('127.0.0.1', s.port))
+            c.sendall(post)
+            time.sleep(0.2)
+            c.setblocking(False)
+            try:
+                c.sendall(health * ahead)
+            except BlockingIOError:
+                pass  # the socket buffers filled: reading stopped
+            c.setblocking(True)
+            time.sleep(0.3)
+            t0 = _cpu_ticks(s.proc.pid)
+            time.sleep(1.0)
+            spent = _cpu_ticks(s.proc.pid) - t0
+            check(spent < 50, f'leadloopd used {spent} ticks of CPU in 1 s while its requests waited for the commit')
+            a.settimeout(0.2)
+            try:
+                early = a.recv(4096)
+            except socket.timeout:
+                early = b''
+            check(early == b'', f'an answer before the commit: {early[:80]!r}')
+        finally:
+            lock.release()
+        check(_read_responses(a, 2) == [204, 200], 'the beacon and the /healthz sent behind it, in order')
+        check(_read_responses(b, 1) == [204], 'the beacon of the half-closed connection')
+        codes = _read_responses(c, 1 + ahead, timeout=20)
+        check(len(codes) == 1 + ahead and codes[0] == 204 and set(codes[1:]) == {200},
+              f'{len(codes)} answers of {1 + ahead} on the connection that sent ahead: {codes[:3]}')
+        for x in (a, b, c):
+            x.close()
+        n = sum(1 for e in s.events() if e.get('url') == 'https://site.example/pipelined')
+        check(n == 3, f'{n} of 3 beacons stored')
+
+
 def test_settle_in_chunks():
     """More provisional opens come due at once than one settling transaction takes (512,
     SETTLE_CHUNK in writer.c): the writer settles them chunk after chunk, all of them."""
