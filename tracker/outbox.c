@@ -21,6 +21,11 @@ static int next_id(ll_txn_t *t, uint64_t *id)
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
+int ll_outbox_next(ll_txn_t *t, uint64_t *id)
+{
+    return next_id(t, id);
+}
+
 static int put_row(ll_scorer_t *sc, ll_txn_t *t, int kind, const char *target, const char *json, size_t len)
 {
     uint64_t id;

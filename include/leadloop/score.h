@@ -277,6 +277,9 @@ typedef struct st_ll_outbox_hdr_t {
     char target[LL_OWNER_MAX]; /* hook name, or the owner's address for email */
 } ll_outbox_hdr_t;
 
+/** The id the next outbox row will get: a transaction that moved it queued an alert (leadloopd
+ * wakes its notifier only then, not after every commit). */
+int ll_outbox_next(ll_txn_t *t, uint64_t *id);
 /** Appends one row per receiver of an alert (every hook, SSE, the owner's email). */
 int ll_outbox_alert(ll_scorer_t *sc, ll_txn_t *t, const char *to, const char *json, size_t len);
 typedef int (*ll_outbox_cb)(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_t len, void *ctx);
