@@ -140,6 +140,7 @@ struct st_ll_pending_t {
     char *location;              /* clicks and forms */
     ll_visitor_id_t visitor;
     int answered_early;          /* answered before the commit: the deadline passed, or ack: queued */
+    int waits;                   /* queued with its request waiting for the commit (writer's, under its lock) */
 };
 
 /** A new pending item bound to req (with its dispose guard). Caller adds records. */

@@ -52,6 +52,7 @@ static const struct key keys[] = {
     {"batch_max", K_INT, F(batch_max), 1, 65536, NULL},
     {"click_deadline_ms", K_INT, F(click_deadline_ms), 10, 60000, NULL},
     {"ack", K_ACK, F(ack_queued), 0, 0, NULL},
+    {"queued_commit_ms", K_INT, F(queued_commit_ms), 0, 1000, NULL},
     {"log_level", K_LOGLEVEL, F(log_level), 0, 2, NULL},
     {"cookie_name", K_COOKIE, F(cookie_name), 0, 0, NULL},
     {"cookie_domain", K_DOMAIN, F(cookie_domain), 0, 0, NULL},
@@ -120,6 +121,7 @@ void ll_config_defaults(ll_config_t *c)
     c->map_size = (size_t)1 << 30;
     c->batch_max = 1024;
     c->click_deadline_ms = 1000;
+    c->queued_commit_ms = 10;
     c->log_level = 1; /* info: the start and stop lines */
     c->cookie_name = ll_strdup("_ll");
     c->cookie_days = 395;

@@ -45,6 +45,9 @@ typedef struct st_ll_config_t {
     int ack_queued;         /* `ack: queued`: opens, clicks and the snippet's events are answered
                              * once queued for the writer, not after their commit (forms and
                              * unsubscribes always wait for it); 0 (`ack: commit`) by default */
+    int queued_commit_ms;   /* under `ack: queued`, while no request waits for its commit, the
+                             * writer gathers events this long (10) before committing them; 0:
+                             * commits as soon as it can, as under `ack: commit` */
     int log_level;          /* 0 warn, 1 info (default), 2 debug */
     /* identity */
     char *cookie_name;      /* "_ll" */
