@@ -369,7 +369,9 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&q.mutex);
             break;
         }
-        if (ll_srv.conf.ack_queued && ll_srv.conf.queued_commit_ms > 0 && q.head != NULL) {
+        /* Not while a settling pass is under way: its chunks need the time (a chunk follows each
+         * batch), and the batch grows meanwhile anyway. */
+        if (ll_srv.conf.ack_queued && ll_srv.conf.queued_commit_ms > 0 && q.head != NULL && settle_now == 0) {
             struct timespec until = q.first;
             until.tv_sec += ll_srv.conf.queued_commit_ms / 1000;
             until.tv_nsec += ll_srv.conf.queued_commit_ms % 1000 * 1000000L;
