@@ -258,12 +258,15 @@ static void count_stored(ll_pending_t *p)
         ll__metrics_stored(ll_event_rec_type(p->recs.data + p->rec_off[i]), 1);
 }
 
-/* Commits t, or aborts it when rc says an earlier step failed. The notifier is woken after a
- * commit that queued an alert (the outbox's next id moved since before), not after every
- * commit: an idle wake per batch cost about 3% of the pixel's CPU. */
+/* Commits t, or aborts it when rc says an earlier step failed. The data file is kept zero-filled
+ * ahead of the log (store.h). The notifier is woken after a commit that queued an alert (the
+ * outbox's next id moved since before), not after every commit: an idle wake per batch cost
+ * about 3% of the pixel's CPU. */
 static int commit_and_kick(ll_txn_t *t, uint64_t before, int rc)
 {
     uint64_t after = before;
+    if (rc == 0)
+        ll_store_zero_ahead(t);
     if (rc == 0 && (rc = ll_outbox_next(t, &after)) == 0 && (rc = ll_txn_commit(t)) == 0) {
         if (after != before)
             ll__notify_kick();

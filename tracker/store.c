@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <jansson.h>
 #include "leadloop/store.h"
 
@@ -10,6 +11,7 @@ struct st_ll_store_t {
     MDB_env *env;
     MDB_dbi dbi[LL_DB__MAX];
     int rdonly;
+    uint64_t zeroed_to; /* the data file was at least this long when last looked at */
 };
 
 static const struct {
@@ -146,6 +148,37 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
     t->rdonly = rdonly;
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
+}
+
+void ll_store_zero_ahead(ll_txn_t *t)
+{
+    static char zeros[64 * 1024];
+    MDB_env *env = t->store->env;
+    MDB_envinfo info;
+    MDB_stat st;
+    struct stat sb;
+    int fd;
+    if (t->rdonly || mdb_env_info(env, &info) != 0 || mdb_env_stat(env, &st) != 0 || mdb_env_get_fd(env, &fd) != 0)
+        return;
+    /* The last committed page; this transaction's new pages are written by its commit, after these
+     * zeros, so zero-filling from the file's end never overwrites a page. */
+    uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if (used + LL_STORE_AHEAD / 2 <= t->store->zeroed_to)
+        return; /* no fstat per batch: the file is at least this long (it never shrinks) */
+    if (fstat(fd, &sb) != 0)
+        return;
+    uint64_t from = (uint64_t)sb.st_size, to = used + LL_STORE_AHEAD;
+    if (to > info.me_mapsize)
+        to = info.me_mapsize;
+    for (uint64_t off = from; off < to;) {
+        size_t n = to - off < sizeof(zeros) ? (size_t)(to - off) : sizeof(zeros);
+        ssize_t w = pwrite(fd, zeros, n, (off_t)off);
+        if (w <= 0)
+            break;
+        off += (uint64_t)w;
+        from = off;
+    }
+    t->store->zeroed_to = from > (uint64_t)sb.st_size ? from : (uint64_t)sb.st_size;
 }
 
 int ll_txn_commit(ll_txn_t *t)
