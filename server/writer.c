@@ -43,7 +43,7 @@ static struct {
     size_t len;
     size_t waiting;        /* queued items whose request waits for the commit */
     size_t gather;         /* GATHER_MAX, or batch_max when smaller */
-    struct timespec first; /* when the queue last went from empty to not */
+    struct timespec first; /* ack: queued: when the queue last went from empty to not */
     int stopping;
     pthread_t thread;
 } q = {.mutex = PTHREAD_MUTEX_INITIALIZER, .tail = &q.head}; /* cond: ll__writer_start */
@@ -212,7 +212,7 @@ int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
     }
     p->next = NULL;
     p->waits = !early;
-    if (q.head == NULL)
+    if (q.head == NULL && ll_srv.conf.ack_queued)
         clock_gettime(CLOCK_MONOTONIC, &q.first);
     *q.tail = p;
     q.tail = &p->next;
@@ -350,6 +350,22 @@ static int settle_chunk(uint64_t now)
     return more;
 }
 
+/* Under ack: queued (GATHER_MAX above), with q.mutex held and the queue not empty: waits until
+ * queued_commit_ms after the first item, a waiting request, GATHER_MAX items or the stop. */
+static void gather_locked(void)
+{
+    int ms = ll_srv.conf.queued_commit_ms;
+    if (!ll_srv.conf.ack_queued || ms <= 0)
+        return;
+    struct timespec until = q.first;
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += ms % 1000 * 1000000L;
+    if (until.tv_nsec >= 1000000000L)
+        until.tv_sec++, until.tv_nsec -= 1000000000L;
+    while (q.waiting == 0 && q.len < q.gather && !q.stopping && pthread_cond_timedwait(&q.cond, &q.mutex, &until) == 0)
+        ;
+}
+
 static void *writer_main(void *arg)
 {
     size_t max = ll_srv.conf.batch_max > 0 ? (size_t)ll_srv.conf.batch_max : 1024;
@@ -374,16 +390,8 @@ static void *writer_main(void *arg)
         }
         /* Not while a settling pass is under way: its chunks need the time (a chunk follows each
          * batch), and the batch grows meanwhile anyway. */
-        if (ll_srv.conf.ack_queued && ll_srv.conf.queued_commit_ms > 0 && q.head != NULL && settle_now == 0) {
-            struct timespec until = q.first;
-            until.tv_sec += ll_srv.conf.queued_commit_ms / 1000;
-            until.tv_nsec += ll_srv.conf.queued_commit_ms % 1000 * 1000000L;
-            if (until.tv_nsec >= 1000000000L)
-                until.tv_sec++, until.tv_nsec -= 1000000000L;
-            while (q.waiting == 0 && q.len < q.gather && !q.stopping &&
-                   pthread_cond_timedwait(&q.cond, &q.mutex, &until) == 0)
-                ;
-        }
+        if (q.head != NULL && settle_now == 0)
+            gather_locked();
         /* Group commit: take whatever queued while the previous commit ran, up to the cap (none
          * when the wait timed out). */
         ll_pending_t *batch = q.head, **end = &q.head;

@@ -13,7 +13,7 @@
 #define BACKOFF_MAX_US (600ULL * 1000000)
 
 /* Ids come from one counter in the meta db, so they never repeat, even after the outbox empties. */
-static int next_id(ll_txn_t *t, uint64_t *id)
+int ll_outbox_next(ll_txn_t *t, uint64_t *id)
 {
     MDB_val mk = {11, "outbox_next"}, mv;
     int rc = mdb_get(t->txn, ll_store_dbi(t->store, LL_DB_META), &mk, &mv);
@@ -21,15 +21,10 @@ static int next_id(ll_txn_t *t, uint64_t *id)
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
-int ll_outbox_next(ll_txn_t *t, uint64_t *id)
-{
-    return next_id(t, id);
-}
-
 static int put_row(ll_scorer_t *sc, ll_txn_t *t, int kind, const char *target, const char *json, size_t len)
 {
     uint64_t id;
-    int rc = next_id(t, &id);
+    int rc = ll_outbox_next(t, &id);
     if (rc != 0)
         return rc;
     ll_outbox_hdr_t h;

@@ -170,15 +170,14 @@ void ll_store_zero_ahead(ll_txn_t *t)
     uint64_t from = (uint64_t)sb.st_size, to = used + LL_STORE_AHEAD;
     if (to > info.me_mapsize)
         to = info.me_mapsize;
-    for (uint64_t off = from; off < to;) {
-        size_t n = to - off < sizeof(zeros) ? (size_t)(to - off) : sizeof(zeros);
-        ssize_t w = pwrite(fd, zeros, n, (off_t)off);
+    while (from < to) {
+        size_t n = to - from < sizeof(zeros) ? (size_t)(to - from) : sizeof(zeros);
+        ssize_t w = pwrite(fd, zeros, n, (off_t)from);
         if (w <= 0)
             break;
-        off += (uint64_t)w;
-        from = off;
+        from += (uint64_t)w;
     }
-    t->store->zeroed_to = from > (uint64_t)sb.st_size ? from : (uint64_t)sb.st_size;
+    t->store->zeroed_to = from;
 }
 
 int ll_txn_commit(ll_txn_t *t)

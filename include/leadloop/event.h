@@ -174,8 +174,8 @@ void ll_visitor_to_hex(const ll_visitor_id_t *v, char out[33]);
 int ll_visitor_from_hex(ll_visitor_id_t *v, const char *s, size_t n); /* 0 or LL_EINVAL */
 /**
  * A new visitor id: the time in milliseconds (6 bytes, big-endian), then 10 bytes of OpenSSL
- * RAND_bytes (drawn 64 ids ahead per thread; a fork drops the child's), as a UUIDv7 is built. Time first so that the visitor tables, keyed by the id, take
- * new ids near their end: random ids cost a random page each per commit, which halved the click
+ * RAND_bytes (drawn 64 ids ahead per thread; a fork drops the child's), as a UUIDv7 is built.
+ * Time first so that the visitor tables, keyed by the id, take new ids near their end: random ids cost a random page each per commit, which halved the click
  * rate on a store of a few hundred thousand visitors (BENCHMARKS.md). Never all zero. Ids from
  * elsewhere (the snippet's, old cookies) stay any 16 non-zero bytes.
  */
