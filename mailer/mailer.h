@@ -1,10 +1,11 @@
 /*
  * leadloop-mailer internals (private to mailer/).
  *
- * main.c runs passes: reconcile what a crash left (program.h), enrol by rules, claim due rows
- * into send intents (one write transaction), render each message (template.c, mime.c), hand
- * the batch to N SMTP sessions on worker threads (smtp.c), then record the outcomes (sent,
- * bounce, retry) in one write transaction. Templates are loaded and checked once at start;
+ * main.c runs passes: apply the end-of-DATA marks of a pass a crash left open (marks.c), enrol
+ * by rules, claim due rows into send intents and number the pass (one write transaction),
+ * render each message (template.c, mime.c), hand the batch to N SMTP sessions on worker threads
+ * (smtp.c, marks in marks.c), then record the outcomes (sent, bounce, retry) and close the pass
+ * in one write transaction. Templates are loaded and checked once at start;
  * rendering never fails on a template, only on a cap.
  *
  * Caveat: opt-outs are checked when a message is claimed; one committed while its batch is on
@@ -102,6 +103,23 @@ void ll__dkim_free(ll_dkim_t *d);
 /** Signs msg (a whole message, CRLF) and puts the DKIM-Signature header in front of it. */
 int ll__dkim_sign(ll_dkim_t *d, uint64_t send, ll_buf_t *msg);
 
+/* ---- end-of-DATA marks journal (marks.c) ---- */
+
+#define LL_MARKS_BLOCKS 256 /* groups of marks a pass writes before a checkpoint into LMDB */
+typedef struct st_ll_marks_t ll_marks_t;
+/** Opens data_dir/mailer.marks, creating it (zero-filled, synced) when missing; err names it. */
+int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_marks_t **out, char *err,
+                   size_t errlen);
+void ll__marks_close(ll_marks_t *j);
+/** Later writes belong to pass (numbered by the claim transaction, main.c); the file starts over. */
+void ll__marks_begin(ll_marks_t *j, uint64_t pass);
+/** Makes ids durable as LL_SEND_COMMITTED: a block each 508, or an LMDB commit when the file is
+ * full or a write fails. 0, or the LMDB error (the marks are then not durable). Not thread-safe:
+ * smtp.c calls it from one session at a time. */
+int ll__marks_write(ll_marks_t *j, const uint64_t *ids, size_t n);
+/** In t: sends of pass still in LL_SEND_INTENT whose mark is in the file become COMMITTED. */
+int ll__marks_apply(ll_marks_t *j, ll_txn_t *t, uint64_t pass, size_t *moved);
+
 /* ---- SMTP (smtp.c) ---- */
 
 typedef struct st_ll_outmsg_t {
@@ -122,7 +140,7 @@ typedef struct st_ll_outmsg_t {
 
 typedef struct st_ll_smtp_t {
     const ll_mail_conf_t *m;
-    ll_nurture_t *nurture;
+    ll_marks_t *marks;
 } ll_smtp_t;
 
 /** Sends msgs over m->connections sessions (each with many messages), filling the results. */

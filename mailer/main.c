@@ -68,6 +68,8 @@ typedef struct {
     ll_dkim_t *dkim;     /* NULL: messages are not signed */
     ll_tpl_t *tpl[LL_MAX_PROGRAMS][LL_MAX_STEPS];
     ll_smtp_t smtp;
+    ll_marks_t *marks;   /* the end-of-DATA marks of the pass on the wire (marks.c) */
+    int pass_open;       /* a pass may be open in LMDB (at start, or its outcomes not recorded) */
 } mailer_t;
 
 static char *path_join(const char *dir, const char *name)
@@ -711,18 +713,70 @@ static int alert_outcome(mailer_t *M, ll_txn_t *t, ll_outmsg_t *o, ll_send_t *ro
     }
     log_info("alert %llu to %s: deferred (%d %s); retried with backoff", (unsigned long long)o->alert, o->to, o->code,
              o->reply);
+    row->state = LL_SEND_INTENT; /* not taken, even after the final ".": sent again */
     if ((rc = ll_send_put(&M->n, t, row)) == 0)
         rc = ll_outbox_mail_retry(M->scorer, t, o->alert, ll_now_us());
     return rc;
 }
 
-/* Applies the SMTP outcomes of a batch. */
-static int record_outcomes(mailer_t *M, ll_outmsg_t *out, size_t n)
+/* The pass that sends (marks.c): be64 number | 1 while open (its marks may be only in
+ * mailer.marks), 0 once its outcomes are recorded. A key of its own in the enrollments db, as
+ * the rules' watermark. */
+static const uint8_t pass_key[] = "\0\0\0\0\0\0\0\0~pass";
+
+static int pass_get(mailer_t *M, ll_txn_t *t, uint64_t *pass, int *open)
+{
+    MDB_val k = {sizeof(pass_key) - 1, (void *)pass_key}, v;
+    int rc = mdb_get(t->txn, M->n.enrollments, &k, &v);
+    *pass = 0, *open = 0;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc == 0 && v.mv_size == 9)
+        *pass = ll_be64_get(v.mv_data), *open = ((const uint8_t *)v.mv_data)[8];
+    return ll_store_err(rc);
+}
+
+static int pass_put(mailer_t *M, ll_txn_t *t, uint64_t pass, int open)
+{
+    uint8_t buf[9];
+    ll_be64_put(buf, pass);
+    buf[8] = (uint8_t)open;
+    MDB_val k = {sizeof(pass_key) - 1, (void *)pass_key}, v = {sizeof(buf), buf};
+    return ll_store_err(mdb_put(t->txn, M->n.enrollments, &k, &v, 0));
+}
+
+/* A pass left open (a crash, or its outcomes not written): its marks from mailer.marks into
+ * LMDB, before anything is claimed, so that its committed messages are not sent again. */
+static int close_open_pass(mailer_t *M)
+{
+    ll_txn_t t;
+    uint64_t pass;
+    int open;
+    size_t moved = 0;
+    int rc = ll_txn_begin(M->store, 0, &t);
+    if (rc != 0)
+        return rc;
+    if ((rc = pass_get(M, &t, &pass, &open)) == 0 && open && (rc = ll__marks_apply(M->marks, &t, pass, &moved)) == 0)
+        rc = pass_put(M, &t, pass, 0);
+    if (rc == 0 && (rc = ll_txn_commit(&t)) == 0) {
+        M->pass_open = 0;
+        if (moved > 0)
+            log_info("pass %llu was interrupted: %zu message(s) had reached the end of DATA",
+                     (unsigned long long)pass, moved);
+        return 0;
+    }
+    ll_txn_abort(&t);
+    return rc;
+}
+
+/* Applies the SMTP outcomes of a batch, and closes its pass (marks.c). */
+static int record_outcomes(mailer_t *M, ll_outmsg_t *out, size_t n, uint64_t pass)
 {
     ll_txn_t t;
     int rc = ll_txn_begin(M->store, 0, &t);
     if (rc != 0)
         return rc;
+    rc = pass_put(M, &t, pass, 0);
     for (size_t i = 0; i < n && rc == 0; i++) {
         ll_outmsg_t *o = &out[i];
         ll_send_t row;
@@ -767,6 +821,7 @@ static int record_outcomes(mailer_t *M, ll_outmsg_t *out, size_t n)
                 uint64_t wait = (uint64_t)M->m->retry_s << (e.attempts - 1 < 16 ? e.attempts - 1 : 16);
                 log_info("send %llu to %s: deferred (%d %s); retry %u in %llu s", (unsigned long long)o->send, o->to,
                          o->code, o->reply, e.attempts, (unsigned long long)wait);
+                row.state = LL_SEND_INTENT; /* a 4xx, even to the final ".", means not taken: send again */
                 if ((rc = ll_send_put(&M->n, &t, &row)) == 0)
                     rc = ll_nurture_reschedule(&M->n, &t, o->contact, o->program, &e, ll_now_us() + wait * 1000000u);
             }
@@ -874,6 +929,8 @@ static int run_pass(mailer_t *M, int *full)
     ll_txn_t t;
     int rc;
     *full = 0;
+    if (M->pass_open && (rc = close_open_pass(M)) != 0)
+        return rc;
     if ((rc = enroll_by_rules(M)) != 0)
         return rc;
     pass_t ps;
@@ -899,8 +956,12 @@ static int run_pass(mailer_t *M, int *full)
     for (size_t i = 0; i < ps.nitems && rc == 0; i++)
         rc = claim_one(&ps, &ps.items[i]);
     size_t alerts = 0;
+    uint64_t pass = 0;
+    int open;
     if (rc == 0)
         rc = claim_alerts(&ps, &alerts);
+    if (rc == 0 && ps.nout > 0 && (rc = pass_get(M, &t, &pass, &open)) == 0)
+        rc = pass_put(M, &t, ++pass, 1);
     if (rc == 0)
         rc = ll_txn_commit(&t);
     else
@@ -912,8 +973,11 @@ static int run_pass(mailer_t *M, int *full)
     }
     if (ps.nout > 0) {
         log_info("sending %zu message(s) over %d connection(s)", ps.nout, M->m->connections);
+        M->pass_open = 1;
+        ll__marks_begin(M->marks, pass);
         ll__smtp_send(&M->smtp, ps.out, ps.nout);
-        rc = record_outcomes(M, ps.out, ps.nout);
+        if ((rc = record_outcomes(M, ps.out, ps.nout, pass)) == 0)
+            M->pass_open = 0;
     }
     *full = rc == 0 && ((ps.cap > 0 && ps.nitems == ps.cap) || alerts == LL_ALERT_BATCH);
     for (size_t i = 0; i < ps.nout; i++)
@@ -992,8 +1056,11 @@ int main(int argc, char **argv)
     if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) != 0)
         fatalx("%s: %s", lockpath, lockfd < 0 ? strerror(errno) : "another leadloop-mailer runs on this data directory");
     free(lockpath);
+    if (ll__marks_open(M.conf.data_dir, &M.n, M.store, &M.marks, err, sizeof(err)) != 0)
+        fatalx("%s", err);
+    M.pass_open = 1;
     M.smtp.m = M.m;
-    M.smtp.nurture = &M.n;
+    M.smtp.marks = M.marks;
     ll__smtp_init();
 
     struct sigaction sa;
@@ -1023,6 +1090,7 @@ int main(int argc, char **argv)
     ll_keyring_free(M.keys);
     ll_scorer_free(M.scorer);
     ll__dkim_free(M.dkim);
+    ll__marks_close(M.marks);
     ll_store_close(M.store);
     close(lockfd);
     ll_config_free(&M.conf);

@@ -6,9 +6,10 @@
  *
  * Exactly once: the message callback is what libESMTP reads DATA from. When it has handed
  * over the whole message and is asked for more, the final "." is about to be written; the send
- * row moves to LL_SEND_COMMITTED, durably, first (program.h). The sessions share those commits:
- * the first to arrive writes, in one transaction, every mark queued until then, while the others
- * wait for it (group commit); one sync a round instead of one a message (BENCHMARKS.md).
+ * row moves to LL_SEND_COMMITTED, durably, first (program.h; marks.c keeps these marks in a
+ * journal until the pass's outcomes). The sessions share those writes: the first to arrive
+ * writes every mark queued until then in one synced block, while the others wait for it (group
+ * commit); one sync a round instead of one a message (BENCHMARKS.md).
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -81,20 +82,10 @@ static struct {
     int writing;
 } marks = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
-/* Writes ids as LL_SEND_COMMITTED in one transaction (one sync). */
+/* Writes ids as LL_SEND_COMMITTED (marks.c). */
 static void write_marks(ll_smtp_t *s, const uint64_t *ids, size_t n)
 {
-    ll_txn_t t;
-    ll_send_t row;
-    int rc = ll_txn_begin(s->nurture->store, 0, &t);
-    for (size_t i = 0; i < n && rc == 0; i++)
-        if ((rc = ll_send_get(s->nurture, &t, ids[i], &row)) == 0) {
-            row.state = LL_SEND_COMMITTED;
-            rc = ll_send_put(s->nurture, &t, &row);
-        }
-    if (rc == 0)
-        rc = ll_txn_commit(&t);
-    ll_txn_abort(&t);
+    int rc = ll__marks_write(s->marks, ids, n);
     for (size_t i = 0; i < n && rc != 0; i++)
         log_warnx("send %llu: cannot record the end of DATA: %s", (unsigned long long)ids[i], ll_strerror(rc));
 }

@@ -576,6 +576,49 @@ def test_hard_bounce_suppresses_and_soft_bounce_retries():
         env.close()
 
 
+def test_4xx_to_the_end_of_data_is_sent_again():
+    # The final "." went out (its mark is durable), but the server answered 451: it did not take
+    # the message, so the retry must send it, not count it as sent.
+    env = Env(extra_mailer='  retry: 600')
+    try:
+        env.import_csv(T0, 'email\nlater.me@example.com\nok@example.com\n')
+        env.mailer(T0)
+        check(recipients(env.smtp.messages()) == ['ok@example.com'], recipients(env.smtp.messages()))
+        check('later.me@example.com: deferred (451' in env.mailer_logs[-1], env.mailer_logs[-1][-1500:])
+        out = env.cli(T0, 'enrollments', 'later.me@example.com').stdout.decode()
+        check(re.search(r'nurture +active +1/3', out) and re.search(r'intent .* 451', out), out)
+        env.mailer(T0 + 3 * DAY)
+        got = recipients(env.smtp.messages())
+        check(got.count('later.me@example.com') == 1, f'retry after a 451 to the final ".": {got}; '
+              f'{env.mailer_logs[-1][-1500:]}')
+        out = env.cli(T0, 'enrollments', 'later.me@example.com').stdout.decode()
+        check(re.search(r'nurture +active +2/3', out), out)
+    finally:
+        env.close()
+
+
+def test_pass_longer_than_the_marks_file():
+    # 600 messages over 2 sessions write more groups of marks than mailer.marks holds (256): the
+    # mailer checkpoints them into LMDB and starts the file over. The first message is deferred
+    # with 451 to its final ".", so its mark reached LMDB as COMMITTED before the 451 came back;
+    # the retry must still send it.
+    env = Env(extra_mailer='  retry: 600\n  batch: 1000')
+    n = 600
+    try:
+        env.import_csv(T0, 'email\nlater.me@example.com\n' + ''.join(f'user{i}@example.com\n' for i in range(n - 1)))
+        env.mailer(T0)
+        got = recipients(env.smtp.messages())
+        check(len(got) == n - 1 and len(set(got)) == n - 1 and 'later.me@example.com' not in got,
+              f'{len(got)} messages, {len(set(got))} recipients')
+        st = json.loads(env.cli(T0, 'stats', '--json').stdout)
+        check(st['types']['sent'] == n - 1, st['types'])
+        env.mailer(T0 + 700)  # the retry (600 s) is due, step 2 (1 hour) not yet
+        got = recipients(env.smtp.messages())
+        check(got.count('later.me@example.com') == 1 and len(got) == n, f'{len(got)} messages after the retry')
+    finally:
+        env.close()
+
+
 def test_kill_mid_batch_then_restart_sends_each_exactly_once():
     # The server stores each message, then waits 0.2 s before its 250: a kill then lands, most
     # likely, after the end of DATA and before the reply (the case that must not send twice).

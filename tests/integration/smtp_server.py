@@ -6,7 +6,9 @@ A real SMTP server for the mailer tests: aiosmtpd (Debian's python3-aiosmtpd, so
   smtp_server.py MAILDIR PORT [--cert C --key K] [--delay SECONDS]
 
 Recipients whose local part starts with "bounce" are refused with 550 at RCPT (a hard
-bounce); "defer" with 451 (a temporary failure). With --cert, STARTTLS is offered (and
+bounce); "defer" with 451 (a temporary failure). A recipient whose local part starts with
+"later" is accepted at RCPT, but the first message to it gets 451 to its final "." (not stored:
+a content check that defers); later ones are taken. With --cert, STARTTLS is offered (and
 required before MAIL). --delay waits before answering each DATA, after storing the message (to kill a client
 mid-batch).
 --auth USER:PASSWORD requires AUTH (PLAIN or LOGIN). Prints "ready" once listening; stops on SIGTERM.
@@ -27,6 +29,7 @@ class MaildirHandler:
     def __init__(self, path, delay):
         self.box = mailbox.Maildir(path, create=True)
         self.delay = delay
+        self.deferred_data = set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split('@')[0].lower()
@@ -38,6 +41,10 @@ class MaildirHandler:
         return '250 OK'
 
     async def handle_DATA(self, server, session, envelope):
+        later = [a for a in envelope.rcpt_tos if a.split('@')[0].lower().startswith('later')]
+        if later and later[0] not in self.deferred_data:
+            self.deferred_data.add(later[0])
+            return '451 4.7.1 Content check failed temporarily, try again later'
         data = envelope.original_content or envelope.content
         if isinstance(data, str):
             data = data.encode('utf-8', 'surrogateescape')

@@ -7,10 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "leadloop/judge.h"
 #include "../../mailer/template.c"
 #include "../../mailer/mime.c"
 #include "../../mailer/dkim.c"
+#include "../../mailer/marks.c"
 #include "leadloop/program.h"
 #include "test.h"
 
@@ -426,6 +428,100 @@ static void test_nurture_state(void)
     CHECK_EQ_INT(system(cmd), 0);
 }
 
+static int send_state(ll_store_t *s, ll_nurture_t *n, uint64_t id)
+{
+    ll_txn_t t;
+    ll_send_t row = {0};
+    if (ll_txn_begin(s, 1, &t) != 0 || ll_send_get(n, &t, id, &row) != 0)
+        row.state = -1;
+    ll_txn_abort(&t);
+    return (int)row.state;
+}
+
+static size_t apply_marks(ll_store_t *s, ll_marks_t *j, uint64_t pass, int keep)
+{
+    ll_txn_t t;
+    size_t moved = 99;
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll__marks_apply(j, &t, pass, &moved), 0);
+    if (keep)
+        CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    ll_txn_abort(&t);
+    return moved;
+}
+
+/* The end-of-DATA marks journal (marks.c): what a restart applies, and what it must not. */
+static void test_marks(void)
+{
+    char dir[] = "/tmp/ll-test-marks-XXXXXX", file[64];
+    ll_store_t *s;
+    ll_nurture_t n;
+    ll_txn_t t;
+    ll_marks_t *j;
+    struct stat st;
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(file, sizeof(file), "%s/mailer.marks", dir);
+    CHECK_EQ_INT(ll_store_open(dir, 0, LL_STORE_NOSYNC, &s, err, sizeof(err)), 0);
+    CHECK_EQ_INT(ll_nurture_open(s, &n), 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    for (uint64_t id = 1; id <= 4; id++) {
+        ll_send_t row = {.id = id, .state = id == 4 ? LL_SEND_ACCEPTED : LL_SEND_INTENT, .contact = 1};
+        strcpy(row.program, "p");
+        CHECK_EQ_INT(ll_send_put(&n, &t, &row), 0);
+    }
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
+    CHECK(stat(file, &st) == 0 && st.st_size == LL_MARKS_BLOCKS * 4096);
+
+    /* Pass 7 marks 1 and 4: only pass 7 applies them, and only to a row still in INTENT. */
+    ll__marks_begin(j, 7);
+    uint64_t ids[] = {1, 4};
+    CHECK_EQ_INT(ll__marks_write(j, ids, 2), 0);
+    CHECK_EQ_INT(apply_marks(s, j, 6, 0), 0);
+    CHECK_EQ_INT(apply_marks(s, j, 8, 0), 0);
+    CHECK_EQ_INT(apply_marks(s, j, 7, 1), 1);
+    CHECK_EQ_INT(send_state(s, &n, 1), LL_SEND_COMMITTED);
+    CHECK_EQ_INT(send_state(s, &n, 4), LL_SEND_ACCEPTED);
+    CHECK_EQ_INT(send_state(s, &n, 2), LL_SEND_INTENT);
+
+    /* A block that does not check out (torn, or not ours) is ignored; the next one counts. */
+    uint64_t two = 2;
+    CHECK_EQ_INT(ll__marks_write(j, &two, 1), 0);
+    int fd = open(file, O_RDWR);
+    CHECK(fd >= 0 && pwrite(fd, "\3", 1, 4096 + 39) == 1); /* its one id, now 3 */
+    CHECK_EQ_INT(apply_marks(s, j, 7, 0), 0);
+    CHECK(pwrite(fd, "\2", 1, 4096 + 39) == 1);
+    CHECK_EQ_INT(apply_marks(s, j, 7, 0), 1);
+    close(fd);
+
+    /* A pass that fills the file puts its marks into LMDB (a checkpoint) and starts over. */
+    ll__marks_begin(j, 9);
+    uint64_t three = 3;
+    for (size_t i = 0; i < LL_MARKS_BLOCKS; i++)
+        CHECK_EQ_INT(ll__marks_write(j, i == 0 ? &two : &three, 1), 0);
+    CHECK_EQ_INT(send_state(s, &n, 2), LL_SEND_INTENT); /* still only in the file */
+    CHECK_EQ_INT(ll__marks_write(j, &three, 1), 0);
+    CHECK_EQ_INT(send_state(s, &n, 2), LL_SEND_COMMITTED);
+    CHECK_EQ_INT(send_state(s, &n, 3), LL_SEND_COMMITTED);
+    CHECK_EQ_INT(j->next, 0);
+    ll__marks_close(j);
+
+    /* A file of the wrong size is made anew, empty. */
+    CHECK(truncate(file, 4096) == 0);
+    CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
+    CHECK(stat(file, &st) == 0 && st.st_size == LL_MARKS_BLOCKS * 4096);
+    CHECK_EQ_INT(apply_marks(s, j, 9, 0), 0);
+    ll__marks_close(j);
+    /* An unwritable directory: the error names the file. */
+    CHECK_EQ_INT(ll__marks_open("/nonexistent-ll-dir", &n, s, &j, err, sizeof(err)), LL_EIO);
+    CHECK(strstr(err, "/nonexistent-ll-dir/mailer.marks") != NULL);
+
+    ll_store_close(s);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
 int main(void)
 {
     RUN(test_program_config);
@@ -436,5 +532,6 @@ int main(void)
     RUN(test_qp_and_headers);
     RUN(test_dkim);
     RUN(test_nurture_state);
+    RUN(test_marks);
     return TEST_DONE("mailer-unit");
 }
