@@ -35,6 +35,7 @@ typedef struct st_ll_tpl_t {
     char *path;
     char *subject, *html, *text; /* the raw parts, NUL-terminated */
     int html_line, text_line;    /* where the parts start in the file, for messages */
+    struct st_ll_tpl_plan_t *plan; /* the HTML's links and body, parsed once; NULL: per message */
 } ll_tpl_t;
 
 /**

@@ -9,17 +9,36 @@
 #include <openssl/rand.h>
 #include "mailer.h"
 
+/* Output through a small local buffer: one ll_buf_append a KiB, not one a character. */
+typedef struct {
+    ll_buf_t *out;
+    int rc;
+    size_t n;
+    char b[1024];
+} qp_out_t;
+
+static inline void qp_put(qp_out_t *q, const char *s, size_t n)
+{
+    if (q->n + n > sizeof(q->b)) {
+        if (q->rc == 0)
+            q->rc = ll_buf_append(q->out, q->b, q->n);
+        q->n = 0;
+    }
+    for (size_t i = 0; i < n; i++) /* n is 1 to 3 */
+        q->b[q->n++] = s[i];
+}
+
 int ll__mime_qp(const char *s, size_t n, ll_buf_t *out)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t col = 0;
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
+    qp_out_t q = {.out = out};
+    for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '\r' && i + 1 < n && s[i + 1] == '\n')
             continue;
         if (c == '\n') {
-            rc = ll_buf_append(out, "\r\n", 2);
+            qp_put(&q, "\r\n", 2);
             col = 0;
             continue;
         }
@@ -38,16 +57,17 @@ int ll__mime_qp(const char *s, size_t n, ll_buf_t *out)
         if (col == 0 && c == '.')
             enc[0] = '=', enc[1] = '2', enc[2] = 'E', el = 3;
         if (col + el > 75) {
-            rc = ll_buf_append(out, "=\r\n", 3);
+            qp_put(&q, "=\r\n", 3);
             col = 0;
         }
-        if (rc == 0)
-            rc = ll_buf_append(out, enc, el);
+        qp_put(&q, enc, el);
         col += el;
     }
-    if (rc == 0 && (out->len < 2 || memcmp(out->data + out->len - 2, "\r\n", 2) != 0))
-        rc = ll_buf_append(out, "\r\n", 2);
-    return rc;
+    if (q.rc == 0 && q.n > 0)
+        q.rc = ll_buf_append(out, q.b, q.n);
+    if (q.rc == 0 && (out->len < 2 || memcmp(out->data + out->len - 2, "\r\n", 2) != 0))
+        q.rc = ll_buf_append(out, "\r\n", 2);
+    return q.rc;
 }
 
 static int is_ascii(const char *s)

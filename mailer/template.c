@@ -32,6 +32,9 @@ static int known_field(const ll_config_t *conf, const char *name, size_t n)
     return 0;
 }
 
+static void plan_free(struct st_ll_tpl_plan_t *pl);
+static struct st_ll_tpl_plan_t *make_plan(const ll_tpl_t *t);
+
 void ll__tpl_free(ll_tpl_t *t)
 {
     if (t == NULL)
@@ -40,6 +43,7 @@ void ll__tpl_free(ll_tpl_t *t)
     free(t->subject);
     free(t->html);
     free(t->text);
+    plan_free(t->plan);
     free(t);
 }
 
@@ -273,6 +277,8 @@ int ll__tpl_load(const char *path, const ll_config_t *conf, ll_tpl_t **out, char
         goto out;
     if (part[1].len != 0 && (rc = check_html(t, err, errlen)) != 0)
         goto out;
+    if (part[1].len != 0)
+        t->plan = make_plan(t);
 out:
     for (int i = 0; i < 3; i++)
         ll_buf_free(&part[i]);
@@ -289,17 +295,23 @@ out:
 static int append_html_escaped(ll_buf_t *b, const char *s, size_t n)
 {
     int rc = 0;
+    size_t from = 0; /* the run of characters that need no escape, appended at once */
     for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *e;
         switch (s[i]) {
-        case '&': rc = ll_buf_appends(b, "&amp;"); break;
-        case '<': rc = ll_buf_appends(b, "&lt;"); break;
-        case '>': rc = ll_buf_appends(b, "&gt;"); break;
-        case '"': rc = ll_buf_appends(b, "&quot;"); break;
-        case '\'': rc = ll_buf_appends(b, "&#39;"); break;
-        default: rc = ll_buf_append(b, s + i, 1);
+        case '&': e = "&amp;"; break;
+        case '<': e = "&lt;"; break;
+        case '>': e = "&gt;"; break;
+        case '"': e = "&quot;"; break;
+        case '\'': e = "&#39;"; break;
+        case '\0': e = ""; break; /* a NUL in a value would end the part where it lands */
+        default: continue;
         }
+        if ((rc = ll_buf_append(b, s + from, i - from)) == 0)
+            rc = ll_buf_appends(b, e);
+        from = i + 1;
     }
-    return rc;
+    return rc == 0 ? ll_buf_append(b, s + from, n - from) : rc;
 }
 
 /* Substitutes placeholders. mode 0: text, 1: HTML (escaped), 2: a header (controls dropped). */
@@ -324,14 +336,24 @@ static int in_span(const spans_t *sp, size_t off)
     return sp->overflow && sp->n > 0 && off >= sp->v[sp->n - 1].to;
 }
 
-static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, ll_buf_t *out, spans_t *sp)
+/* The next placeholder in [p, end): its "{{" and "}}", or NULL. */
+static const char *next_placeholder(const char *p, const char *end, const char **close)
+{
+    const char *open = memmem(p, (size_t)(end - p), "{{", 2);
+    *close = open ? memmem(open + 2, (size_t)(end - open - 2), "}}", 2) : NULL;
+    return *close != NULL ? open : NULL;
+}
+
+/* Substitutes the placeholders of s[0, n). */
+static int substitute_n(const char *s, size_t n, ll_render_t *r, json_t *fields, int mode, ll_buf_t *out,
+                        spans_t *sp)
 {
     int rc = 0;
-    for (const char *p = s; *p != '\0' && rc == 0;) {
-        const char *open = strstr(p, "{{");
-        const char *close = open ? strstr(open + 2, "}}") : NULL;
-        if (open == NULL || close == NULL) {
-            rc = ll_buf_appends(out, p);
+    const char *end = s + n;
+    for (const char *p = s; p < end && rc == 0;) {
+        const char *close, *open = next_placeholder(p, end, &close);
+        if (open == NULL) {
+            rc = ll_buf_append(out, p, (size_t)(end - p));
             break;
         }
         if ((rc = ll_buf_append(out, p, (size_t)(open - p))) != 0)
@@ -371,7 +393,10 @@ static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, l
             for (size_t i = 0; i < vl && rc == 0; i++)
                 rc = (unsigned char)v[i] < 0x20 ? ll_buf_append(out, " ", 1) : ll_buf_append(out, v + i, 1);
         } else {
-            rc = ll_buf_append(out, v, vl);
+            for (size_t i = 0, k; i < vl && rc == 0; i += k + 1) { /* without NULs, as above */
+                k = strnlen(v + i, vl - i);
+                rc = ll_buf_append(out, v + i, k);
+            }
         }
         if (from_contact && sp != NULL) {
             if (sp->n < sizeof(sp->v) / sizeof(sp->v[0]))
@@ -382,6 +407,11 @@ static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, l
         p = close + 2;
     }
     return rc;
+}
+
+static int substitute(const char *s, ll_render_t *r, json_t *fields, int mode, ll_buf_t *out, spans_t *sp)
+{
+    return substitute_n(s, strlen(s), r, fields, mode, out, sp);
 }
 
 /* The signed click URL for dest; 0, or LL_EINVAL when dest cannot be signed (left as is). */
@@ -415,9 +445,10 @@ static int is_own(ll_render_t *r, const char *url, size_t n)
 }
 
 typedef struct {
-    size_t off, len; /* the attribute value in the source, quotes included */
-    const char *value;
-    const char *tag; /* data-ll-tag, checked at load; NULL none */
+    size_t off, len;  /* the attribute value in the source, quotes included */
+    const char *value; /* decoded */
+    const char *tag;   /* data-ll-tag, checked at load; NULL none */
+    int from_contact;  /* the value starts inside a profile value (never signed) */
 } href_t;
 
 static void collect_hrefs(const GumboNode *n, href_t *out, size_t *nout, size_t cap, int depth)
@@ -433,6 +464,7 @@ static void collect_hrefs(const GumboNode *n, href_t *out, size_t *nout, size_t 
             out[*nout].value = a->value;
             GumboAttribute *t = gumbo_get_attribute(&e->attributes, LINK_TAG_ATTR);
             out[*nout].tag = t != NULL && ll_link_tag_check(t->value, strlen(t->value)) == 0 ? t->value : NULL;
+            out[*nout].from_contact = 0;
             (*nout)++;
         }
     }
@@ -440,6 +472,24 @@ static void collect_hrefs(const GumboNode *n, href_t *out, size_t *nout, size_t 
         collect_hrefs(e->children.data[i], out, nout, cap, depth + 1);
 }
 
+/* Where the honeypot goes (after <body ...>, else at the start) and the pixel (before </body>,
+ * else at the end). */
+static void body_bounds(const GumboOutput *g, size_t len, const href_t *h, size_t nh, size_t *start, size_t *end)
+{
+    const GumboVector *kids = &g->root->v.element.children;
+    *start = 0, *end = len;
+    for (unsigned i = 0; i < kids->length; i++) {
+        const GumboNode *k = kids->data[i];
+        if (k->type != GUMBO_NODE_ELEMENT || k->v.element.tag != GUMBO_TAG_BODY)
+            continue;
+        if (k->v.element.original_tag.length > 0)
+            *start = k->v.element.start_pos.offset + k->v.element.original_tag.length;
+        if (k->v.element.original_end_tag.length > 0)
+            *end = k->v.element.end_pos.offset;
+    }
+    if (*start > len || (nh > 0 && *start > h[0].off))
+        *start = 0;
+}
 
 /* Tagged HTML links, so that the text part's link to the same destination carries the tag. */
 typedef struct {
@@ -450,41 +500,29 @@ typedef struct {
     size_t n;
 } tagmap_t;
 
-static int rewrite_html(ll_render_t *r, const char *src, const spans_t *sp, uint32_t *link, tagmap_t *tags,
-                        ll_buf_t *out)
+/*
+ * Writes the HTML part: src with each href in h signed, the honeypot after body_start and the
+ * pixel at body_end. subst 0: src is already substituted; 1: src is the template's HTML and what
+ * is copied of it is substituted on the way (the plan, below).
+ */
+static int emit_html(ll_render_t *r, const char *src, size_t len, int subst, json_t *fields, const href_t *h,
+                     size_t nh, size_t body_start, size_t body_end, uint32_t *link, tagmap_t *tags, ll_buf_t *out)
 {
-    size_t len = strlen(src), nh = 0, pos = 0, body_end = len, body_start = 0;
-    href_t *h = ll_calloc(MAX_LINKS, sizeof(*h));
-    int rc = 0;
-    GumboOutput *g = gumbo_parse_with_options(&kGumboDefaultOptions, src, len);
-    collect_hrefs(g->root, h, &nh, MAX_LINKS, 0);
-    /* The pixel goes before </body> when there is one, else at the end. */
-    const GumboVector *kids = &g->root->v.element.children;
-    for (unsigned i = 0; i < kids->length; i++) {
-        const GumboNode *k = kids->data[i];
-        if (k->type == GUMBO_NODE_ELEMENT && k->v.element.tag == GUMBO_TAG_BODY && k->v.element.original_tag.length > 0)
-            body_start = k->v.element.start_pos.offset + k->v.element.original_tag.length;
-        if (k->type == GUMBO_NODE_ELEMENT && k->v.element.tag == GUMBO_TAG_BODY &&
-            k->v.element.original_end_tag.length > 0)
-            body_end = k->v.element.end_pos.offset;
-    }
-    if (body_start > len || (nh > 0 && body_start > h[0].off))
-        body_start = 0;
+    size_t pos = body_start;
     ll_buf_t url;
     ll_buf_init(&url, LL_TOKEN_B64_MAX + 1024);
+#define COPY(from, n) (subst ? substitute_n(src + (from), (n), r, fields, 1, out, NULL) : ll_buf_append(out, src + (from), (n)))
     /* The honeypot (judge.h): a link no person sees, first in the body, where a scanner that
      * follows every link finds it; its click marks the message's burst as a machine's. */
-    rc = ll_buf_append(out, src, body_start);
-    pos = body_start;
+    int rc = COPY(0, body_start);
     if (rc == 0 && click_url(r, r->public_url, strlen(r->public_url), LL_LINK_HONEYPOT, NULL, &url) == 0)
         rc = ll_buf_printf(out, "<a href=\"%s\" style=\"display:none;font-size:0;line-height:0;max-height:0;"
                                 "overflow:hidden;mso-hide:all\" aria-hidden=\"true\" tabindex=\"-1\"></a>",
                            url.data);
     for (size_t i = 0; i < nh && rc == 0; i++) {
         const char *v = h[i].value;
-        size_t vl = strlen(v);
-        if (h[i].off < pos || h[i].off + h[i].len > len || is_own(r, v, vl) || in_span(sp, h[i].off) ||
-            in_span(sp, h[i].off + 1))
+        size_t vl = v != NULL ? strlen(v) : 0;
+        if (v == NULL || h[i].off < pos || h[i].off + h[i].len > len || is_own(r, v, vl) || h[i].from_contact)
             continue;
         ll_buf_reset(&url);
         if (click_url(r, v, vl, *link, h[i].tag, &url) != 0)
@@ -494,19 +532,214 @@ static int rewrite_html(ll_render_t *r, const char *src, const spans_t *sp, uint
             snprintf(tags->v[tags->n++].tag, sizeof(tags->v[0].tag), "%s", h[i].tag);
         }
         (*link)++;
-        rc = ll_buf_append(out, src + pos, h[i].off - pos);
+        rc = COPY(pos, h[i].off - pos);
         if (rc == 0)
             rc = ll_buf_printf(out, "\"%s\"", url.data); /* base64url and the base URL need no escaping */
         pos = h[i].off + h[i].len;
     }
     if (rc == 0 && body_end >= pos)
-        rc = ll_buf_append(out, src + pos, body_end - pos), pos = body_end;
+        rc = COPY(pos, body_end - pos), pos = body_end;
     if (rc == 0)
         rc = ll_buf_printf(out, "<img src=\"%s\" width=\"1\" height=\"1\" alt=\"\" style=\"border:0\">", r->pixel_url);
     if (rc == 0)
-        rc = ll_buf_append(out, src + pos, len - pos);
+        rc = COPY(pos, len - pos);
+#undef COPY
     ll_buf_free(&url);
+    return rc;
+}
+
+/* The HTML part parsed per message (a template without a plan). */
+static int rewrite_html(ll_render_t *r, const char *src, const spans_t *sp, uint32_t *link, tagmap_t *tags,
+                        ll_buf_t *out)
+{
+    size_t len = strlen(src), nh = 0, body_start, body_end;
+    href_t *h = ll_calloc(MAX_LINKS, sizeof(*h));
+    GumboOutput *g = gumbo_parse_with_options(&kGumboDefaultOptions, src, len);
+    collect_hrefs(g->root, h, &nh, MAX_LINKS, 0);
+    for (size_t i = 0; i < nh; i++)
+        h[i].from_contact = in_span(sp, h[i].off) || in_span(sp, h[i].off + 1);
+    body_bounds(g, len, h, nh, &body_start, &body_end);
+    int rc = emit_html(r, src, len, 0, NULL, h, nh, body_start, body_end, link, tags, out);
     gumbo_destroy_output(&kGumboDefaultOptions, g);
+    free(h);
+    return rc;
+}
+
+/*
+ * The plan: the HTML part's links and body taken from one parse of the template at load.
+ * Parsing every message's HTML was a third of the mailer's instructions (BENCHMARKS.md).
+ * Substituted values are HTML-escaped, so they never make or end markup; where they land
+ * decides whether they can change what the parser builds. When every placeholder of the HTML
+ * sits in a quoted attribute value (not of <input>, whose type moves it in a table), or in text
+ * whose parent element is <title> or was opened by its own tag inside <body> (not a table's
+ * rows or sections, where text is moved, nor foreign content), every message parses into the
+ * same links, in the same order, and the same body: their offsets in the template are kept,
+ * and rendering copies the template, substituting on the way. An href with a placeholder inside
+ * is substituted and decoded per message. Any other template is parsed per message.
+ * tests/fuzz/fuzz_template.c checks that both ways render the same bytes.
+ */
+struct st_ll_tpl_plan_t {
+    href_t *h;      /* value and tag owned (NULL value: a placeholder inside) */
+    size_t nh;
+    size_t body_start, body_end;
+};
+
+static void plan_free(struct st_ll_tpl_plan_t *pl)
+{
+    if (pl == NULL)
+        return;
+    for (size_t i = 0; i < pl->nh; i++) {
+        free((char *)pl->h[i].value);
+        free((char *)pl->h[i].tag);
+    }
+    free(pl->h);
+    free(pl);
+}
+
+typedef struct {
+    size_t from, to;
+} range_t;
+
+typedef struct {
+    const char *src;
+    range_t v[1024];
+    size_t n;
+    int over;
+} ranges_t;
+
+static void add_range(ranges_t *rs, size_t from, size_t len)
+{
+    if (rs->n == sizeof(rs->v) / sizeof(rs->v[0]))
+        rs->over = 1;
+    else
+        rs->v[rs->n].from = from, rs->v[rs->n++].to = from + len;
+}
+
+/* Text under parent cannot change the tree, whatever a placeholder in it becomes (above). */
+static int text_stays(const GumboElement *parent, int in_body)
+{
+    if (parent->tag_namespace != GUMBO_NAMESPACE_HTML)
+        return 0;
+    if (parent->tag == GUMBO_TAG_TITLE)
+        return 1;
+    if (!in_body || parent->original_tag.length == 0)
+        return 0;
+    switch (parent->tag) {
+    case GUMBO_TAG_TABLE: case GUMBO_TAG_TBODY: case GUMBO_TAG_THEAD: case GUMBO_TAG_TFOOT: case GUMBO_TAG_TR:
+    case GUMBO_TAG_COLGROUP: case GUMBO_TAG_SELECT: case GUMBO_TAG_HTML: case GUMBO_TAG_HEAD:
+    case GUMBO_TAG_FRAMESET: case GUMBO_TAG_TEMPLATE: case GUMBO_TAG_NOSCRIPT:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+/* The source ranges where a placeholder may sit for the plan to hold. */
+static void safe_ranges(const GumboNode *n, int in_body, ranges_t *rs, int depth)
+{
+    if (n->type != GUMBO_NODE_ELEMENT || depth > 400)
+        return;
+    const GumboElement *e = &n->v.element;
+    in_body |= e->tag == GUMBO_TAG_BODY;
+    for (unsigned i = 0; i < e->attributes.length && e->tag != GUMBO_TAG_INPUT; i++) {
+        const GumboAttribute *a = e->attributes.data[i];
+        const GumboStringPiece *ov = &a->original_value;
+        if (ov->length >= 2 && (ov->data[0] == '"' || ov->data[0] == '\'') && ov->data >= rs->src &&
+            (size_t)(ov->data - rs->src) == a->value_start.offset)
+            add_range(rs, a->value_start.offset, ov->length);
+    }
+    for (unsigned i = 0; i < e->children.length; i++) {
+        const GumboNode *c = e->children.data[i];
+        if ((c->type == GUMBO_NODE_TEXT || c->type == GUMBO_NODE_WHITESPACE) && text_stays(e, in_body))
+            add_range(rs, c->v.text.start_pos.offset, c->v.text.original_text.length);
+        safe_ranges(c, in_body, rs, depth + 1);
+    }
+}
+
+/* The plan of t's HTML part, or NULL when a placeholder sits where it could change the parse. */
+static struct st_ll_tpl_plan_t *make_plan(const ll_tpl_t *t)
+{
+    const char *src = t->html, *end = src + strlen(src), *close;
+    GumboOutput *g = gumbo_parse_with_options(&kGumboDefaultOptions, src, (size_t)(end - src));
+    ranges_t *rs = ll_calloc(1, sizeof(*rs));
+    rs->src = src;
+    safe_ranges(g->root, 0, rs, 0);
+    int ok = !rs->over;
+    size_t nph = 0;
+    for (const char *p = src, *open; ok && (open = next_placeholder(p, end, &close)) != NULL; p = close + 2) {
+        size_t from = (size_t)(open - src), to = (size_t)(close + 2 - src), i;
+        for (i = 0; i < rs->n && !(rs->v[i].from <= from && to <= rs->v[i].to); i++)
+            ;
+        /* Inside a safe range, and few enough that an href's spans never overflow (spans_t). */
+        ok = i < rs->n && ++nph <= sizeof(((spans_t *)0)->v) / sizeof(((spans_t *)0)->v[0]);
+    }
+    struct st_ll_tpl_plan_t *pl = NULL;
+    if (ok) {
+        pl = ll_calloc(1, sizeof(*pl));
+        pl->h = ll_calloc(MAX_LINKS, sizeof(*pl->h));
+        collect_hrefs(g->root, pl->h, &pl->nh, MAX_LINKS, 0);
+        body_bounds(g, (size_t)(end - src), pl->h, pl->nh, &pl->body_start, &pl->body_end);
+        for (size_t i = 0; i < pl->nh; i++) {
+            href_t *h = &pl->h[i];
+            int inside = h->off + h->len <= (size_t)(end - src) && memmem(src + h->off, h->len, "{{", 2) != NULL;
+            h->value = inside ? NULL : ll_strdup(h->value); /* out of the source: skipped, as when parsed */
+            h->tag = h->tag != NULL ? ll_strdup(h->tag) : NULL;
+        }
+    }
+    free(rs);
+    gumbo_destroy_output(&kGumboDefaultOptions, g);
+    return pl;
+}
+
+/* A quoted attribute value as the parser decodes it (character references, NUL, CR). */
+static char *attr_value(const char *quoted, size_t n)
+{
+    if (n < 2)
+        return NULL;
+    if (memchr(quoted, '&', n) == NULL && memchr(quoted, '\r', n) == NULL && memchr(quoted, '\0', n) == NULL)
+        return ll_strndup(quoted + 1, n - 2);
+    ll_buf_t b;
+    ll_buf_init(&b, n + 16);
+    char *v = NULL;
+    if (ll_buf_appends(&b, "<a href=") == 0 && ll_buf_append(&b, quoted, n) == 0 && ll_buf_appends(&b, ">") == 0) {
+        GumboOutput *g = gumbo_parse_with_options(&kGumboDefaultOptions, b.data, b.len);
+        href_t h;
+        size_t nh = 0;
+        collect_hrefs(g->root, &h, &nh, 1, 0);
+        v = nh == 1 ? ll_strdup(h.value) : NULL;
+        gumbo_destroy_output(&kGumboDefaultOptions, g);
+    }
+    ll_buf_free(&b);
+    return v;
+}
+
+/* The HTML part from the plan: no parse, but of an href with a placeholder inside. */
+static int render_plan(ll_render_t *r, const ll_tpl_t *t, json_t *fields, uint32_t *link, tagmap_t *tags,
+                       ll_buf_t *out)
+{
+    const struct st_ll_tpl_plan_t *pl = t->plan;
+    href_t *h = ll_calloc(pl->nh + 1, sizeof(*h));
+    ll_buf_t val;
+    ll_buf_init(&val, LL_TPL_MAX);
+    int rc = 0;
+    for (size_t i = 0; i < pl->nh && rc == 0; i++) {
+        h[i] = pl->h[i];
+        if (h[i].value != NULL)
+            continue;
+        spans_t sp = {.n = 0};
+        ll_buf_reset(&val);
+        if ((rc = substitute_n(t->html + h[i].off, h[i].len, r, fields, 1, &val, &sp)) == 0) {
+            h[i].value = attr_value(val.data, val.len);
+            h[i].from_contact = in_span(&sp, 0) || in_span(&sp, 1);
+        }
+    }
+    if (rc == 0)
+        rc = emit_html(r, t->html, strlen(t->html), 1, fields, h, pl->nh, pl->body_start, pl->body_end, link, tags,
+                       out);
+    for (size_t i = 0; i < pl->nh; i++)
+        if (pl->h[i].value == NULL)
+            free((char *)h[i].value);
+    ll_buf_free(&val);
     free(h);
     return rc;
 }
@@ -570,9 +803,12 @@ int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **htm
     *subject = *html = *text = NULL;
     spans_t *sp = ll_calloc(2, sizeof(*sp)); /* [0] the HTML part, [1] the text part */
     if ((rc = substitute(t->subject, r, fields, 2, &b[0], NULL)) == 0 &&
-        (rc = substitute(t->html, r, fields, 1, &b[1], &sp[0])) == 0 &&
-        (rc = substitute(t->text, r, fields, 0, &b[2], &sp[1])) == 0 && t->html[0] != '\0')
-        rc = rewrite_html(r, b[1].data, &sp[0], &link, tags, &b[3]);
+        (rc = substitute(t->text, r, fields, 0, &b[2], &sp[1])) == 0 && t->html[0] != '\0') {
+        if (t->plan != NULL)
+            rc = render_plan(r, t, fields, &link, tags, &b[3]);
+        else if ((rc = substitute(t->html, r, fields, 1, &b[1], &sp[0])) == 0)
+            rc = rewrite_html(r, b[1].data, &sp[0], &link, tags, &b[3]);
+    }
     if (rc == 0 && t->text[0] != '\0')
         rc = rewrite_text(r, b[2].data, &sp[1], &link, tags, &b[4]);
     free(sp);

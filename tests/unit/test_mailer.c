@@ -167,6 +167,7 @@ static void test_template_errors(void)
 typedef struct {
     ll_keyring_t *keys;
     char *subject, *html, *text;
+    int planned; /* the template had a plan (template.c); its rendering was checked against a parse */
 } rendered_t;
 
 static int render_file(const char *tpl, const char *fields_json, rendered_t *out)
@@ -190,6 +191,24 @@ static int render_file(const char *tpl, const char *fields_json, rendered_t *out
     if (t != NULL && out->keys != NULL)
         rc = ll__tpl_render(t, &r, &out->subject, &out->html, &out->text);
     CHECK_EQ_INT(rc, 0);
+    if (rc == 0 && t->plan != NULL) {
+        /* The plan renders exactly what a parse of each message does. Tokens carry the second
+         * they were signed in: when one passed in between, the plan renders again. */
+        struct st_ll_tpl_plan_t *plan = t->plan;
+        char *s2, *h2, *t2;
+        out->planned = 1;
+        t->plan = NULL;
+        CHECK_EQ_INT(ll__tpl_render(t, &r, &s2, &h2, &t2), 0);
+        t->plan = plan;
+        if (strcmp(out->html, h2) != 0 || strcmp(out->text, t2) != 0) {
+            free(out->subject), free(out->html), free(out->text);
+            CHECK_EQ_INT(ll__tpl_render(t, &r, &out->subject, &out->html, &out->text), 0);
+        }
+        CHECK_EQ_STR(out->subject, s2);
+        CHECK_EQ_STR(out->html, h2);
+        CHECK_EQ_STR(out->text, t2);
+        free(s2), free(h2), free(t2);
+    }
     ll__tpl_free(t);
     ll_config_free(&c);
     unlink(p);
@@ -282,6 +301,57 @@ static void test_profile_urls_are_not_signed(void)
             signed_links++;
         CHECK_EQ_INT(signed_links, 2);
     }
+    rendered_free(&o);
+}
+
+/* Which templates get a plan (template.c), and that it renders what a parse of each message
+ * does (render_file compares the two) whatever the values: empty, text, markup, URLs. */
+static void test_plan(void)
+{
+    static const struct {
+        const char *html;
+        int planned;
+    } cases[] = {
+        {"<html><head><title>{{company}}</title></head><body style=\"x\"><p>Hi {{first_name|there}},</p>"
+         "<a href=\"https://a.example/?c={{company}}&amp;x=1\" title=\"{{company}}\">a</a>"
+         "<table><tr><td>{{company}} <a href='{{unsubscribe_url}}'>u</a></td></tr></table>"
+         "<a href=\"{{title}}\">t</a> <a href=\"https://b.example/\" data-ll-tag=\"b\">b</a></body></html>", 1},
+        {"<p>{{first_name}}</p><a href=\"https://a.example/\">a</a>", 1},       /* no <body> tag */
+        {"<div><b>{{first_name}}</b><a href=https://a.example/>a</a></div>", 1},  /* an unquoted static href */
+        {"<body>{{first_name}}<a href=\"https://a.example/\">a</a></body>", 1},   /* text in an explicit body */
+        {"{{first_name}}<a href=\"https://a.example/\">a</a>", 0},               /* text that opens the body */
+        {"<html><head></head>{{first_name}}<body><a href=\"https://a.example/\">a</a></body></html>", 0},
+        {"<table>{{first_name}}<tr><td><a href=\"https://a.example/\">a</a></td></tr></table>", 0},
+        {"<a href={{title}}>t</a><a href=\"https://a.example/\">a</a>", 0},     /* unquoted attribute */
+        {"<body><input type=\"{{title}}\"><a href=\"https://a.example/\">a</a></body>", 0},
+        {"<body><svg><text>{{first_name}}</text></svg><a href=\"https://a.example/\">a</a></body>", 0},
+    };
+    static const char *const values[] = {
+        "{}",
+        "{\"first_name\":\"Ann\",\"company\":\"A&B <x-inject a=\\\"1\\\">\",\"title\":\"https://evil.example/t\"}",
+        "{\"first_name\":\" \",\"company\":\"\",\"title\":\"mailto:x@y.example\"}",
+        "{\"first_name\":\"x\",\"company\":\"https://evil.example/?a=1&b=2\",\"title\":\"&amp;https://a.example/\"}",
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        for (size_t v = 0; v < sizeof(values) / sizeof(values[0]); v++) {
+            char tpl[2048];
+            rendered_t o;
+            snprintf(tpl, sizeof(tpl), "Subject: x\n--- html\n%s\n--- text\nhttps://a.example/\n", cases[i].html);
+            render_file(tpl, values[v], &o);
+            if (o.planned != cases[i].planned)
+                fprintf(stderr, "  case %zu: planned %d, wanted %d\n", i, o.planned, cases[i].planned);
+            CHECK_EQ_INT(o.planned, cases[i].planned);
+            rendered_free(&o);
+        }
+    /* More placeholders than a part's spans hold: parsed per message. */
+    char many[8192];
+    size_t n = (size_t)snprintf(many, sizeof(many), "Subject: x\n--- html\n<body><p>");
+    for (int i = 0; i < 129; i++)
+        n += (size_t)snprintf(many + n, sizeof(many) - n, "{{first_name}}");
+    snprintf(many + n, sizeof(many) - n, "</p></body>\n");
+    rendered_t o;
+    render_file(many, "{}", &o);
+    CHECK_EQ_INT(o.planned, 0);
     rendered_free(&o);
 }
 
@@ -529,6 +599,7 @@ int main(void)
     RUN(test_template_errors);
     RUN(test_render);
     RUN(test_profile_urls_are_not_signed);
+    RUN(test_plan);
     RUN(test_qp_and_headers);
     RUN(test_dkim);
     RUN(test_nurture_state);
