@@ -115,6 +115,8 @@ def main():
     ap.add_argument('--client-cpu', default='0')
     ap.add_argument('--nodelay', help='LD_PRELOAD shim that sets TCP_NODELAY on connect (a diagnostic row)')
     ap.add_argument('--nosync', help='LD_PRELOAD shim that removes fsync (with --nodelay: a second diagnostic row)')
+    ap.add_argument('--extra-mailer', action='append', default=[], metavar='LABEL=PATH',
+                    help='another leadloop-mailer build (a candidate fix) in the same alternation')
     ap.add_argument('--json')
     a = ap.parse_args()
     if (os.cpu_count() or 1) < 2:
@@ -179,13 +181,16 @@ programs:
     import_s = seed_contacts(a.messages, seed)
     log(f'mailer: imported and enrolled {a.messages} contacts in {import_s:.1f} s')
 
-    ours_env = {'leadloop-mailer --once': None}
+    ours = {'leadloop-mailer --once': (a.mailer, None)}  # name -> (binary, LD_PRELOAD)
+    for e in a.extra_mailer:
+        label, _, path = e.partition('=')
+        ours[f'leadloop-mailer --once ({label})'] = (path, None)
     if a.nodelay:
-        ours_env['leadloop-mailer, diagnostic: TCP_NODELAY (nodelay.so)'] = os.path.abspath(a.nodelay)
+        ours['leadloop-mailer, diagnostic: TCP_NODELAY (nodelay.so)'] = (a.mailer, os.path.abspath(a.nodelay))
         if a.nosync:
-            ours_env['leadloop-mailer, diagnostic: TCP_NODELAY and no sync (nodelay.so nosync.so)'] = \
-                os.path.abspath(a.nodelay) + ' ' + os.path.abspath(a.nosync)
-    sources = {k: None for k in ours_env}
+            ours['leadloop-mailer, diagnostic: TCP_NODELAY and no sync (nodelay.so nosync.so)'] = \
+                (a.mailer, os.path.abspath(a.nodelay) + ' ' + os.path.abspath(a.nosync))
+    sources = {k: None for k in ours}
     sources.update({
         f'smtp-source -d (one connection per session)': ['-d'],
         f'smtp-source (a connection per message)': [],
@@ -200,9 +205,10 @@ programs:
                     shutil.copytree(seed, data)
                     write_conf(data, a.port)
                     env = dict(os.environ)
-                    if ours_env[name]:
-                        env['LD_PRELOAD'] = ours_env[name]
-                    secs, cpu, p = timed(taskset(a.client_cpu) + [a.mailer, '-c', conf, '--once'], env=env)
+                    binary, preload = ours[name]
+                    if preload:
+                        env['LD_PRELOAD'] = preload
+                    secs, cpu, p = timed(taskset(a.client_cpu) + [binary, '-c', conf, '--once'], env=env)
                     st = json.loads(subprocess.run([a.leadloop, '-c', conf, 'stats', '--json'], capture_output=True,
                                                    text=True, check=True).stdout)
                     sent = st['types']['sent']

@@ -16,6 +16,7 @@
 #   LEADLOOPD, LEADLOOP, LEADLOOP_MAILER [bin/...]
 #   BENCH_EXTRA_LEADLOOPD ["LABEL=PATH ..."]: other leadloopd builds (candidate fixes) whose
 #       pixel and click join the capture alternation
+#   BENCH_EXTRA_MAILER ["LABEL=PATH ..."]: other leadloop-mailer builds in the mailer's alternation
 #   BENCH_ONLY [""]: capture targets whose names contain one of these comma-separated words
 # The Makefile runs it with sh: come back under bash.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
@@ -104,8 +105,10 @@ for part in $PARTS; do
         say "mailer: ${BENCH_MESSAGES:-5000} messages, ${BENCH_SESSIONS:-4} sessions"
         echo "## Mailer" >> "$RESULTS"
         echo >> "$RESULTS"
+        extra=()
+        for e in ${BENCH_EXTRA_MAILER:-}; do extra+=(--extra-mailer "$e"); done
         $PY tests/bench/mailer.py --dir "$BENCH_DIR/mailer" --leadloop "$LEADLOOP" --mailer "$LEADLOOP_MAILER" \
-            --port "${BENCH_SMTP_PORT:-18025}" --messages "${BENCH_MESSAGES:-5000}" --sessions "${BENCH_SESSIONS:-4}" \
+            "${extra[@]}" --port "${BENCH_SMTP_PORT:-18025}" --messages "${BENCH_MESSAGES:-5000}" --sessions "${BENCH_SESSIONS:-4}" \
             --nodelay "$BENCH_DIR/nodelay.so" --nosync "$BENCH_DIR/nosync.so" \
             --rounds "${BENCH_ROUNDS:-3}" --json "$BENCH_DIR/mailer.json" >> "$RESULTS"
         ;;
