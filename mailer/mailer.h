@@ -106,7 +106,7 @@ int ll__dkim_sign(ll_dkim_t *d, uint64_t send, ll_buf_t *msg);
 
 /* ---- end-of-DATA marks journal (marks.c) ---- */
 
-#define LL_MARKS_BLOCKS 256 /* groups of marks a pass writes before a checkpoint into LMDB */
+#define LL_MARKS_BLOCKS 256 /* marks a pass writes before a checkpoint into LMDB */
 typedef struct st_ll_marks_t ll_marks_t;
 /** Opens data_dir/mailer.marks, creating it (zero-filled, synced) when missing; err names it. */
 int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_marks_t **out, char *err,
@@ -114,10 +114,10 @@ int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_
 void ll__marks_close(ll_marks_t *j);
 /** Later writes belong to pass (numbered by the claim transaction, main.c); the file starts over. */
 void ll__marks_begin(ll_marks_t *j, uint64_t pass);
-/** Makes ids durable as LL_SEND_COMMITTED: a block each 508, or an LMDB commit when the file is
- * full or a write fails. 0, or the LMDB error (the marks are then not durable). Not thread-safe:
- * smtp.c calls it from one session at a time. */
-int ll__marks_write(ll_marks_t *j, const uint64_t *ids, size_t n);
+/** Makes send id durable as LL_SEND_COMMITTED: one synced block, or an LMDB commit when the file
+ * is full (a checkpoint) or the write fails. 0, or the LMDB error (the mark is then not durable).
+ * Thread-safe: each SMTP session calls it for its own message. */
+int ll__marks_write(ll_marks_t *j, uint64_t id);
 /** In t: sends of pass still in LL_SEND_INTENT whose mark is in the file become COMMITTED. */
 int ll__marks_apply(ll_marks_t *j, ll_txn_t *t, uint64_t pass, size_t *moved);
 

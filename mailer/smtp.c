@@ -7,9 +7,7 @@
  * Exactly once: the message callback is what libESMTP reads DATA from. When it has handed
  * over the whole message and is asked for more, the final "." is about to be written; the send
  * row moves to LL_SEND_COMMITTED, durably, first (program.h; marks.c keeps these marks in a
- * journal until the pass's outcomes). The sessions share those writes: the first to arrive
- * writes every mark queued until then in one synced block, while the others wait for it (group
- * commit); one sync a round instead of one a message (BENCHMARKS.md).
+ * journal until the pass's outcomes, one synced block each, written by the sessions side by side).
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -72,54 +70,12 @@ int ll__smtp_init(void)
     return 0;
 }
 
-/* The end-of-DATA marks, group-committed across the sessions. */
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    uint64_t *ids;
-    size_t n, cap;
-    uint64_t queued, done; /* tickets: marks queued, marks durable */
-    int writing;
-} marks = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-
-/* Writes ids as LL_SEND_COMMITTED (marks.c). */
-static void write_marks(ll_smtp_t *s, const uint64_t *ids, size_t n)
-{
-    int rc = ll__marks_write(s->marks, ids, n);
-    for (size_t i = 0; i < n && rc != 0; i++)
-        log_warnx("send %llu: cannot record the end of DATA: %s", (unsigned long long)ids[i], ll_strerror(rc));
-}
-
+/* The end of DATA: the mark, durable before the final "." (marks.c). */
 static void mark_committed(ll_smtp_t *s, ll_outmsg_t *m)
 {
-    pthread_mutex_lock(&marks.mu);
-    if (marks.n == marks.cap) {
-        marks.cap = marks.cap ? marks.cap * 2 : 64;
-        marks.ids = ll_realloc(marks.ids, marks.cap * sizeof(*marks.ids));
-    }
-    marks.ids[marks.n++] = m->send;
-    uint64_t ticket = ++marks.queued;
-    while (marks.done < ticket) {
-        if (marks.writing) {
-            pthread_cond_wait(&marks.cv, &marks.mu);
-            continue;
-        }
-        /* This session writes everything queued so far, its own mark included. */
-        marks.writing = 1;
-        uint64_t upto = marks.queued;
-        size_t n = marks.n;
-        uint64_t *ids = ll_malloc(n * sizeof(*ids));
-        memcpy(ids, marks.ids, n * sizeof(*ids));
-        marks.n = 0;
-        pthread_mutex_unlock(&marks.mu);
-        write_marks(s, ids, n);
-        free(ids);
-        pthread_mutex_lock(&marks.mu);
-        marks.done = upto;
-        marks.writing = 0;
-        pthread_cond_broadcast(&marks.cv);
-    }
-    pthread_mutex_unlock(&marks.mu);
+    int rc = ll__marks_write(s->marks, m->send);
+    if (rc != 0)
+        log_warnx("send %llu: cannot record the end of DATA: %s", (unsigned long long)m->send, ll_strerror(rc));
     m->committed = 1;
 }
 

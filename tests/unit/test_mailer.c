@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include "leadloop/judge.h"
 #include "../../mailer/template.c"
@@ -520,6 +521,20 @@ static size_t apply_marks(ll_store_t *s, ll_marks_t *j, uint64_t pass, int keep)
     return moved;
 }
 
+typedef struct {
+    ll_marks_t *j;
+    uint64_t first;
+    int n, rc;
+} marks_arg_t;
+
+static void *write_marks_thread(void *arg)
+{
+    marks_arg_t *a = arg;
+    for (int i = 0; i < a->n && a->rc == 0; i++)
+        a->rc = ll__marks_write(a->j, a->first + (uint64_t)i);
+    return NULL;
+}
+
 /* The end-of-DATA marks journal (marks.c): what a restart applies, and what it must not. */
 static void test_marks(void)
 {
@@ -545,8 +560,8 @@ static void test_marks(void)
 
     /* Pass 7 marks 1 and 4: only pass 7 applies them, and only to a row still in INTENT. */
     ll__marks_begin(j, 7);
-    uint64_t ids[] = {1, 4};
-    CHECK_EQ_INT(ll__marks_write(j, ids, 2), 0);
+    CHECK_EQ_INT(ll__marks_write(j, 1), 0);
+    CHECK_EQ_INT(ll__marks_write(j, 4), 0);
     CHECK_EQ_INT(apply_marks(s, j, 6, 0), 0);
     CHECK_EQ_INT(apply_marks(s, j, 8, 0), 0);
     CHECK_EQ_INT(apply_marks(s, j, 7, 1), 1);
@@ -555,25 +570,51 @@ static void test_marks(void)
     CHECK_EQ_INT(send_state(s, &n, 2), LL_SEND_INTENT);
 
     /* A block that does not check out (torn, or not ours) is ignored; the next one counts. */
-    uint64_t two = 2;
-    CHECK_EQ_INT(ll__marks_write(j, &two, 1), 0);
+    CHECK_EQ_INT(ll__marks_write(j, 2), 0); /* block 2 */
     int fd = open(file, O_RDWR);
-    CHECK(fd >= 0 && pwrite(fd, "\3", 1, 4096 + 39) == 1); /* its one id, now 3 */
+    CHECK(fd >= 0 && pwrite(fd, "\3", 1, 2 * 4096 + 39) == 1); /* its one id, now 3 */
     CHECK_EQ_INT(apply_marks(s, j, 7, 0), 0);
-    CHECK(pwrite(fd, "\2", 1, 4096 + 39) == 1);
+    CHECK(pwrite(fd, "\2", 1, 2 * 4096 + 39) == 1);
     CHECK_EQ_INT(apply_marks(s, j, 7, 0), 1);
     close(fd);
 
     /* A pass that fills the file puts its marks into LMDB (a checkpoint) and starts over. */
     ll__marks_begin(j, 9);
-    uint64_t three = 3;
     for (size_t i = 0; i < LL_MARKS_BLOCKS; i++)
-        CHECK_EQ_INT(ll__marks_write(j, i == 0 ? &two : &three, 1), 0);
+        CHECK_EQ_INT(ll__marks_write(j, i == 0 ? 2 : 3), 0);
     CHECK_EQ_INT(send_state(s, &n, 2), LL_SEND_INTENT); /* still only in the file */
-    CHECK_EQ_INT(ll__marks_write(j, &three, 1), 0);
+    CHECK_EQ_INT(ll__marks_write(j, 3), 0);
     CHECK_EQ_INT(send_state(s, &n, 2), LL_SEND_COMMITTED);
     CHECK_EQ_INT(send_state(s, &n, 3), LL_SEND_COMMITTED);
     CHECK_EQ_INT(j->next, 0);
+
+    /* Sessions write side by side, through checkpoints: every mark ends in LMDB or the file. */
+    enum { THREADS = 6, EACH = 100 };
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    for (uint64_t id = 100; id < 100 + THREADS * EACH; id++) {
+        ll_send_t row = {.id = id, .state = LL_SEND_INTENT, .contact = 1};
+        strcpy(row.program, "p");
+        CHECK_EQ_INT(ll_send_put(&n, &t, &row), 0);
+    }
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    ll__marks_begin(j, 10);
+    marks_arg_t args[THREADS];
+    pthread_t tids[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        args[i] = (marks_arg_t){j, 100 + (uint64_t)i * EACH, EACH, 0};
+        CHECK(pthread_create(&tids[i], NULL, write_marks_thread, &args[i]) == 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(tids[i], NULL);
+        CHECK_EQ_INT(args[i].rc, 0);
+    }
+    size_t in_lmdb = 0;
+    for (uint64_t id = 100; id < 100 + THREADS * EACH; id++)
+        in_lmdb += send_state(s, &n, id) == LL_SEND_COMMITTED;
+    CHECK(in_lmdb >= LL_MARKS_BLOCKS); /* THREADS * EACH > 2 * LL_MARKS_BLOCKS: checkpoints ran */
+    CHECK_EQ_INT(apply_marks(s, j, 10, 1), THREADS * EACH - in_lmdb);
+    for (uint64_t id = 100; id < 100 + THREADS * EACH; id++)
+        CHECK_EQ_INT(send_state(s, &n, id), LL_SEND_COMMITTED);
     ll__marks_close(j);
 
     /* A file of the wrong size is made anew, empty. */
