@@ -758,6 +758,9 @@ static int close_open_pass(mailer_t *M)
         return rc;
     if ((rc = pass_get(M, &t, &pass, &open)) == 0 && open && (rc = ll__marks_apply(M->marks, &t, pass, &moved)) == 0)
         rc = pass_put(M, &t, pass, 0);
+    if (rc == 0 && open && ll__marks_made(M->marks))
+        log_warnx("pass %llu was interrupted and mailer.marks was missing or cut short: its messages that had "
+                  "reached the end of DATA may be sent again", (unsigned long long)pass);
     if (rc == 0 && (rc = ll_txn_commit(&t)) == 0) {
         M->pass_open = 0;
         if (moved > 0)

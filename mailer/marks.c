@@ -49,6 +49,7 @@ struct st_ll_marks_t {
     size_t next;             /* the next block to write */
     uint64_t *since;         /* ids written since the pass began or the last checkpoint */
     size_t nsince, capsince;
+    int made;                /* the file was made anew at open */
 };
 
 static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n)
@@ -112,6 +113,7 @@ int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_
         j->fd = -1;
         if (create_file(j->path, data_dir) == 0)
             j->fd = open(j->path, O_RDWR | O_DSYNC | O_CLOEXEC);
+        j->made = 1;
     }
     if (j->fd < 0) {
         snprintf(err, errlen, "%s: %s", j->path, strerror(errno ? errno : EIO));
@@ -120,6 +122,11 @@ int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_
     }
     *out = j;
     return 0;
+}
+
+int ll__marks_made(const ll_marks_t *j)
+{
+    return j->made;
 }
 
 void ll__marks_close(ll_marks_t *j)

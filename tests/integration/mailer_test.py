@@ -655,6 +655,31 @@ def test_kill_mid_batch_then_restart_sends_each_exactly_once():
         env.close()
 
 
+def test_lost_marks_file_is_reported():
+    # The marks of a pass killed on the wire live in mailer.marks until its outcomes: a restart
+    # that finds the file gone cannot know which messages reached the end of DATA, and says so.
+    env = Env(delay=0.2, extra_mailer='  batch: 1000')
+    n = 30
+    try:
+        env.import_csv(T0, 'email\n' + ''.join(f'user{i}@example.com\n' for i in range(n)))
+        proc = env.mailer(T0, wait=False)
+        deadline = time.time() + 30
+        while env.smtp.count() < 4 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        check(proc.poll() is None, f'the mailer finished before it could be killed ({env.smtp.count()} sent)')
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        os.remove(os.path.join(env.server.data, 'mailer.marks'))
+        env.mailer(T0 + 5)
+        check('mailer.marks was missing or cut short' in env.mailer_logs[-1], env.mailer_logs[-1][-1500:])
+        check(os.path.getsize(os.path.join(env.server.data, 'mailer.marks')) > 0, 'mailer.marks not made anew')
+        got = recipients(env.smtp.messages())
+        check(set(got) == {f'user{i}@example.com' for i in range(n)}, f'{len(set(got))} of {n} recipients')
+    finally:
+        env.close()
+
+
 def test_enroll_unenroll_and_conditions():
     steps = '''      - template: step1.tpl
       - template: step2.tpl

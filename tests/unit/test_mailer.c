@@ -557,6 +557,7 @@ static void test_marks(void)
     CHECK_EQ_INT(ll_txn_commit(&t), 0);
     CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
     CHECK(stat(file, &st) == 0 && st.st_size == LL_MARKS_BLOCKS * 4096);
+    CHECK_EQ_INT(ll__marks_made(j), 1);
 
     /* Pass 7 marks 1 and 4: only pass 7 applies them, and only to a row still in INTENT. */
     ll__marks_begin(j, 7);
@@ -617,9 +618,13 @@ static void test_marks(void)
         CHECK_EQ_INT(send_state(s, &n, id), LL_SEND_COMMITTED);
     ll__marks_close(j);
 
-    /* A file of the wrong size is made anew, empty. */
+    /* Reopened, the file keeps its marks; cut short, it is made anew, empty. */
+    CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
+    CHECK_EQ_INT(ll__marks_made(j), 0);
+    ll__marks_close(j);
     CHECK(truncate(file, 4096) == 0);
     CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
+    CHECK_EQ_INT(ll__marks_made(j), 1);
     CHECK(stat(file, &st) == 0 && st.st_size == LL_MARKS_BLOCKS * 4096);
     CHECK_EQ_INT(apply_marks(s, j, 9, 0), 0);
     ll__marks_close(j);
