@@ -204,6 +204,17 @@ class Env:
             check(m not in p.stderr.decode(errors='replace'), f'leadloop-mailer stderr shows {m!r}')
         return p
 
+    def mailer_killed_after(self, t, delivered):
+        """Starts the mailer and kills it (SIGKILL) once the server has stored `delivered` messages."""
+        proc = self.mailer(t, wait=False)
+        deadline = time.time() + 30
+        while self.smtp.count() < delivered and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        check(proc.poll() is None, f'the mailer finished before it could be killed ({self.smtp.count()} sent)')
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+
     def import_csv(self, t, rows, enroll='nurture'):
         path = os.path.join(self.tmp, 'contacts.csv')
         with open(path, 'w') as f:
@@ -628,14 +639,7 @@ def test_kill_mid_batch_then_restart_sends_each_exactly_once():
     try:
         rows = 'email\n' + ''.join(f'user{i}@example.com\n' for i in range(n))
         env.import_csv(T0, rows)
-        proc = env.mailer(T0, wait=False)
-        deadline = time.time() + 30
-        while env.smtp.count() < 8 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        check(proc.poll() is None, f'the mailer finished before it could be killed ({env.smtp.count()} sent)')
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
+        env.mailer_killed_after(T0, 8)
         first = env.smtp.count()
         check(0 < first < n, f'{first} of {n} sent before the kill')
         env.mailer(T0 + 5)
@@ -662,14 +666,7 @@ def test_lost_marks_file_is_reported():
     n = 30
     try:
         env.import_csv(T0, 'email\n' + ''.join(f'user{i}@example.com\n' for i in range(n)))
-        proc = env.mailer(T0, wait=False)
-        deadline = time.time() + 30
-        while env.smtp.count() < 4 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        check(proc.poll() is None, f'the mailer finished before it could be killed ({env.smtp.count()} sent)')
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
+        env.mailer_killed_after(T0, 4)
         os.remove(os.path.join(env.server.data, 'mailer.marks'))
         env.mailer(T0 + 5)
         check('mailer.marks was missing or cut short' in env.mailer_logs[-1], env.mailer_logs[-1][-1500:])
