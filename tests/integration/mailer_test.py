@@ -630,6 +630,28 @@ def test_pass_longer_than_the_marks_file():
         env.close()
 
 
+def test_message_too_big_to_render_skips_its_step():
+    # Rendering runs on several threads after the claims; a message that cannot be rendered (its
+    # profile value, escaped 60 times over, passes the part's cap) skips its step, and the
+    # others of the batch go out once each, in one run.
+    big = TEMPLATES['step1.tpl'].replace('<p>Hi', '<p>' + '{{company}} ' * 60 + 'Hi', 1)
+    env = Env(templates={**TEMPLATES, 'step1.tpl': big})
+    n = 40
+    try:
+        rows = ''.join(f'user{i}@example.com,Co {i}\n' for i in range(n))
+        env.import_csv(T0, 'email,company\n' + rows + 'huge@example.com,' + '&' * 3000 + '\n')
+        env.mailer(T0)
+        log = env.mailer_logs[-1]
+        check(re.search(r'send \d+: cannot render \(.*\); the step is skipped', log),
+              '\n'.join(x for x in log.splitlines() if 'user' not in x)[-1500:])
+        got = recipients(env.smtp.messages())
+        check(got == sorted(f'user{i}@example.com' for i in range(n)), f'{len(got)} messages: {got[:3]}...')
+        out = env.cli(T0, 'enrollments', 'huge@example.com').stdout.decode()
+        check(re.search(r'nurture +active +2/3', out) and re.search(r'failed', out), out)
+    finally:
+        env.close()
+
+
 def test_kill_mid_batch_then_restart_sends_each_exactly_once():
     # The server stores each message, then waits 0.2 s before its 250: a kill then lands, most
     # likely, after the end of DATA and before the reply (the case that must not send twice).
