@@ -45,6 +45,7 @@ command -v wrk >/dev/null || need_pkgs+=(wrk)
 [ -x /usr/sbin/nginx ] || need_pkgs+=(nginx-light)
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/smtp-source ] || need_pkgs+=(postfix)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 pkg-config --exists libh2o-evloop || need_pkgs+=(libh2o-evloop-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     SUDO=
@@ -109,7 +110,7 @@ for part in $PARTS; do
         for e in ${BENCH_EXTRA_MAILER:-}; do extra+=(--extra-mailer "$e"); done
         $PY tests/bench/mailer.py --dir "$BENCH_DIR/mailer" --leadloop "$LEADLOOP" --mailer "$LEADLOOP_MAILER" \
             "${extra[@]}" --port "${BENCH_SMTP_PORT:-18025}" --messages "${BENCH_MESSAGES:-5000}" --sessions "${BENCH_SESSIONS:-4}" \
-            --nodelay "$BENCH_DIR/nodelay.so" --nosync "$BENCH_DIR/nosync.so" \
+            --nodelay "$BENCH_DIR/nodelay.so" --nosync "$BENCH_DIR/nosync.so" --dkim \
             --rounds "${BENCH_ROUNDS:-3}" --json "$BENCH_DIR/mailer.json" >> "$RESULTS"
         ;;
     writer)
