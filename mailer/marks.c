@@ -49,7 +49,7 @@ struct st_ll_marks_t {
     size_t next;             /* the next block to write */
     uint64_t *since;         /* ids written since the pass began or the last checkpoint */
     size_t nsince, capsince;
-    int made;                /* the file was made anew at open */
+    int made;                /* the file was made anew at open (until a pass begins) */
 };
 
 static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n)
@@ -144,6 +144,7 @@ void ll__marks_close(ll_marks_t *j)
 
 void ll__marks_begin(ll_marks_t *j, uint64_t pass)
 {
+    j->made = 0; /* what the file holds from here on is this process's */
     j->pass = pass;
     j->next = 0;
     j->nsince = 0;

@@ -561,6 +561,7 @@ static void test_marks(void)
 
     /* Pass 7 marks 1 and 4: only pass 7 applies them, and only to a row still in INTENT. */
     ll__marks_begin(j, 7);
+    CHECK_EQ_INT(ll__marks_made(j), 0); /* from here on the file holds this process's marks */
     CHECK_EQ_INT(ll__marks_write(j, 1), 0);
     CHECK_EQ_INT(ll__marks_write(j, 4), 0);
     CHECK_EQ_INT(apply_marks(s, j, 6, 0), 0);
