@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +29,10 @@ struct st_ll_keyring_t {
      * (about 1.1 us against 0.5 us here, on a path that costs about 7.5 us a request). */
     EVP_MAC_CTX *mac[KEY_IDS];
     int current;
+    uint64_t gen; /* unique per key ring made: the threads' contexts (below) are keyed by it */
 };
+
+static _Atomic uint64_t keyring_gens;
 
 /* ---- base64url ---- */
 
@@ -183,20 +188,68 @@ static EVP_MAC_CTX *mac_new(const uint8_t key[KEY_LEN])
     return ctx;
 }
 
-/* HMAC-SHA256 of p under the key whose template is tmpl, truncated to LL_TOKEN_TAG bytes.
- * Duplicating keeps tmpl untouched, so verifiers on many threads share one key ring. */
-static int mac_compute(const EVP_MAC_CTX *tmpl, const uint8_t *p, size_t n, uint8_t tag[LL_TOKEN_TAG])
+/*
+ * Each thread keeps its own copies of the contexts it uses (THREAD_MACS of them, by key ring
+ * and id) and re-initialises one for each MAC (EVP_MAC_init without a key keeps the key): a
+ * copy made and freed per MAC cost 620-680 ns against 270-320 here. The key ring's templates
+ * are never touched, so threads share one ring. A thread's copies go with it (a pthread key's
+ * destructor); a ring freed and another made at the same address cannot be mistaken for it
+ * (gen).
+ */
+#define THREAD_MACS 4
+typedef struct {
+    uint64_t gen;
+    int id;
+    EVP_MAC_CTX *ctx;
+} thread_mac_t;
+
+static __thread thread_mac_t *thread_macs;
+static pthread_key_t thread_macs_key;
+static pthread_once_t thread_macs_once = PTHREAD_ONCE_INIT;
+
+static void thread_macs_free(void *arg)
+{
+    thread_mac_t *m = arg;
+    for (int i = 0; i < THREAD_MACS; i++)
+        EVP_MAC_CTX_free(m[i].ctx);
+    free(m);
+}
+
+static void thread_macs_init(void)
+{
+    pthread_key_create(&thread_macs_key, thread_macs_free);
+}
+
+static EVP_MAC_CTX *thread_mac(const ll_keyring_t *k, int id)
+{
+    thread_mac_t *m = thread_macs;
+    if (m == NULL) {
+        pthread_once(&thread_macs_once, thread_macs_init);
+        m = thread_macs = ll_calloc(THREAD_MACS, sizeof(*m));
+        pthread_setspecific(thread_macs_key, m);
+    }
+    for (int i = 0; i < THREAD_MACS; i++)
+        if (m[i].ctx != NULL && m[i].gen == k->gen && m[i].id == id)
+            return m[i].ctx;
+    thread_mac_t *slot = &m[(k->gen * 31 + (uint64_t)id) % THREAD_MACS];
+    EVP_MAC_CTX_free(slot->ctx);
+    slot->ctx = EVP_MAC_CTX_dup(k->mac[id]);
+    slot->gen = k->gen, slot->id = id;
+    return slot->ctx;
+}
+
+/* HMAC-SHA256 of p under key id of k (which holds it), truncated to LL_TOKEN_TAG bytes. */
+static int mac_compute(const ll_keyring_t *k, int id, const uint8_t *p, size_t n, uint8_t tag[LL_TOKEN_TAG])
 {
     uint8_t full[EVP_MAX_MD_SIZE];
     size_t flen = 0;
     int ok = 0;
-    EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(tmpl);
-    if (ctx != NULL && EVP_MAC_update(ctx, p, n) && EVP_MAC_final(ctx, full, &flen, sizeof(full)) &&
-        flen >= LL_TOKEN_TAG) {
+    EVP_MAC_CTX *ctx = thread_mac(k, id);
+    if (ctx != NULL && EVP_MAC_init(ctx, NULL, 0, NULL) && EVP_MAC_update(ctx, p, n) &&
+        EVP_MAC_final(ctx, full, &flen, sizeof(full)) && flen >= LL_TOKEN_TAG) {
         memcpy(tag, full, LL_TOKEN_TAG);
         ok = 1;
     }
-    EVP_MAC_CTX_free(ctx);
     OPENSSL_cleanse(full, sizeof(full));
     return ok ? 0 : LL_EINVAL;
 }
@@ -429,6 +482,7 @@ int ll_keyring_open(const char *path, ll_keyring_t **out, char *err, size_t errl
     if (rc != 0)
         return rc;
     k = ll_calloc(1, sizeof(*k));
+    k->gen = atomic_fetch_add(&keyring_gens, 1) + 1;
     if ((rc = parse_keys(path, buf, n, k, &max_id, err, errlen)) != 0) {
         ll_keyring_free(k);
         k = NULL;
@@ -558,7 +612,7 @@ int ll_token_sign(const ll_keyring_t *k, const ll_token_t *tok, char *out, size_
         raw[LL_TOKEN_FIXED + url_len] = (uint8_t)tag_len;
         memcpy(raw + LL_TOKEN_FIXED + url_len + 1, tok->link_tag, tag_len);
     }
-    if (mac_compute(k->mac[k->current], raw, plen, raw + plen) != 0)
+    if (mac_compute(k, k->current, raw, plen, raw + plen) != 0)
         return LL_EINVAL;
     ll_b64url_encode(out, raw, plen + LL_TOKEN_TAG);
     return 0;
@@ -577,8 +631,7 @@ int ll_token_verify(const ll_keyring_t *k, int kind, const char *b64, size_t len
     size_t plen = n - LL_TOKEN_TAG;
     /* The key id is the one field read before the tag checks out: it only picks which key to
      * try, and an id we do not hold fails like any other forgery. */
-    const EVP_MAC_CTX *mac = k->mac[raw[2]];
-    if (mac == NULL || mac_compute(mac, raw, plen, tag) != 0 ||
+    if (k->mac[raw[2]] == NULL || mac_compute(k, raw[2], raw, plen, tag) != 0 ||
         CRYPTO_memcmp(tag, raw + plen, LL_TOKEN_TAG) != 0)
         return LL_EBADTOKEN;
     size_t url_len = (size_t)raw[27] << 8 | raw[28], tag_len = 0;

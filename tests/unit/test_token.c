@@ -4,6 +4,7 @@
  * field are forged here with the key read back from the file, to reach the checks that run
  * after the tag.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -227,6 +228,74 @@ static void test_unknown_key(void)
 leave:
     ll_keyring_free(a);
     ll_keyring_free(b);
+}
+
+typedef struct {
+    ll_keyring_t *k;
+    char b64[64][LL_TOKEN_B64_MAX];
+    int rc;
+} signer_t;
+
+static void *sign_many(void *arg)
+{
+    signer_t *sg = arg;
+    for (int i = 0; i < 64 && sg->rc == 0; i++) {
+        ll_token_t t = make_tok(LL_TOK_OPEN, NULL);
+        t.send = (uint64_t)i;
+        sg->rc = ll_token_sign(sg->k, &t, sg->b64[i], sizeof(sg->b64[i]));
+    }
+    return NULL;
+}
+
+/* Each thread keeps copies of the MAC contexts it uses (token.c): more rings than it keeps, a
+ * ring freed and another made (perhaps at the same address), and threads signing side by side
+ * never mix keys up. */
+static void test_thread_contexts(void)
+{
+    enum { RINGS = 6 };
+    ll_keyring_t *r[RINGS] = {0};
+    char b64[LL_TOKEN_B64_MAX], old[LL_TOKEN_B64_MAX], name[32], path[128];
+    ll_token_t t = make_tok(LL_TOK_OPEN, NULL), got;
+    for (int i = 0; i < RINGS; i++) {
+        snprintf(name, sizeof(name), "ctx%d.keys", i);
+        if ((r[i] = ring_open(name)) == NULL)
+            goto leave;
+    }
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < RINGS; i++) {
+            CHECK_EQ_INT(ll_token_sign(r[i], &t, b64, sizeof(b64)), 0);
+            CHECK_EQ_INT(verify_str(r[i], LL_TOK_OPEN, b64, &got), 0);
+            CHECK_EQ_INT(verify_str(r[(i + 1) % RINGS], LL_TOK_OPEN, b64, &got), LL_EBADTOKEN);
+        }
+    /* Ring 0 freed, a ring with another key opened in its place. */
+    CHECK_EQ_INT(ll_token_sign(r[0], &t, old, sizeof(old)), 0);
+    ll_keyring_free(r[0]);
+    path_in_tmp(path, sizeof(path), "ctx0.keys");
+    unlink(path);
+    if ((r[0] = ring_open("ctx0.keys")) == NULL)
+        goto leave;
+    CHECK_EQ_INT(verify_str(r[0], LL_TOK_OPEN, old, &got), LL_EBADTOKEN);
+    CHECK_EQ_INT(ll_token_sign(r[0], &t, b64, sizeof(b64)), 0);
+    CHECK_EQ_INT(verify_str(r[0], LL_TOK_OPEN, b64, &got), 0);
+    /* Threads sign with rings of their own and the main thread checks. */
+    signer_t sg[4];
+    pthread_t tid[4];
+    for (int i = 0; i < 4; i++) {
+        sg[i].k = r[i], sg[i].rc = 0;
+        CHECK(pthread_create(&tid[i], NULL, sign_many, &sg[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(tid[i], NULL);
+        CHECK_EQ_INT(sg[i].rc, 0);
+        for (int j = 0; j < 64; j++) {
+            CHECK_EQ_INT(verify_str(r[i], LL_TOK_OPEN, sg[i].b64[j], &got), 0);
+            CHECK(got.send == (uint64_t)j);
+            CHECK_EQ_INT(verify_str(r[(i + 1) % RINGS], LL_TOK_OPEN, sg[i].b64[j], &got), LL_EBADTOKEN);
+        }
+    }
+leave:
+    for (int i = 0; i < RINGS; i++)
+        ll_keyring_free(r[i]);
 }
 
 static void test_rotation(void)
@@ -638,6 +707,7 @@ int main(void)
     RUN(test_tamper);
     RUN(test_wrong_kind);
     RUN(test_unknown_key);
+    RUN(test_thread_contexts);
     RUN(test_rotation);
     RUN(test_destinations);
     RUN(test_b64url);
