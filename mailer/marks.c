@@ -8,13 +8,12 @@
  * ms). BENCHMARKS.md has the measurements.
  *
  * The file, data_dir/mailer.marks: LL_MARKS_BLOCKS blocks of 4096 bytes, written with O_DSYNC,
- * zero-filled and synced when created (so a write never allocates). A block:
- *   "LLMARKS1" | pass (be64) | count (be32) | reserved (4) | FNV-1a 64 of bytes 8..24+8*count
- *   (be64) | count send ids (be64)
- * Each session writes its own mark, one block, at the next index from 0 up; the sessions'
- * writes go to the disk side by side (this measured faster here than one session writing a
- * group of marks while the others wait: BENCHMARKS.md). A torn or foreign block fails its
- * checksum and is ignored (its "." was never sent: the write had not returned).
+ * zero-filled and synced when created (so a write never allocates). A block holds one mark:
+ *   "LLMARKS1" | pass (be64) | send id (be64) | FNV-1a 64 of bytes 8..24 (be64) | zeros
+ * Each session writes its own mark at the next block from 0 up; the sessions' writes go to the
+ * disk side by side (this measured faster here than one session writing a group of marks while
+ * the others wait: BENCHMARKS.md). A torn or foreign block fails its checksum and is ignored
+ * (its "." was never sent: the write had not returned).
  *
  * Passes: the mailer's claim transaction numbers each pass that sends (a key of its own in the
  * enrollments db, main.c) and leaves it open; the transaction that records the pass's outcomes
@@ -33,8 +32,6 @@
 #include "mailer.h"
 
 #define BLOCK 4096
-#define HEAD 32
-#define PER_BLOCK ((BLOCK - HEAD) / 8)
 static const char magic[8] = "LLMARKS1";
 
 struct st_ll_marks_t {
@@ -52,21 +49,17 @@ struct st_ll_marks_t {
     int made;                /* the file was made anew at open (until a pass begins) */
 };
 
-static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n)
+/* FNV-1a 64 of the pass and the send id. */
+static uint64_t block_sum(const uint8_t *b)
 {
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 0x100000001b3ull;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 8; i < 24; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
     return h;
 }
 
-static uint64_t block_sum(const uint8_t *b, uint32_t count)
-{
-    uint64_t h = fnv1a(0xcbf29ce484222325ull, b + 8, 16);
-    return fnv1a(h, b + HEAD, (size_t)count * 8);
-}
-
 /* Creates the file zero-filled and synced, with its directory entry. */
-static int create_file(const char *path, const char *dir)
+static int create_file(const char *path)
 {
     char *tmp = ll_malloc(strlen(path) + 8);
     sprintf(tmp, "%s.new", path);
@@ -81,12 +74,8 @@ static int create_file(const char *path, const char *dir)
         rc = 1;
     if (rc == 0)
         rc = rename(tmp, path) != 0;
-    if (rc == 0) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        rc = dfd < 0 || fsync(dfd) != 0;
-        if (dfd >= 0)
-            close(dfd);
-    }
+    if (rc == 0)
+        ll_fsync_parent(path);
     if (rc != 0)
         unlink(tmp);
     free(tmp);
@@ -111,7 +100,7 @@ int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_
         if (j->fd >= 0)
             close(j->fd);
         j->fd = -1;
-        if (create_file(j->path, data_dir) == 0)
+        if (create_file(j->path) == 0)
             j->fd = open(j->path, O_RDWR | O_DSYNC | O_CLOEXEC);
         j->made = 1;
     }
@@ -211,9 +200,8 @@ int ll__marks_write(ll_marks_t *j, uint64_t id)
     memset(b, 0, BLOCK);
     memcpy(b, magic, 8);
     ll_be64_put(b + 8, j->pass);
-    b[19] = 1; /* count (be32) */
-    ll_be64_put(b + HEAD, id);
-    ll_be64_put(b + 24, block_sum(b, 1));
+    ll_be64_put(b + 16, id);
+    ll_be64_put(b + 24, block_sum(b));
     pthread_mutex_unlock(&j->mu);
 
     int ok = pwrite(j->fd, b, BLOCK, (off_t)(at * BLOCK)) == BLOCK;
@@ -229,8 +217,7 @@ int ll__marks_write(ll_marks_t *j, uint64_t id)
 
 int ll__marks_apply(ll_marks_t *j, ll_txn_t *t, uint64_t pass, size_t *moved)
 {
-    uint8_t *b = ll_malloc(BLOCK); /* blocks hold one mark each now; the format allows more */
-    uint64_t *ids = ll_malloc(PER_BLOCK * sizeof(*ids));
+    uint8_t *b = ll_malloc(BLOCK);
     int rc = 0;
     *moved = 0;
     for (size_t i = 0; i < LL_MARKS_BLOCKS && rc == 0; i++) {
@@ -238,15 +225,11 @@ int ll__marks_apply(ll_marks_t *j, ll_txn_t *t, uint64_t pass, size_t *moved)
             rc = LL_EIO;
             break;
         }
-        uint32_t count = (uint32_t)b[16] << 24 | (uint32_t)b[17] << 16 | (uint32_t)b[18] << 8 | b[19];
-        if (memcmp(b, magic, 8) != 0 || ll_be64_get(b + 8) != pass || count == 0 || count > PER_BLOCK ||
-            ll_be64_get(b + 24) != block_sum(b, count))
-            continue;
-        for (uint32_t k = 0; k < count; k++)
-            ids[k] = ll_be64_get(b + HEAD + 8 * k);
-        rc = commit_rows(j, t, ids, count, moved);
+        if (memcmp(b, magic, 8) == 0 && ll_be64_get(b + 8) == pass && ll_be64_get(b + 24) == block_sum(b)) {
+            uint64_t id = ll_be64_get(b + 16);
+            rc = commit_rows(j, t, &id, 1, moved);
+        }
     }
-    free(ids);
     free(b);
     return rc;
 }

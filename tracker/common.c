@@ -1,9 +1,12 @@
 /* Error texts, allocation wrappers, the capped buffer and small text helpers. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <sys/time.h>
 #include "leadloop/common.h"
 
@@ -292,4 +295,22 @@ int ll_str_ieq(const char *s, size_t n, const char *lit)
             return 0;
     }
     return 1;
+}
+
+void ll_fsync_parent(const char *path)
+{
+    char dir[PATH_MAX] = ".";
+    const char *slash = strrchr(path, '/');
+    if (slash != NULL) {
+        size_t n = slash == path ? 1 : (size_t)(slash - path);
+        if (n >= sizeof(dir))
+            return;
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
 }

@@ -405,24 +405,6 @@ static int new_key_line(char *line, size_t cap, int id)
     return n > 0 && (size_t)n < cap ? n : LL_EINVAL;
 }
 
-static void fsync_parent(const char *path)
-{
-    char dir[PATH_MAX] = ".";
-    const char *slash = strrchr(path, '/');
-    if (slash != NULL) {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        if (n >= sizeof(dir))
-            return;
-        memcpy(dir, path, n);
-        dir[n] = '\0';
-    }
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 /* Creates path holding one key with id 1. The key is written and synced under a temporary
  * name (O_CREAT|O_EXCL, 0600) and then linked into place, so a process racing us either sees
  * no file or a complete one, never an empty one; link() failing with EEXIST means another
@@ -452,7 +434,7 @@ static int create_keyfile(const char *path, char *err, size_t errlen)
         rc = ll_err(err, errlen, LL_EIO, "%s: %s", path, strerror(errno));
         goto leave;
     }
-    fsync_parent(path);
+    ll_fsync_parent(path);
 leave:
     OPENSSL_cleanse(line, sizeof(line));
     close(fd);

@@ -73,6 +73,10 @@ int ll_buf_append_json_str(ll_buf_t *b, const char *s, size_t n);
 /** Writes into err (may be NULL) with a printf format; always NUL-terminates. Returns code. */
 int ll_err(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/** Syncs the directory that holds path, so that a file just created or renamed there stays
+ * (best effort: errors are ignored). */
+void ll_fsync_parent(const char *path);
+
 /** Wall clock in microseconds since the epoch. Tests may pin it with LEADLOOP_FAKE_TIME (seconds). */
 uint64_t ll_now_us(void);
 

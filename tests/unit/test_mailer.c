@@ -574,9 +574,9 @@ static void test_marks(void)
     /* A block that does not check out (torn, or not ours) is ignored; the next one counts. */
     CHECK_EQ_INT(ll__marks_write(j, 2), 0); /* block 2 */
     int fd = open(file, O_RDWR);
-    CHECK(fd >= 0 && pwrite(fd, "\3", 1, 2 * 4096 + 39) == 1); /* its one id, now 3 */
+    CHECK(fd >= 0 && pwrite(fd, "\3", 1, 2 * 4096 + 23) == 1); /* its one id, now 3 */
     CHECK_EQ_INT(apply_marks(s, j, 7, 0), 0);
-    CHECK(pwrite(fd, "\2", 1, 2 * 4096 + 39) == 1);
+    CHECK(pwrite(fd, "\2", 1, 2 * 4096 + 23) == 1);
     CHECK_EQ_INT(apply_marks(s, j, 7, 0), 1);
     close(fd);
 
