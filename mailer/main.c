@@ -332,13 +332,13 @@ typedef struct {
         char program[LL_PROGRAM_ID_MAX];
     } *items;
     size_t nitems, cap;
-    /* messages claimed, rendered after the claims on several threads (render_all) */
+    /* messages claimed, rendered after the claims on several threads (render_all); job i is
+     * out[i] (the alerts, claimed after the rendering, follow them) */
     struct render_job {
         ll_contact_t c;
         ll_send_t row;
         ll_enrollment_t e;
         const ll_program_t *p;
-        size_t out; /* its ps->out index */
         int rc;
     } *jobs;
     size_t njobs;
@@ -528,7 +528,8 @@ static int claim_one(pass_t *ps, struct due_item *it)
     o->step = row.step;
     snprintf(o->program, sizeof(o->program), "%s", p->id);
     snprintf(o->to, sizeof(o->to), "%s", c.email);
-    ps->jobs[ps->njobs++] = (struct render_job){.c = c, .row = row, .e = e, .p = p, .out = ps->nout++};
+    ps->jobs[ps->njobs++] = (struct render_job){.c = c, .row = row, .e = e, .p = p};
+    ps->nout++;
     c.fields_json = NULL; /* the job's now */
 out:
     json_decref(fields);
@@ -541,7 +542,7 @@ static void *render_worker(void *arg)
     pass_t *ps = arg;
     for (size_t i; (i = atomic_fetch_add(&ps->next_job, 1)) < ps->njobs;) {
         struct render_job *j = &ps->jobs[i];
-        j->rc = render(ps->M, j->p, j->row.step, &j->c, j->row.id, &ps->out[j->out]);
+        j->rc = render(ps->M, j->p, j->row.step, &j->c, j->row.id, &ps->out[i]);
     }
     return NULL;
 }
@@ -571,7 +572,7 @@ static int render_all(pass_t *ps)
     size_t kept = 0;
     for (size_t i = 0; i < ps->njobs; i++) {
         struct render_job *j = &ps->jobs[i];
-        ll_outmsg_t *o = &ps->out[j->out];
+        ll_outmsg_t *o = &ps->out[i];
         if (j->rc == 0) {
             ps->out[kept++] = *o;
         } else {
