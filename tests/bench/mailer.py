@@ -187,17 +187,17 @@ mailer:
     import_s = seed_contacts(a.messages, seed)
     log(f'mailer: imported and enrolled {a.messages} contacts in {import_s:.1f} s')
 
-    ours = {'leadloop-mailer --once': (a.mailer, None)}  # name -> (binary, LD_PRELOAD)
+    ours = {'leadloop-mailer --once': (a.mailer, None, False)}  # name -> (binary, LD_PRELOAD, DKIM)
     if a.dkim:
-        ours['leadloop-mailer --once, DKIM-signed (RSA 2048)'] = (a.mailer, None)
+        ours['leadloop-mailer --once, DKIM-signed (RSA 2048)'] = (a.mailer, None, True)
     for e in a.extra_mailer:
         label, _, path = e.partition('=')
-        ours[f'leadloop-mailer --once ({label})'] = (path, None)
+        ours[f'leadloop-mailer --once ({label})'] = (path, None, False)
     if a.nodelay:
-        ours['leadloop-mailer, diagnostic: TCP_NODELAY (nodelay.so)'] = (a.mailer, os.path.abspath(a.nodelay))
+        ours['leadloop-mailer, diagnostic: TCP_NODELAY (nodelay.so)'] = (a.mailer, os.path.abspath(a.nodelay), False)
         if a.nosync:
             ours['leadloop-mailer, diagnostic: TCP_NODELAY and no sync (nodelay.so nosync.so)'] = \
-                (a.mailer, os.path.abspath(a.nodelay) + ' ' + os.path.abspath(a.nosync))
+                (a.mailer, os.path.abspath(a.nodelay) + ' ' + os.path.abspath(a.nosync), False)
     sources = {k: None for k in ours}
     sources.update({
         f'smtp-source -d (one connection per session)': ['-d'],
@@ -211,9 +211,9 @@ mailer:
                 if extra is None:
                     shutil.rmtree(data, ignore_errors=True)
                     shutil.copytree(seed, data)
-                    write_conf(data, a.port, dkim='DKIM' in name)
+                    binary, preload, dkim = ours[name]
+                    write_conf(data, a.port, dkim)
                     env = dict(os.environ)
-                    binary, preload = ours[name]
                     if preload:
                         env['LD_PRELOAD'] = preload
                     secs, cpu, p = timed(taskset(a.client_cpu) + [binary, '-c', conf, '--once'], env=env)
