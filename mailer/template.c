@@ -33,7 +33,7 @@ static int known_field(const ll_config_t *conf, const char *name, size_t n)
 }
 
 static void plan_free(struct st_ll_tpl_plan_t *pl);
-static struct st_ll_tpl_plan_t *make_plan(const ll_tpl_t *t);
+static struct st_ll_tpl_plan_t *make_plan(const ll_tpl_t *t, const GumboOutput *g);
 
 void ll__tpl_free(ll_tpl_t *t)
 {
@@ -152,7 +152,8 @@ static size_t count_links(const GumboNode *n, int depth)
     return c;
 }
 
-static int check_html(const ll_tpl_t *t, char *err, size_t errlen)
+/* Checks the HTML part; when it passes, makes its plan from the same parse. */
+static int check_html(ll_tpl_t *t, char *err, size_t errlen)
 {
     GumboOutput *out = gumbo_parse_with_options(&kGumboDefaultOptions, t->html, strlen(t->html));
     if (out == NULL)
@@ -179,6 +180,8 @@ static int check_html(const ll_tpl_t *t, char *err, size_t errlen)
             line += *p == '\n';
         rc = ll_err(err, errlen, LL_EINVAL, "%s:%d: unclosed tag (no '>')", t->path, line);
     }
+    if (rc == 0)
+        t->plan = make_plan(t, out);
     gumbo_destroy_output(&kGumboDefaultOptions, out);
     return rc;
 }
@@ -277,8 +280,6 @@ int ll__tpl_load(const char *path, const ll_config_t *conf, ll_tpl_t **out, char
         goto out;
     if (part[1].len != 0 && (rc = check_html(t, err, errlen)) != 0)
         goto out;
-    if (part[1].len != 0)
-        t->plan = make_plan(t);
 out:
     for (int i = 0; i < 3; i++)
         ll_buf_free(&part[i]);
@@ -656,11 +657,11 @@ static void safe_ranges(const GumboNode *n, int in_body, ranges_t *rs, int depth
     }
 }
 
-/* The plan of t's HTML part, or NULL when a placeholder sits where it could change the parse. */
-static struct st_ll_tpl_plan_t *make_plan(const ll_tpl_t *t)
+/* The plan of t's HTML part from its parse g, or NULL when a placeholder sits where it could
+ * change the parse. */
+static struct st_ll_tpl_plan_t *make_plan(const ll_tpl_t *t, const GumboOutput *g)
 {
     const char *src = t->html, *end = src + strlen(src), *close;
-    GumboOutput *g = gumbo_parse_with_options(&kGumboDefaultOptions, src, (size_t)(end - src));
     ranges_t *rs = ll_calloc(1, sizeof(*rs));
     rs->src = src;
     safe_ranges(g->root, 0, rs, 0);
@@ -687,7 +688,6 @@ static struct st_ll_tpl_plan_t *make_plan(const ll_tpl_t *t)
         }
     }
     free(rs);
-    gumbo_destroy_output(&kGumboDefaultOptions, g);
     return pl;
 }
 
