@@ -58,30 +58,6 @@ static uint64_t block_sum(const uint8_t *b)
     return h;
 }
 
-/* Creates the file zero-filled and synced, with its directory entry. */
-static int create_file(const char *path)
-{
-    char *tmp = ll_malloc(strlen(path) + 8);
-    sprintf(tmp, "%s.new", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), rc = fd < 0;
-    uint8_t *zero = ll_calloc(1, BLOCK);
-    for (size_t i = 0; i < LL_MARKS_BLOCKS && rc == 0; i++)
-        rc = write(fd, zero, BLOCK) != BLOCK;
-    free(zero);
-    if (rc == 0)
-        rc = fsync(fd) != 0;
-    if (fd >= 0 && close(fd) != 0)
-        rc = 1;
-    if (rc == 0)
-        rc = rename(tmp, path) != 0;
-    if (rc == 0)
-        ll_fsync_parent(path);
-    if (rc != 0)
-        unlink(tmp);
-    free(tmp);
-    return rc ? LL_EIO : 0;
-}
-
 int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_marks_t **out, char *err,
                    size_t errlen)
 {
@@ -100,7 +76,7 @@ int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_
         if (j->fd >= 0)
             close(j->fd);
         j->fd = -1;
-        if (create_file(j->path) == 0)
+        if (ll_file_make_zeroed(j->path, (size_t)LL_MARKS_BLOCKS * BLOCK) == 0)
             j->fd = open(j->path, O_RDWR | O_DSYNC | O_CLOEXEC);
         j->made = 1;
     }

@@ -342,7 +342,8 @@ int main(int argc, char **argv)
         fatalx("listen: '%s' is not ADDR:PORT with a numeric address", ll_srv.conf.listen);
 
     signal(SIGPIPE, SIG_IGN);
-    if (ll_store_open(ll_srv.conf.data_dir, ll_srv.conf.map_size, 0, &ll_srv.store, err, sizeof(err)) != 0)
+    int store_flags = ll_srv.conf.ack == LL_ACK_AFTER_JOURNAL ? LL_STORE_NOMETASYNC : 0;
+    if (ll_store_open(ll_srv.conf.data_dir, ll_srv.conf.map_size, store_flags, &ll_srv.store, err, sizeof(err)) != 0)
         fatalx("%s", err);
     char *keypath = path_join(ll_srv.conf.data_dir, "keys");
     if (ll_keyring_open(keypath, &ll_srv.keys, err, sizeof(err)) != 0)
@@ -380,8 +381,8 @@ int main(int argc, char **argv)
         fatalx("%s", err);
     if (ll__notify_start() != 0)
         fatalx("cannot start the notifier thread");
-    if (ll__writer_start() != 0)
-        fatalx("cannot start the writer thread");
+    if (ll__writer_start(err, sizeof(err)) != 0)
+        fatalx("%s", err);
 
     /* Signals go to this thread only: the loops run with them blocked. */
     sigset_t sigs;

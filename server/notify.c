@@ -230,8 +230,9 @@ static void record(collect_t *x)
             }
         }
     }
-    if (rc == 0)
-        rc = ll_txn_commit(&t);
+    /* A delivery recorded stays recorded (ack: journal commits without the meta page's sync). */
+    if (rc == 0 && (rc = ll_txn_commit(&t)) == 0)
+        rc = ll_store_sync(ll_srv.store);
     else
         ll_txn_abort(&t);
     if (rc != 0)

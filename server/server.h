@@ -115,6 +115,8 @@ typedef struct st_ll_loop_t ll_loop_t;
 typedef struct st_ll_pending_t ll_pending_t;
 typedef void (*ll_pending_cb)(ll_pending_t *p, h2o_req_t *req); /* req NULL: request gone */
 
+#define LL_PENDING_RECS 64
+
 struct st_ll_pending_t {
     h2o_multithread_message_t super;
     ll_pending_t *next;          /* writer queue */
@@ -126,7 +128,7 @@ struct st_ll_pending_t {
     ll_pending_cb on_done;
     /* records: concatenated encoded events; offsets in rec_off */
     ll_buf_t recs;
-    size_t rec_off[64];
+    size_t rec_off[LL_PENDING_RECS];
     size_t nrecs;
     char *email;                 /* form: normalised email to upsert and bind */
     char *fields_json;
@@ -141,6 +143,8 @@ struct st_ll_pending_t {
     ll_visitor_id_t visitor;
     int answered_early;          /* answered before the commit: the deadline passed, or ack: queued */
     int waits;                   /* queued with its request waiting for the commit (writer's, under its lock) */
+    int after_commit;            /* LL_ACK_COMMIT: answered after the commit under every ack: */
+    uint64_t item;               /* ack: journal: its number in the journal (journal.h) */
 };
 
 /** A new pending item bound to req (with its dispose guard). Caller adds records. */
@@ -155,7 +159,10 @@ typedef enum {
 } ll_ack_t;
 
 /**
- * Queues p for the writer and answers it according to ack. With `ack: queued` in the
+ * Queues p for the writer and answers it according to ack. With `ack: journal` in the
+ * configuration, LL_ACK_DEADLINE and LL_ACK_TRACKING items are answered once their batch is
+ * written to the journal (result 0, or the write's error) and stored behind it; LL_ACK_COMMIT
+ * items after the commit, as always. With `ack: queued` in the
  * configuration, LL_ACK_DEADLINE and LL_ACK_TRACKING items are answered here, once queued: on_done
  * runs before this returns, with answered_early set, and a later failed commit only counts
  * (leadloop_events_lost_total); a crash loses what was queued and not yet committed. Past
@@ -166,7 +173,10 @@ typedef enum {
 int ll__pending_submit(ll_pending_t *p, ll_ack_t ack);
 void ll__pending_free(ll_pending_t *p);
 
-int ll__writer_start(void);
+/** Ingests what DATA_DIR/edge.journal holds past the store's journal mark (a crash under `ack:
+ * journal`), then starts the writer (and under `ack: journal` the journal thread). err names the
+ * file on failure. */
+int ll__writer_start(char *err, size_t errlen);
 void ll__writer_stop(void);   /* drains the queue, then joins */
 
 /* The notifier (notify.c): outbox delivery and the SLA pass; kicked after each commit. */

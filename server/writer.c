@@ -1,12 +1,24 @@
 /*
  * The writer thread: group commit of pending events, and the hand-back of each pending item
  * to the loop that owns its request (see server.h for ownership).
+ *
+ * Under `ack: journal` a second thread stands in front of it: the journal thread takes the
+ * queued items, writes each batch to DATA_DIR/edge.journal (journal.h) in one synced write,
+ * answers the batch's requests (forms and unsubscribes excepted: they wait for the commit) and
+ * hands the written record to the writer, which ingests records in larger batches behind it.
+ * Every writer transaction also moves the store's journal mark (meta "journal": the last item
+ * in the store), so a start ingests exactly the items a crash left out (ll__writer_start).
  */
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
 #include "leadloop/ingest.h"
+#include "leadloop/journal.h"
 #include "leadloop/judge.h"
 #include "leadloop/score.h"
 #include "server.h"
@@ -36,17 +48,48 @@ struct st_ll_guard_t {
  * tens. The open pixel went from 45k to 63-77k requests/s (BENCHMARKS.md). */
 #define GATHER_MAX (QUEUE_EARLY_MAX / 2)
 
+/* A journal record on its way to the store: the items of one batch as written (journal.h). */
+typedef struct st_jrec_t {
+    struct st_jrec_t *next;
+    uint64_t first;          /* its first item's number */
+    uint32_t items;
+    size_t events;
+    ll_buf_t body;           /* the items, put_item() */
+    ll_pending_t *waiters;   /* its LL_ACK_COMMIT items (p->item, chained by p->next): answered after the commit */
+} jrec_t;
+
+/* What gathering looks at: a queue's length (events or items), its requests that wait for the
+ * commit, and when it last went from empty to not. */
+struct gather {
+    size_t len;
+    size_t waiting;
+    struct timespec first;
+};
+
 static struct {
     pthread_mutex_t mutex;
-    pthread_cond_t cond;
+    pthread_cond_t cond;   /* q.head: for the writer, or under ack: journal the journal thread */
     ll_pending_t *head, **tail;
-    size_t len;
-    size_t waiting;        /* queued items whose request waits for the commit */
+    struct gather g;       /* len: items queued; first: only under ack: queued */
     size_t gather;         /* GATHER_MAX, or batch_max when smaller */
-    struct timespec first; /* ack: queued: when the queue last went from empty to not */
     int stopping;
     pthread_t thread;
-} q = {.mutex = PTHREAD_MUTEX_INITIALIZER, .tail = &q.head}; /* cond: ll__writer_start */
+    /* ack: journal */
+    pthread_t journal_thread;
+    pthread_cond_t jcond;  /* for the writer: a record, the journal thread done, or a sync wanted */
+    pthread_cond_t scond;  /* for the journal thread: q.synced moved */
+    jrec_t *jhead, **jtail;
+    struct gather jg;      /* len: events in the records queued; waiting: records with waiters */
+    int journal_done;      /* the journal thread has stopped: nothing more comes */
+    uint64_t sync_want;    /* the journal thread needs the store durable up to this item */
+    uint64_t synced;       /* the store is durable up to this item */
+} q = {.mutex = PTHREAD_MUTEX_INITIALIZER, .tail = &q.head, .jtail = &q.jhead}; /* conds: ll__writer_start */
+
+/* ack: journal: the journal, used by the journal thread only once the writer started. */
+static struct {
+    ll_journal_t *j;
+    uint64_t next; /* the next item's number */
+} jr = {.next = 1};
 
 static __thread ll_loop_t *cur_loop;
 
@@ -158,7 +201,7 @@ void ll__pending_free(ll_pending_t *p)
 
 static int queue_full(void)
 {
-    return q.len >= QUEUE_CAP || q.stopping;
+    return q.g.len >= QUEUE_CAP || q.stopping;
 }
 
 /* What a connection may send ahead while its answer waits before reading stops (see below). */
@@ -189,12 +232,12 @@ static void keep_reading(h2o_req_t *req)
 int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
 {
     int early = 0;
-    if (ll_srv.conf.ack_queued && ack != LL_ACK_COMMIT) {
+    if (ll_srv.conf.ack == LL_ACK_AFTER_QUEUE && ack != LL_ACK_COMMIT) {
         /* A full queue refuses p as without ack: queued. Then p is answered before the writer
          * can see it (on_done reads it), outside the lock (it writes to the socket). */
         pthread_mutex_lock(&q.mutex);
         int full = queue_full();
-        early = q.len < QUEUE_EARLY_MAX;
+        early = q.g.len < QUEUE_EARLY_MAX;
         pthread_mutex_unlock(&q.mutex);
         if (full)
             return LL_ENOMEM;
@@ -212,14 +255,15 @@ int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
     }
     p->next = NULL;
     p->waits = !early;
-    if (q.head == NULL && ll_srv.conf.ack_queued)
-        clock_gettime(CLOCK_MONOTONIC, &q.first);
+    p->after_commit = ack == LL_ACK_COMMIT;
+    if (q.head == NULL && ll_srv.conf.ack == LL_ACK_AFTER_QUEUE)
+        clock_gettime(CLOCK_MONOTONIC, &q.g.first);
     *q.tail = p;
     q.tail = &p->next;
-    q.len++;
-    q.waiting += p->waits;
+    q.g.len++;
+    q.g.waiting += p->waits;
     /* A gathering writer needs waking only when its batch is due. */
-    if (q.len == 1 || p->waits || q.len == q.gather)
+    if (q.g.len == 1 || p->waits || q.g.len == q.gather)
         pthread_cond_signal(&q.cond);
     pthread_mutex_unlock(&q.mutex);
     if (!early) {
@@ -230,32 +274,129 @@ int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
     return 0;
 }
 
-static int ingest_item(ll_txn_t *t, ll_pending_t *p)
+/* One request's events to ingest: a pending item's, or the same read back from a journal record. */
+typedef struct {
+    ll_endpoint_t ep;
+    int bind;
+    int has_ip;
+    ll_ip_t client_ip;        /* when has_ip; else the judge uses the stored (truncated) one */
+    const char *email, *fields_json;
+    size_t nrecs;
+    uint8_t *rec[LL_PENDING_RECS];
+    size_t len[LL_PENDING_RECS];
+} item_t;
+
+static void item_of_pending(ll_pending_t *p, item_t *it)
 {
+    *it = (item_t){.ep = p->ep, .bind = p->bind, .has_ip = p->client_ip.family != 0, .client_ip = p->client_ip,
+                   .email = p->email, .fields_json = p->fields_json, .nrecs = p->nrecs};
     for (size_t i = 0; i < p->nrecs; i++) {
         size_t end = i + 1 < p->nrecs ? p->rec_off[i + 1] : p->recs.len;
-        ll_ingest_t in = {.rec = (uint8_t *)p->recs.data + p->rec_off[i],
-                          .len = end - p->rec_off[i],
+        it->rec[i] = (uint8_t *)p->recs.data + p->rec_off[i];
+        it->len[i] = end - p->rec_off[i];
+    }
+}
+
+/* An item in a journal record (native byte order: journal.h), followed by email and fields_json
+ * with their NULs (lengths 0 when NULL) and each event as u32 length | bytes. */
+struct item_head {
+    uint8_t ep, bind, nrecs, has_ip;
+    uint32_t email_len, fields_len;
+    ll_ip_t client_ip;
+};
+
+static int put_item(ll_buf_t *b, const ll_pending_t *p)
+{
+    struct item_head h = {.ep = (uint8_t)p->ep, .bind = (uint8_t)p->bind, .nrecs = (uint8_t)p->nrecs,
+                          .has_ip = p->client_ip.family != 0, .client_ip = p->client_ip,
+                          .email_len = p->email ? (uint32_t)strlen(p->email) + 1 : 0,
+                          .fields_len = p->fields_json ? (uint32_t)strlen(p->fields_json) + 1 : 0};
+    int rc = ll_buf_append(b, &h, sizeof(h));
+    if (rc == 0 && h.email_len > 0)
+        rc = ll_buf_append(b, p->email, h.email_len);
+    if (rc == 0 && h.fields_len > 0)
+        rc = ll_buf_append(b, p->fields_json, h.fields_len);
+    for (size_t i = 0; i < p->nrecs && rc == 0; i++) {
+        size_t end = i + 1 < p->nrecs ? p->rec_off[i + 1] : p->recs.len;
+        uint32_t len = (uint32_t)(end - p->rec_off[i]);
+        if ((rc = ll_buf_append(b, &len, sizeof(len))) == 0)
+            rc = ll_buf_append(b, p->recs.data + p->rec_off[i], len);
+    }
+    return rc;
+}
+
+/* Reads the item at *pos of a record's body into it (pointing into the body); LL_EINVAL when the
+ * body is cut short (not from a record that passed its checksum). */
+static int get_item(uint8_t *body, size_t len, size_t *pos, item_t *it)
+{
+    struct item_head h;
+    size_t at = *pos;
+    if (len - at < sizeof(h))
+        return LL_EINVAL;
+    memcpy(&h, body + at, sizeof(h));
+    at += sizeof(h);
+    if (h.ep >= EP__MAX || h.nrecs > LL_PENDING_RECS || len - at < (size_t)h.email_len + h.fields_len ||
+        (h.email_len > 0 && body[at + h.email_len - 1] != '\0') ||
+        (h.fields_len > 0 && body[at + h.email_len + h.fields_len - 1] != '\0'))
+        return LL_EINVAL;
+    *it = (item_t){.ep = (ll_endpoint_t)h.ep, .bind = h.bind, .nrecs = h.nrecs, .has_ip = h.has_ip,
+                   .client_ip = h.client_ip,
+                   .email = h.email_len ? (char *)body + at : NULL,
+                   .fields_json = h.fields_len ? (char *)body + at + h.email_len : NULL};
+    at += (size_t)h.email_len + h.fields_len;
+    for (size_t i = 0; i < h.nrecs; i++) {
+        uint32_t n;
+        if (len - at < sizeof(n))
+            return LL_EINVAL;
+        memcpy(&n, body + at, sizeof(n));
+        at += sizeof(n);
+        if (len - at < n)
+            return LL_EINVAL;
+        it->rec[i] = body + at;
+        it->len[i] = n;
+        at += n;
+    }
+    *pos = at;
+    return 0;
+}
+
+static int ingest_item(ll_txn_t *t, const item_t *it)
+{
+    for (size_t i = 0; i < it->nrecs; i++) {
+        ll_ingest_t in = {.rec = it->rec[i],
+                          .len = it->len[i],
                           /* only the first record (the form or the click itself) binds */
-                          .email = i == 0 ? p->email : NULL,
-                          .fields_json = i == 0 ? p->fields_json : NULL,
-                          .bind = i == 0 ? p->bind : 0,
+                          .email = i == 0 ? it->email : NULL,
+                          .fields_json = i == 0 ? it->fields_json : NULL,
+                          .bind = i == 0 ? it->bind : 0,
                           .scorer = ll_srv.scorer,
                           .judge = ll_srv.judge,
-                          .client_ip = p->client_ip.family != 0 ? &p->client_ip : NULL};
+                          .client_ip = it->has_ip ? &it->client_ip : NULL};
         int rc = ll_ingest(t, &in);
         if (rc != 0)
             return rc;
-        if (i == 0)
-            p->contact = in.contact;
     }
     return 0;
 }
 
-static void count_stored(ll_pending_t *p)
+static int ingest_pending(ll_txn_t *t, ll_pending_t *p)
 {
-    for (size_t i = 0; i < p->nrecs; i++)
-        ll__metrics_stored(ll_event_rec_type(p->recs.data + p->rec_off[i]), 1);
+    item_t it;
+    item_of_pending(p, &it);
+    return ingest_item(t, &it);
+}
+
+static void count_stored(const item_t *it)
+{
+    for (size_t i = 0; i < it->nrecs; i++)
+        ll__metrics_stored(ll_event_rec_type(it->rec[i]), 1);
+}
+
+static void count_stored_pending(ll_pending_t *p)
+{
+    item_t it;
+    item_of_pending(p, &it);
+    count_stored(&it);
 }
 
 /* Commits t, or aborts it when rc says an earlier step failed. The data file is kept zero-filled
@@ -292,24 +433,225 @@ static void commit_batch(ll_pending_t *batch, size_t nevents)
     int rc = begin(&t, &outbox);
     ll_pending_t *p;
     for (p = batch; p != NULL && rc == 0; p = p->next)
-        rc = ingest_item(&t, p);
+        rc = ingest_pending(&t, p);
     if ((rc = commit_and_kick(&t, outbox, rc)) == 0) {
         ll__metrics_batch(nevents, ll_now_us() - start);
         for (p = batch; p != NULL; p = p->next)
-            p->result = 0, count_stored(p);
+            p->result = 0, count_stored_pending(p);
         return;
     }
     for (p = batch; p != NULL; p = p->next) {
         start = ll_now_us();
         if ((p->result = begin(&t, &outbox)) == 0)
-            p->result = ingest_item(&t, p);
+            p->result = ingest_pending(&t, p);
         if ((p->result = commit_and_kick(&t, outbox, p->result)) == 0) {
             ll__metrics_batch(p->nrecs, ll_now_us() - start);
-            count_stored(p);
+            count_stored_pending(p);
         } else {
             log_warnx("writer: could not store %zu event(s): %s", p->nrecs, ll_strerror(p->result));
         }
     }
+}
+
+/* ---- ack: journal ---- */
+
+static const MDB_val mark_key = {7, "journal"};
+
+/* Moves the store's journal mark to item (meta "journal", store.h). */
+static int put_mark(ll_txn_t *t, uint64_t item)
+{
+    uint8_t v[8];
+    ll_be64_put(v, item);
+    MDB_val val = {8, v};
+    return ll_store_err(mdb_put(t->txn, ll_store_dbi(ll_srv.store, LL_DB_META), (MDB_val *)&mark_key, &val, 0));
+}
+
+static uint64_t get_mark(void)
+{
+    ll_txn_t t;
+    MDB_val v;
+    uint64_t mark = 0;
+    if (ll_txn_begin(ll_srv.store, 1, &t) != 0)
+        return 0;
+    if (mdb_get(t.txn, ll_store_dbi(ll_srv.store, LL_DB_META), (MDB_val *)&mark_key, &v) == 0 && v.mv_size == 8)
+        mark = ll_be64_get(v.mv_data);
+    ll_txn_abort(&t);
+    return mark;
+}
+
+/* Calls fn for each item of r numbered above after, with its number; stops at a non-zero
+ * return. A body that does not parse (never from a record that passed its checksum) is LL_EINVAL. */
+typedef int (*item_fn)(const item_t *it, uint64_t num, void *ctx);
+static int each_item(jrec_t *r, uint64_t after, item_fn fn, void *ctx)
+{
+    size_t pos = 0;
+    item_t it;
+    for (uint64_t num = r->first; num < r->first + r->items; num++) {
+        int rc = get_item((uint8_t *)r->body.data, r->body.len, &pos, &it);
+        if (rc == 0 && num > after)
+            rc = fn(&it, num, ctx);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+struct ingest_ctx {
+    ll_txn_t *t;
+    size_t events;
+    uint64_t last;
+};
+
+static int ingest_one(const item_t *it, uint64_t num, void *_x)
+{
+    struct ingest_ctx *x = _x;
+    x->events += it->nrecs;
+    x->last = num;
+    return ingest_item(x->t, it);
+}
+
+static int count_one(const item_t *it, uint64_t num, void *ctx)
+{
+    count_stored(it);
+    return 0;
+}
+
+/* The item-per-transaction retry of commit_records: each stored, or failed alone. */
+struct retry_ctx {
+    ll_pending_t *waiter; /* the next waiter of the record */
+};
+
+static int retry_one(const item_t *it, uint64_t num, void *_x)
+{
+    struct retry_ctx *x = _x;
+    ll_txn_t t;
+    uint64_t start = ll_now_us(), outbox = 0;
+    int rc = begin(&t, &outbox);
+    if (rc == 0 && (rc = ingest_item(&t, it)) == 0)
+        rc = put_mark(&t, num);
+    if ((rc = commit_and_kick(&t, outbox, rc)) == 0) {
+        ll__metrics_batch(it->nrecs, ll_now_us() - start);
+        count_stored(it);
+    } else {
+        log_warnx("writer: could not store %zu event(s) of journal item %llu: %s", it->nrecs, (unsigned long long)num,
+                  ll_strerror(rc));
+    }
+    if (x->waiter != NULL && x->waiter->item == num) {
+        x->waiter->result = rc;
+        x->waiter = x->waiter->next;
+    } else if (rc != 0) {
+        ll__metrics_lost(it->ep, it->nrecs); /* answered when it was journaled */
+    }
+    return 0;
+}
+
+/* Ingests the items of recs numbered above after in one transaction that also moves the
+ * journal mark, or when that fails, one transaction per item (commit_batch's reasons). The
+ * records' waiters get their results. Returns the number of events. */
+static size_t commit_records(jrec_t *recs, uint64_t after)
+{
+    ll_txn_t t;
+    uint64_t start = ll_now_us(), outbox = 0;
+    struct ingest_ctx x = {&t, 0, after};
+    int rc = begin(&t, &outbox);
+    for (jrec_t *r = recs; r != NULL && rc == 0; r = r->next)
+        rc = each_item(r, after, ingest_one, &x);
+    if (rc == 0 && x.last > after)
+        rc = put_mark(&t, x.last);
+    if ((rc = commit_and_kick(&t, outbox, rc)) == 0) {
+        ll__metrics_batch(x.events, ll_now_us() - start);
+        for (jrec_t *r = recs; r != NULL; r = r->next) {
+            each_item(r, after, count_one, NULL);
+            for (ll_pending_t *w = r->waiters; w != NULL; w = w->next)
+                w->result = 0;
+        }
+        return x.events;
+    }
+    for (jrec_t *r = recs; r != NULL; r = r->next) {
+        struct retry_ctx rx = {r->waiters};
+        each_item(r, after, retry_one, &rx);
+    }
+    return x.events;
+}
+
+static void jrec_free(jrec_t *r)
+{
+    ll_buf_free(&r->body);
+    free(r);
+}
+
+/* Hands each of the list's items back to its loop (server.h: the loop answers and frees it). */
+static void send_back(ll_pending_t *p)
+{
+    while (p != NULL) {
+        ll_pending_t *next = p->next;
+        h2o_multithread_send_message(&p->loop->receiver, &p->super);
+        p = next;
+    }
+}
+
+/* Waits until the writer made the store durable up to item upto (journal full: the file starts
+ * over once everything in it is in the store for good). */
+static void wait_synced(uint64_t upto)
+{
+    pthread_mutex_lock(&q.mutex);
+    if (q.sync_want < upto)
+        q.sync_want = upto;
+    pthread_cond_signal(&q.jcond);
+    while (q.synced < upto)
+        pthread_cond_wait(&q.scond, &q.mutex);
+    pthread_mutex_unlock(&q.mutex);
+}
+
+/* Writes a batch taken off the queue to the journal as one record, answers its requests but the
+ * waiters, and queues the record for the writer. */
+static void journal_batch(ll_pending_t *batch, size_t nevents)
+{
+    jrec_t *r = ll_calloc(1, sizeof(*r));
+    ll_buf_init(&r->body, SIZE_MAX);
+    r->first = jr.next;
+    r->events = nevents;
+    int rc = 0;
+    for (ll_pending_t *p = batch; p != NULL && rc == 0; p = p->next) {
+        p->item = r->first + r->items++;
+        rc = put_item(&r->body, p);
+    }
+    if (rc == 0 && !ll_journal_fits(jr.j, r->body.len)) {
+        wait_synced(r->first - 1);
+        ll_journal_rewind(jr.j);
+    }
+    if (rc == 0 && (rc = ll_journal_append(jr.j, r->first, r->items, r->body.data, r->body.len)) != 0)
+        log_warnx("journal: cannot write %zu event(s): %s", nevents,
+                  rc == LL_ETOOBIG ? "larger than journal_kb" : strerror(errno));
+    if (rc != 0) {
+        for (ll_pending_t *p = batch; p != NULL; p = p->next)
+            p->result = rc;
+        send_back(batch);
+        jrec_free(r);
+        return;
+    }
+    jr.next += r->items;
+    ll_pending_t *answered = NULL, **a = &answered, **w = &r->waiters;
+    for (ll_pending_t *p = batch; p != NULL; p = p->next) {
+        p->result = 0;
+        if (p->after_commit)
+            *w = p, w = &p->next;
+        else
+            *a = p, a = &p->next;
+    }
+    *a = *w = NULL;
+    send_back(answered);
+
+    pthread_mutex_lock(&q.mutex);
+    if (q.jhead == NULL)
+        clock_gettime(CLOCK_MONOTONIC, &q.jg.first);
+    *q.jtail = r;
+    q.jtail = &r->next;
+    q.jg.len += nevents;
+    q.jg.waiting += r->waiters != NULL;
+    if (q.jhead == r || r->waiters != NULL || q.jg.len >= q.gather)
+        pthread_cond_signal(&q.jcond);
+    pthread_mutex_unlock(&q.mutex);
 }
 
 /* Changed scanner lists are reloaded (judge.h), once a second. */
@@ -350,73 +692,165 @@ static int settle_chunk(uint64_t now)
     return more;
 }
 
-/* Under ack: queued (GATHER_MAX above), with q.mutex held and the queue not empty: waits until
- * queued_commit_ms after the first item, a waiting request, GATHER_MAX items or the stop. */
-static void gather_locked(void)
+/* Under ack: queued or journal (GATHER_MAX above), with q.mutex held and g's queue not empty:
+ * waits on cond until queued_commit_ms after g's first item, a waiting request, GATHER_MAX events
+ * or until done() says stop. */
+static void gather_locked(struct gather *g, pthread_cond_t *cond, int (*done)(void))
 {
     int ms = ll_srv.conf.queued_commit_ms;
-    if (!ll_srv.conf.ack_queued || ms <= 0)
+    if (ll_srv.conf.ack == LL_ACK_AFTER_COMMIT || ms <= 0)
         return;
-    struct timespec until = q.first;
+    struct timespec until = g->first;
     until.tv_sec += ms / 1000;
     until.tv_nsec += ms % 1000 * 1000000L;
     if (until.tv_nsec >= 1000000000L)
         until.tv_sec++, until.tv_nsec -= 1000000000L;
-    while (q.waiting == 0 && q.len < q.gather && !q.stopping && pthread_cond_timedwait(&q.cond, &q.mutex, &until) == 0)
+    while (g->waiting == 0 && g->len < q.gather && !done() && pthread_cond_timedwait(cond, &q.mutex, &until) == 0)
         ;
+}
+
+/* With q.mutex held: the writer's input under each ack: mode, whether it has some, whether no
+ * more will come. */
+static int journal_mode(void)
+{
+    return ll_srv.conf.ack == LL_ACK_AFTER_JOURNAL;
+}
+
+static int items_done(void)
+{
+    return q.stopping;
+}
+
+static int records_done(void)
+{
+    return q.journal_done || q.sync_want > q.synced;
+}
+
+static int have_input(void)
+{
+    return journal_mode() ? q.jhead != NULL : q.head != NULL;
+}
+
+static int input_done(void)
+{
+    return journal_mode() ? q.journal_done : q.stopping;
+}
+
+/* With q.mutex held: up to max events of queued items (at least one), unlinked. */
+static ll_pending_t *take_items(size_t max, size_t *events)
+{
+    ll_pending_t *batch = q.head, **end = &q.head;
+    size_t n = 0, items = 0;
+    while (*end != NULL && (n == 0 || n + (*end)->nrecs <= max)) {
+        n += (*end)->nrecs;
+        items++;
+        q.g.waiting -= (*end)->waits;
+        end = &(*end)->next;
+    }
+    q.head = *end;
+    *end = NULL;
+    if (q.head == NULL)
+        q.tail = &q.head;
+    q.g.len -= items;
+    *events = n;
+    return batch;
+}
+
+/* With q.mutex held: up to max events of queued journal records (at least one), unlinked. */
+static jrec_t *take_records(size_t max)
+{
+    jrec_t *recs = q.jhead, **end = &q.jhead;
+    size_t n = 0;
+    while (*end != NULL && (n == 0 || n + (*end)->events <= max)) {
+        n += (*end)->events;
+        q.jg.len -= (*end)->events;
+        q.jg.waiting -= (*end)->waiters != NULL;
+        end = &(*end)->next;
+    }
+    q.jhead = *end;
+    *end = NULL;
+    if (q.jhead == NULL)
+        q.jtail = &q.jhead;
+    return recs;
+}
+
+/* Makes the store durable up to item last (committed) when the journal thread asked, or always
+ * when stopping; tells the journal thread. */
+static void sync_store(uint64_t last, int always)
+{
+    pthread_mutex_lock(&q.mutex);
+    int want = always || q.sync_want > q.synced;
+    pthread_mutex_unlock(&q.mutex);
+    if (!want)
+        return;
+    int rc = ll_store_sync(ll_srv.store);
+    if (rc != 0) {
+        log_warnx("writer: cannot sync the store: %s (the journal keeps its records; retrying)", ll_strerror(rc));
+        usleep(100000);
+    }
+    pthread_mutex_lock(&q.mutex);
+    if (rc == 0 && last > q.synced)
+        q.synced = last;
+    pthread_cond_broadcast(&q.scond);
+    pthread_mutex_unlock(&q.mutex);
 }
 
 static void *writer_main(void *arg)
 {
     size_t max = ll_srv.conf.batch_max > 0 ? (size_t)ll_srv.conf.batch_max : 1024;
     uint64_t next_settle = 0, settle_now = 0; /* settle_now: when the pass under way started */
+    uint64_t last = jr.next - 1;              /* ack: journal: the last item committed */
+    int journal = journal_mode();
+    pthread_cond_t *cond = journal ? &q.jcond : &q.cond;
     for (;;) {
         pthread_mutex_lock(&q.mutex);
-        while (q.head == NULL && !q.stopping && settle_now == 0) {
+        while (!have_input() && !input_done() && settle_now == 0 && !(journal && records_done())) {
             if (ll_srv.judge == NULL) {
-                pthread_cond_wait(&q.cond, &q.mutex);
+                pthread_cond_wait(cond, &q.mutex);
                 continue;
             }
             /* With a judge, wake at least once a second for its provisional events. */
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += 1;
-            if (pthread_cond_timedwait(&q.cond, &q.mutex, &ts) != 0)
+            if (pthread_cond_timedwait(cond, &q.mutex, &ts) != 0)
                 break;
         }
-        if (q.head == NULL && q.stopping) {
+        if (!have_input() && input_done()) {
             pthread_mutex_unlock(&q.mutex);
             break;
         }
         /* Not while a settling pass is under way: its chunks need the time (a chunk follows each
          * batch), and the batch grows meanwhile anyway. */
-        if (q.head != NULL && settle_now == 0)
-            gather_locked();
+        if (have_input() && settle_now == 0) {
+            if (journal)
+                gather_locked(&q.jg, cond, records_done);
+            else
+                gather_locked(&q.g, cond, items_done);
+        }
         /* Group commit: take whatever queued while the previous commit ran, up to the cap (none
          * when the wait timed out). */
-        ll_pending_t *batch = q.head, **end = &q.head;
-        size_t n = 0, items = 0;
-        while (*end != NULL && (n == 0 || n + (*end)->nrecs <= max)) {
-            n += (*end)->nrecs;
-            items++;
-            q.waiting -= (*end)->waits;
-            end = &(*end)->next;
-        }
-        q.head = *end;
-        *end = NULL;
-        if (q.head == NULL)
-            q.tail = &q.head;
-        q.len -= items;
+        size_t n = 0;
+        ll_pending_t *batch = journal ? NULL : take_items(max, &n);
+        jrec_t *recs = journal ? take_records(max) : NULL;
         pthread_mutex_unlock(&q.mutex);
 
         if (batch != NULL) {
             commit_batch(batch, n); /* alerts queued in it go out now */
-            while (batch != NULL) {
-                ll_pending_t *next = batch->next;
-                h2o_multithread_send_message(&batch->loop->receiver, &batch->super);
-                batch = next;
+            send_back(batch);
+        }
+        if (recs != NULL) {
+            commit_records(recs, 0);
+            while (recs != NULL) {
+                jrec_t *next = recs->next;
+                last = recs->first + recs->items - 1;
+                send_back(recs->waiters);
+                jrec_free(recs);
+                recs = next;
             }
         }
+        if (journal)
+            sync_store(last, 0);
         /* After the answers went back: settling never delays an acknowledgement. A pass
          * starts once a second and goes on a chunk between batches until nothing is due. */
         if (ll_srv.judge != NULL && settle_now == 0 && ll_now_us() >= next_settle) {
@@ -427,20 +861,111 @@ static void *writer_main(void *arg)
         if (settle_now != 0 && !settle_chunk(settle_now))
             settle_now = 0;
     }
+    if (journal)
+        sync_store(last, 1); /* a clean stop leaves nothing for the next start to replay */
     return NULL;
 }
 
-int ll__writer_start(void)
+/* ack: journal: the journal thread. */
+static void *journal_main(void *arg)
+{
+    size_t max = ll_srv.conf.batch_max > 0 ? (size_t)ll_srv.conf.batch_max : 1024;
+    for (;;) {
+        pthread_mutex_lock(&q.mutex);
+        while (q.head == NULL && !q.stopping)
+            pthread_cond_wait(&q.cond, &q.mutex);
+        if (q.head == NULL) {
+            q.journal_done = 1;
+            pthread_cond_signal(&q.jcond);
+            pthread_mutex_unlock(&q.mutex);
+            break;
+        }
+        size_t n;
+        ll_pending_t *batch = take_items(max, &n);
+        pthread_mutex_unlock(&q.mutex);
+        journal_batch(batch, n);
+    }
+    return NULL;
+}
+
+struct replay_ctx {
+    uint64_t mark;
+    size_t items, events;
+};
+
+static int replay_record(uint64_t first, uint32_t items, const uint8_t *body, size_t len, void *_x)
+{
+    struct replay_ctx *x = _x;
+    if (first + items - 1 <= x->mark)
+        return 0;
+    /* The record as the journal thread hands it over, on a copy (ingest writes into events). */
+    jrec_t r = {.first = first, .items = items};
+    ll_buf_init(&r.body, SIZE_MAX);
+    ll_buf_append(&r.body, body, len);
+    x->items += first + items - 1 - (first > x->mark ? first - 1 : x->mark);
+    x->events += commit_records(&r, x->mark);
+    ll_buf_free(&r.body);
+    return 0;
+}
+
+/* Ingests what the journal at path holds past the store's mark, makes it durable, and leaves
+ * the journal open in *out for appending from offset 0 (NULL out: closes it). */
+static int replay(const char *path, size_t size, ll_journal_t **out, char *err, size_t errlen)
+{
+    ll_journal_t *j;
+    int rc = ll_journal_open(path, size, &j, err, errlen);
+    if (rc != 0)
+        return rc;
+    struct replay_ctx x = {.mark = get_mark()};
+    uint64_t last = 0;
+    ll_journal_scan(j, replay_record, &x, &last);
+    if (x.items > 0) {
+        if ((rc = ll_store_sync(ll_srv.store)) != 0) {
+            ll_journal_close(j);
+            return ll_err(err, errlen, rc, "%s: cannot sync the store after replaying it: %s", path, ll_strerror(rc));
+        }
+        log_info("journal: %zu request(s), %zu event(s) not in the store were stored from %s", x.items, x.events, path);
+    }
+    jr.next = (last > x.mark ? last : x.mark) + 1;
+    ll_journal_rewind(j);
+    if (out != NULL)
+        *out = j;
+    else
+        ll_journal_close(j);
+    return 0;
+}
+
+int ll__writer_start(char *err, size_t errlen)
 {
     /* Timed waits on the monotonic clock: a step of the wall clock must not hold events back. */
     pthread_condattr_t attr;
     if (pthread_condattr_init(&attr) != 0 || pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
-        pthread_cond_init(&q.cond, &attr) != 0)
-        return LL_EIO;
+        pthread_cond_init(&q.cond, &attr) != 0 || pthread_cond_init(&q.jcond, &attr) != 0 ||
+        pthread_cond_init(&q.scond, &attr) != 0)
+        return ll_err(err, errlen, LL_EIO, "cannot start the writer thread");
     pthread_condattr_destroy(&attr);
     q.gather = ll_srv.conf.batch_max > 0 && (size_t)ll_srv.conf.batch_max < GATHER_MAX ? (size_t)ll_srv.conf.batch_max
                                                                                         : GATHER_MAX;
-    return pthread_create(&q.thread, NULL, writer_main, NULL) == 0 ? 0 : LL_EIO;
+    /* A journal left by `ack: journal` is replayed under any ack: (it may hold what a crash kept
+     * out of the store), with the size it has; under `ack: journal` it is then made the configured
+     * size, otherwise removed. */
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/edge.journal", ll_srv.conf.data_dir);
+    int rc = 0;
+    if (stat(path, &st) == 0 && st.st_size >= 65536 && st.st_size % 4096 == 0)
+        rc = replay(path, (size_t)st.st_size, NULL, err, errlen);
+    if (rc == 0 && journal_mode())
+        rc = replay(path, (size_t)ll_srv.conf.journal_kb * 1024, &jr.j, err, errlen);
+    else if (rc == 0 && unlink(path) != 0 && errno != ENOENT)
+        rc = ll_err(err, errlen, LL_EIO, "%s: %s", path, strerror(errno));
+    if (rc != 0)
+        return rc;
+    q.synced = jr.next - 1;
+    if (pthread_create(&q.thread, NULL, writer_main, NULL) != 0 ||
+        (journal_mode() && pthread_create(&q.journal_thread, NULL, journal_main, NULL) != 0))
+        return ll_err(err, errlen, LL_EIO, "cannot start the writer thread");
+    return 0;
 }
 
 void ll__writer_stop(void)
@@ -449,5 +974,9 @@ void ll__writer_stop(void)
     q.stopping = 1;
     pthread_cond_signal(&q.cond);
     pthread_mutex_unlock(&q.mutex);
+    if (journal_mode())
+        pthread_join(q.journal_thread, NULL);
     pthread_join(q.thread, NULL);
+    ll_journal_close(jr.j);
+    jr.j = NULL;
 }

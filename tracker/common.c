@@ -233,6 +233,35 @@ int ll_err(char *err, size_t errlen, int code, const char *fmt, ...)
     return code;
 }
 
+int ll_file_make_zeroed(const char *path, size_t size)
+{
+    enum { CHUNK = 65536 };
+    char *tmp = ll_malloc(strlen(path) + 8);
+    sprintf(tmp, "%s.new", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600), rc = fd < 0;
+    uint8_t *zero = ll_calloc(1, CHUNK);
+    for (size_t done = 0; done < size && rc == 0; done += CHUNK) {
+        size_t n = size - done < CHUNK ? size - done : CHUNK;
+        rc = write(fd, zero, n) != (ssize_t)n;
+    }
+    free(zero);
+    if (rc == 0)
+        rc = fsync(fd) != 0;
+    if (fd >= 0 && close(fd) != 0)
+        rc = 1;
+    if (rc == 0)
+        rc = rename(tmp, path) != 0;
+    if (rc == 0)
+        ll_fsync_parent(path);
+    if (rc != 0) {
+        int e = errno;
+        unlink(tmp);
+        errno = e;
+    }
+    free(tmp);
+    return rc ? LL_EIO : 0;
+}
+
 uint64_t ll_now_us(void)
 {
     static const char *fake;

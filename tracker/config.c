@@ -23,7 +23,7 @@ enum key_type {
     K_BOOL,
     K_SIZE,     /* bytes, with an optional K, M or G suffix */
     K_LOGLEVEL, /* warn, info, debug or 0..2 */
-    K_ACK,      /* commit or queued (config.h ack_queued) */
+    K_ACK,      /* commit, queued or journal (config.h LL_ACK_AFTER_*) */
     K_EXTS,     /* a list (or comma-separated string) of file extensions */
     K_PROXIES,  /* a list of CIDRs */
     K_FORMS,
@@ -51,8 +51,9 @@ static const struct key keys[] = {
     {"map_size", K_SIZE, F(map_size), 1LL << 20, 1LL << 40, NULL},
     {"batch_max", K_INT, F(batch_max), 1, 65536, NULL},
     {"click_deadline_ms", K_INT, F(click_deadline_ms), 10, 60000, NULL},
-    {"ack", K_ACK, F(ack_queued), 0, 0, NULL},
+    {"ack", K_ACK, F(ack), 0, 0, NULL},
     {"queued_commit_ms", K_INT, F(queued_commit_ms), 0, 1000, NULL},
+    {"journal_kb", K_INT, F(journal_kb), 64, 4194304, NULL},
     {"log_level", K_LOGLEVEL, F(log_level), 0, 2, NULL},
     {"cookie_name", K_COOKIE, F(cookie_name), 0, 0, NULL},
     {"cookie_domain", K_DOMAIN, F(cookie_domain), 0, 0, NULL},
@@ -122,6 +123,7 @@ void ll_config_defaults(ll_config_t *c)
     c->batch_max = 1024;
     c->click_deadline_ms = 1000;
     c->queued_commit_ms = 10;
+    c->journal_kb = 32768;
     c->log_level = 1; /* info: the start and stop lines */
     c->cookie_name = ll_strdup("_ll");
     c->cookie_days = 395;
@@ -541,9 +543,14 @@ static int apply(ll_cfg_t *x, const struct key *k, const yaml_node_t *n)
         *(int *)slot = (int)v;
         return 0;
     case K_ACK:
-        if (strcmp(s, "commit") != 0 && strcmp(s, "queued") != 0)
-            return ll__cfg_fail(x, n, k->name, "'%s' is not commit or queued", s);
-        *(int *)slot = s[0] == 'q';
+        if (strcmp(s, "commit") == 0)
+            *(int *)slot = LL_ACK_AFTER_COMMIT;
+        else if (strcmp(s, "queued") == 0)
+            *(int *)slot = LL_ACK_AFTER_QUEUE;
+        else if (strcmp(s, "journal") == 0)
+            *(int *)slot = LL_ACK_AFTER_JOURNAL;
+        else
+            return ll__cfg_fail(x, n, k->name, "'%s' is not commit, queued or journal", s);
         return 0;
     case K_LOGLEVEL:
         if (strcmp(s, "warn") == 0 || strcmp(s, "info") == 0 || strcmp(s, "debug") == 0) {

@@ -11,6 +11,7 @@ struct st_ll_store_t {
     MDB_env *env;
     MDB_dbi dbi[LL_DB__MAX];
     int rdonly;
+    int nometasync;     /* LL_STORE_NOMETASYNC */
     uint64_t zeroed_to; /* the data file was at least this long when last looked at */
 };
 
@@ -82,7 +83,8 @@ int ll_store_open(const char *dir, size_t mapsize, int flags, ll_store_t **out, 
     mdb_env_set_maxreaders(s->env, 256);
     if ((rc = mdb_env_set_mapsize(s->env, mapsize ? mapsize : (size_t)1 << 30)) != 0)
         goto mdb_fail;
-    unsigned envflags = MDB_NOTLS | (flags & LL_STORE_NOSYNC ? MDB_NOSYNC : 0);
+    s->nometasync = (flags & LL_STORE_NOMETASYNC) != 0;
+    unsigned envflags = MDB_NOTLS | (flags & LL_STORE_NOSYNC ? MDB_NOSYNC : 0) | (s->nometasync ? MDB_NOMETASYNC : 0);
     if ((rc = mdb_env_open(s->env, dir, envflags, 0600)) != 0)
         goto mdb_fail;
     /* Databases are created once by a write transaction; handles stay valid for the env's life. */
@@ -117,6 +119,11 @@ void ll_store_close(ll_store_t *s)
         return;
     mdb_env_close(s->env);
     free(s);
+}
+
+int ll_store_sync(ll_store_t *s)
+{
+    return s->nometasync ? ll_store_err(mdb_env_sync(s->env, 1)) : 0;
 }
 
 MDB_env *ll_store_env(ll_store_t *s)

@@ -77,6 +77,11 @@ int ll_err(char *err, size_t errlen, int code, const char *fmt, ...) __attribute
  * (best effort: errors are ignored). */
 void ll_fsync_parent(const char *path);
 
+/** Makes path a file of size bytes of zeros (size a multiple of 4096), synced with its directory
+ * entry, through path.new and a rename: a journal written with O_DSYNC over blocks already
+ * allocated costs one device flush a write. LL_EIO on failure (errno tells), nothing left behind. */
+int ll_file_make_zeroed(const char *path, size_t size);
+
 /** Wall clock in microseconds since the epoch. Tests may pin it with LEADLOOP_FAKE_TIME (seconds). */
 uint64_t ll_now_us(void);
 

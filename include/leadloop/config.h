@@ -14,6 +14,14 @@
 #define LL_MAX_FORM_FIELDS 32
 #define LL_MAX_PROXIES 32
 
+/* `ack:` (README, "The edge's endpoints") */
+enum {
+    LL_ACK_AFTER_COMMIT,  /* `commit` (default): after the LMDB commit, synced */
+    LL_ACK_AFTER_QUEUE,   /* `queued`: once queued for the writer; a crash loses the uncommitted */
+    LL_ACK_AFTER_JOURNAL, /* `journal`: after a synced write to the journal (journal.h), the commit
+                           * behind it; as durable as `commit`, in the store moments later */
+};
+
 typedef struct st_ll_form_t {
     char id[64];
     char *fields[LL_MAX_FORM_FIELDS]; /* names kept from a submission; others are dropped */
@@ -42,12 +50,12 @@ typedef struct st_ll_config_t {
     size_t map_size;        /* LMDB map size, 1 GiB */
     int batch_max;          /* events per commit, 1024 */
     int click_deadline_ms;  /* redirect anyway past this, 1000 */
-    int ack_queued;         /* `ack: queued`: opens, clicks and the snippet's events are answered
-                             * once queued for the writer, not after their commit (forms and
-                             * unsubscribes always wait for it); 0 (`ack: commit`) by default */
-    int queued_commit_ms;   /* under `ack: queued`, while no request waits for its commit, the
-                             * writer gathers events this long (10) before committing them; 0:
-                             * commits as soon as it can, as under `ack: commit` */
+    int ack;                /* when opens, clicks and the snippet's events are answered (forms and
+                             * unsubscribes always after their commit): LL_ACK_AFTER_* below */
+    int queued_commit_ms;   /* under `ack: queued` or `journal`, while no request waits for its
+                             * commit, the writer gathers events this long (10) before committing
+                             * them; 0: commits as soon as it can, as under `ack: commit` */
+    int journal_kb;         /* `ack: journal`: size of DATA_DIR/edge.journal, 32768 (journal.h) */
     int log_level;          /* 0 warn, 1 info (default), 2 debug */
     /* identity */
     char *cookie_name;      /* "_ll" */

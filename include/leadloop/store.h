@@ -19,7 +19,10 @@
  * be opened from any thread (MDB_NOTLS).
  *
  * Durability: commits are synced (no MDB_NOSYNC) unless LL_STORE_NOSYNC is passed, which only
- * the durability benchmark does.
+ * the durability benchmark does. LL_STORE_NOMETASYNC (leadloopd under `ack: journal`, whose
+ * journal holds what a crash may undo: journal.h) syncs a commit's pages but not its meta page,
+ * which the next commit's sync or ll_store_sync() makes durable: a crash may undo the last
+ * commit, never tear one. meta "journal" (be64) is the last journal item in the store.
  */
 #ifndef LEADLOOP_STORE_H
 #define LEADLOOP_STORE_H
@@ -43,7 +46,8 @@ typedef enum {
 
 enum {
     LL_STORE_RDONLY = 1,
-    LL_STORE_NOSYNC = 2
+    LL_STORE_NOSYNC = 2,
+    LL_STORE_NOMETASYNC = 4
 };
 
 /** A transaction: the LMDB handle is public so that tracker modules can add their own puts. */
@@ -59,6 +63,9 @@ typedef struct st_ll_txn_t {
  */
 int ll_store_open(const char *dir, size_t mapsize, int flags, ll_store_t **out, char *err, size_t errlen);
 void ll_store_close(ll_store_t *s);
+/** Under LL_STORE_NOMETASYNC, makes every commit so far durable (one device flush); otherwise
+ * they are already and this does nothing. */
+int ll_store_sync(ll_store_t *s);
 MDB_env *ll_store_env(ll_store_t *s);
 MDB_dbi ll_store_dbi(ll_store_t *s, ll_db_t db);
 /** Opens (creating) an extra named database, for modules beyond this header. */

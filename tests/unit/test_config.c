@@ -51,7 +51,7 @@ static void test_defaults(void)
     CHECK_EQ_INT(c.map_size, 1 << 30);
     CHECK_EQ_INT(c.ipv4_prefix, 24);
     CHECK_EQ_INT(c.ipv6_prefix, 48);
-    CHECK(c.cookie_domain == NULL && c.tls_cert == NULL && c.http2 == 0 && c.ack_queued == 0);
+    CHECK(c.cookie_domain == NULL && c.tls_cert == NULL && c.http2 == 0 && c.ack == LL_ACK_AFTER_COMMIT && c.journal_kb == 32768);
     CHECK_EQ_INT(c.queued_commit_ms, 10);
     const ll_form_t *f = ll_config_form(&c, "contact", 7);
     CHECK(f != NULL);
@@ -90,7 +90,7 @@ static void test_every_type(void)
     CHECK_EQ_INT(c.max_body, 128 * 1024);
     CHECK_EQ_INT(c.map_size, 2ULL << 30);
     CHECK_EQ_INT(c.log_level, 2);
-    CHECK_EQ_INT(c.ack_queued, 1);
+    CHECK_EQ_INT(c.ack, LL_ACK_AFTER_QUEUE);
     CHECK_EQ_INT(c.queued_commit_ms, 0);
     CHECK_EQ_STR(c.cookie_domain, "example.com");
     CHECK_EQ_STR(c.cookie_name, "ll_v");
@@ -139,6 +139,7 @@ static void test_errors_name_file_line_key(void)
     CHECK(fails_at("http2: maybe\n", 1, "http2"));
     CHECK(fails_at("\nack: later\n", 2, "ack"));
     CHECK(fails_at("ack: [commit]\n", 1, "ack"));
+    CHECK(fails_at("ack: journal\njournal_kb: 32\n", 2, "journal_kb"));
     CHECK(fails_at("ack: queued\nqueued_commit_ms: 1001\n", 2, "queued_commit_ms"));
     CHECK(fails_at("queued_commit_ms: -1\n", 1, "queued_commit_ms"));
     CHECK(fails_at("ipv4_prefix: 33\n", 1, "ipv4_prefix"));
@@ -198,8 +199,9 @@ static void test_example_file_loads(void)
     CHECK_EQ_INT(c.max_body, d.max_body);
     CHECK_EQ_STR(c.download_exts, d.download_exts);
     CHECK_EQ_INT(c.num_forms, d.num_forms);
-    CHECK_EQ_INT(c.ack_queued, d.ack_queued);
+    CHECK_EQ_INT(c.ack, d.ack);
     CHECK_EQ_INT(c.queued_commit_ms, d.queued_commit_ms);
+    CHECK_EQ_INT(c.journal_kb, d.journal_kb);
     CHECK_EQ_INT(c.forms[0].num_fields, d.forms[0].num_fields);
     ll_config_free(&c);
     ll_config_free(&d);
