@@ -2,10 +2,13 @@
  * The writer thread: group commit of pending events, and the hand-back of each pending item
  * to the loop that owns its request (see server.h for ownership).
  *
- * Under `ack: journal` a second thread stands in front of it: the journal thread takes the
- * queued items, writes each batch to DATA_DIR/edge.journal (journal.h) in one synced write,
- * answers the batch's requests (forms and unsubscribes excepted: they wait for the commit) and
- * hands the written record to the writer, which ingests records in larger batches behind it.
+ * Under `ack: journal` the loops stand in front of it: each loop thread gathers the items its
+ * turn of the event loop submitted, writes them to DATA_DIR/edge.journal (journal.h) in one
+ * synced write at the end of the turn (a 0 ms timeout), answers their requests there and then
+ * (forms and unsubscribes excepted: they wait for the commit) and hands the written record to the
+ * writer, which ingests records in larger batches behind it. The loop blocks for the write (0.1-0.4
+ * ms on the benchmark VM); a thread of its own for it measured no faster there, its wake-ups and
+ * the answers' hand-back costing what the flushes saved (BENCHMARKS.md).
  * Every writer transaction also moves the store's journal mark (meta "journal": the last item
  * in the store), so a start ingests exactly the items a crash left out (ll__writer_start).
  */
@@ -34,6 +37,11 @@ struct st_ll_loop_t {
     h2o_context_t *ctx;
     h2o_multithread_receiver_t receiver;
     h2o_timeout_t deadline;
+    /* ack: journal: this turn's items, written when the turn ends */
+    ll_pending_t *jhead, **jtail;
+    size_t jevents;
+    h2o_timeout_t turn_end;      /* 0 ms */
+    h2o_timeout_entry_t flush;
 };
 
 struct st_ll_guard_t {
@@ -75,21 +83,21 @@ static struct {
     int stopping;
     pthread_t thread;
     /* ack: journal */
-    pthread_t journal_thread;
-    pthread_cond_t jcond;  /* for the writer: a record, the journal thread done, or a sync wanted */
-    pthread_cond_t scond;  /* for the journal thread: q.synced moved */
+    pthread_cond_t jcond;  /* for the writer: a record, the stop, or a sync wanted */
+    pthread_cond_t scond;  /* for a loop waiting for room in the journal: q.synced moved */
     jrec_t *jhead, **jtail;
     struct gather jg;      /* len: events in the records queued; waiting: records with waiters */
-    int journal_done;      /* the journal thread has stopped: nothing more comes */
     uint64_t sync_want;    /* the journal thread needs the store durable up to this item */
     uint64_t synced;       /* the store is durable up to this item */
+    int writer_gone;       /* the writer thread returned */
 } q = {.mutex = PTHREAD_MUTEX_INITIALIZER, .tail = &q.head, .jtail = &q.jhead}; /* conds: ll__writer_start */
 
-/* ack: journal: the journal, used by the journal thread only once the writer started. */
+/* ack: journal: the journal, shared by the loops (mu) once the writer started. */
 static struct {
+    pthread_mutex_t mu;
     ll_journal_t *j;
     uint64_t next; /* the next item's number */
-} jr = {.next = 1};
+} jr = {.mu = PTHREAD_MUTEX_INITIALIZER, .next = 1};
 
 static __thread ll_loop_t *cur_loop;
 
@@ -133,20 +141,39 @@ static void on_deadline(h2o_timeout_entry_t *entry)
     answer_early(H2O_STRUCT_FROM_MEMBER(ll_pending_t, deadline, entry));
 }
 
+/* On p's loop, with p->result set: answers its request (unless answered early) and frees p. */
+static void finish(ll_pending_t *p)
+{
+    h2o_req_t *req = detach(p);
+    if (p->answered_early) {
+        if (p->result != 0)
+            ll__metrics_lost(p->ep, p->nrecs);
+    } else {
+        p->on_done(p, req); /* req may be NULL: the callback counts, does not respond */
+    }
+    ll__pending_free(p);
+}
+
 static void on_writer_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     while (!h2o_linklist_is_empty(messages)) {
         ll_pending_t *p = H2O_STRUCT_FROM_MEMBER(ll_pending_t, super.link, messages->next);
         h2o_linklist_unlink(&p->super.link);
-        h2o_req_t *req = detach(p);
-        if (p->answered_early) {
-            if (p->result != 0)
-                ll__metrics_lost(p->ep, p->nrecs);
-        } else {
-            p->on_done(p, req); /* req may be NULL: the callback counts, does not respond */
-        }
-        ll__pending_free(p);
+        finish(p);
     }
+}
+
+static void journal_batch(ll_pending_t *batch, size_t nevents);
+
+static void on_turn_end(h2o_timeout_entry_t *entry)
+{
+    ll_loop_t *l = H2O_STRUCT_FROM_MEMBER(ll_loop_t, flush, entry);
+    ll_pending_t *batch = l->jhead;
+    size_t n = l->jevents;
+    l->jhead = NULL;
+    l->jtail = &l->jhead;
+    l->jevents = 0;
+    journal_batch(batch, n);
 }
 
 ll_loop_t *ll__loop_new(h2o_context_t *ctx)
@@ -155,6 +182,9 @@ ll_loop_t *ll__loop_new(h2o_context_t *ctx)
     l->ctx = ctx;
     h2o_multithread_register_receiver(ctx->queue, &l->receiver, on_writer_done);
     h2o_timeout_init(ctx->loop, &l->deadline, (uint64_t)ll_srv.conf.click_deadline_ms);
+    l->jtail = &l->jhead;
+    h2o_timeout_init(ctx->loop, &l->turn_end, 0);
+    l->flush.cb = on_turn_end;
     cur_loop = l;
     return l;
 }
@@ -232,6 +262,19 @@ static void keep_reading(h2o_req_t *req)
 int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
 {
     int early = 0;
+    p->after_commit = ack == LL_ACK_COMMIT;
+    if (ll_srv.conf.ack == LL_ACK_AFTER_JOURNAL) {
+        /* Written and answered when this turn of the loop ends (on_turn_end). What waits for the
+         * writer in memory is bounded by the journal's size: a full journal waits for it. */
+        ll_loop_t *l = p->loop;
+        p->next = NULL;
+        *l->jtail = p;
+        l->jtail = &p->next;
+        l->jevents += p->nrecs;
+        if (!h2o_timeout_is_linked(&l->flush))
+            h2o_timeout_link(l->ctx->loop, &l->turn_end, &l->flush);
+        return 0;
+    }
     if (ll_srv.conf.ack == LL_ACK_AFTER_QUEUE && ack != LL_ACK_COMMIT) {
         /* A full queue refuses p as without ack: queued. Then p is answered before the writer
          * can see it (on_done reads it), outside the lock (it writes to the socket). */
@@ -255,7 +298,6 @@ int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
     }
     p->next = NULL;
     p->waits = !early;
-    p->after_commit = ack == LL_ACK_COMMIT;
     if (q.head == NULL && ll_srv.conf.ack == LL_ACK_AFTER_QUEUE)
         clock_gettime(CLOCK_MONOTONIC, &q.g.first);
     *q.tail = p;
@@ -591,67 +633,73 @@ static void send_back(ll_pending_t *p)
 }
 
 /* Waits until the writer made the store durable up to item upto (journal full: the file starts
- * over once everything in it is in the store for good). */
-static void wait_synced(uint64_t upto)
+ * over once everything in it is in the store for good). LL_EIO when the writer stopped first. */
+static int wait_synced(uint64_t upto)
 {
     pthread_mutex_lock(&q.mutex);
     if (q.sync_want < upto)
         q.sync_want = upto;
     pthread_cond_signal(&q.jcond);
-    while (q.synced < upto)
+    while (q.synced < upto && !q.writer_gone)
         pthread_cond_wait(&q.scond, &q.mutex);
+    int rc = q.synced < upto ? LL_EIO : 0;
     pthread_mutex_unlock(&q.mutex);
+    return rc;
 }
 
-/* Writes a batch taken off the queue to the journal as one record, answers its requests but the
- * waiters, and queues the record for the writer. */
+/* Writes a turn's items to the journal as one record and answers them but the waiters (on
+ * their loop); the record goes to the writer. Records reach the writer in item order (jr.mu):
+ * the store's mark only moves forward. */
 static void journal_batch(ll_pending_t *batch, size_t nevents)
 {
     jrec_t *r = ll_calloc(1, sizeof(*r));
     ll_buf_init(&r->body, SIZE_MAX);
-    r->first = jr.next;
     r->events = nevents;
     int rc = 0;
-    for (ll_pending_t *p = batch; p != NULL && rc == 0; p = p->next) {
-        p->item = r->first + r->items++;
+    for (ll_pending_t *p = batch; p != NULL && rc == 0; p = p->next, r->items++)
         rc = put_item(&r->body, p);
-    }
-    if (rc == 0 && !ll_journal_fits(jr.j, r->body.len)) {
-        wait_synced(r->first - 1);
+    pthread_mutex_lock(&jr.mu);
+    r->first = jr.next;
+    if (rc == 0 && !ll_journal_fits(jr.j, r->body.len) && (rc = wait_synced(r->first - 1)) == 0)
         ll_journal_rewind(jr.j);
-    }
     if (rc == 0 && (rc = ll_journal_append(jr.j, r->first, r->items, r->body.data, r->body.len)) != 0)
         log_warnx("journal: cannot write %zu event(s): %s", nevents,
                   rc == LL_ETOOBIG ? "larger than journal_kb" : strerror(errno));
-    if (rc != 0) {
-        for (ll_pending_t *p = batch; p != NULL; p = p->next)
-            p->result = rc;
-        send_back(batch);
+    else if (rc != 0)
+        log_warnx("journal: full, and the writer stopped: %zu event(s) not taken", nevents);
+    ll_pending_t *answer = batch, **a = &answer, **w = &r->waiters;
+    if (rc == 0) {
+        jr.next += r->items;
+        /* The waiters go with the record, the others are answered below. */
+        uint64_t num = r->first;
+        for (ll_pending_t *p = batch; p != NULL; p = p->next) {
+            p->item = num++;
+            if (p->after_commit)
+                *w = p, w = &p->next;
+            else
+                *a = p, a = &p->next;
+        }
+        *a = *w = NULL;
+        pthread_mutex_lock(&q.mutex);
+        if (q.jhead == NULL)
+            clock_gettime(CLOCK_MONOTONIC, &q.jg.first);
+        *q.jtail = r;
+        q.jtail = &r->next;
+        q.jg.len += nevents;
+        q.jg.waiting += r->waiters != NULL;
+        if (q.jhead == r || r->waiters != NULL || q.jg.len >= q.gather)
+            pthread_cond_signal(&q.jcond);
+        pthread_mutex_unlock(&q.mutex);
+    }
+    pthread_mutex_unlock(&jr.mu);
+    if (rc != 0)
         jrec_free(r);
-        return;
+    while (answer != NULL) {
+        ll_pending_t *next = answer->next;
+        answer->result = rc;
+        finish(answer);
+        answer = next;
     }
-    jr.next += r->items;
-    ll_pending_t *answered = NULL, **a = &answered, **w = &r->waiters;
-    for (ll_pending_t *p = batch; p != NULL; p = p->next) {
-        p->result = 0;
-        if (p->after_commit)
-            *w = p, w = &p->next;
-        else
-            *a = p, a = &p->next;
-    }
-    *a = *w = NULL;
-    send_back(answered);
-
-    pthread_mutex_lock(&q.mutex);
-    if (q.jhead == NULL)
-        clock_gettime(CLOCK_MONOTONIC, &q.jg.first);
-    *q.jtail = r;
-    q.jtail = &r->next;
-    q.jg.len += nevents;
-    q.jg.waiting += r->waiters != NULL;
-    if (q.jhead == r || r->waiters != NULL || q.jg.len >= q.gather)
-        pthread_cond_signal(&q.jcond);
-    pthread_mutex_unlock(&q.mutex);
 }
 
 /* Changed scanner lists are reloaded (judge.h), once a second. */
@@ -723,7 +771,7 @@ static int items_done(void)
 
 static int records_done(void)
 {
-    return q.journal_done || q.sync_want > q.synced;
+    return q.stopping || q.sync_want > q.synced;
 }
 
 static int have_input(void)
@@ -733,7 +781,7 @@ static int have_input(void)
 
 static int input_done(void)
 {
-    return journal_mode() ? q.journal_done : q.stopping;
+    return q.stopping;
 }
 
 /* With q.mutex held: up to max events of queued items (at least one), unlinked. */
@@ -863,28 +911,10 @@ static void *writer_main(void *arg)
     }
     if (journal)
         sync_store(last, 1); /* a clean stop leaves nothing for the next start to replay */
-    return NULL;
-}
-
-/* ack: journal: the journal thread. */
-static void *journal_main(void *arg)
-{
-    size_t max = ll_srv.conf.batch_max > 0 ? (size_t)ll_srv.conf.batch_max : 1024;
-    for (;;) {
-        pthread_mutex_lock(&q.mutex);
-        while (q.head == NULL && !q.stopping)
-            pthread_cond_wait(&q.cond, &q.mutex);
-        if (q.head == NULL) {
-            q.journal_done = 1;
-            pthread_cond_signal(&q.jcond);
-            pthread_mutex_unlock(&q.mutex);
-            break;
-        }
-        size_t n;
-        ll_pending_t *batch = take_items(max, &n);
-        pthread_mutex_unlock(&q.mutex);
-        journal_batch(batch, n);
-    }
+    pthread_mutex_lock(&q.mutex);
+    q.writer_gone = 1;
+    pthread_cond_broadcast(&q.scond);
+    pthread_mutex_unlock(&q.mutex);
     return NULL;
 }
 
@@ -962,8 +992,7 @@ int ll__writer_start(char *err, size_t errlen)
     if (rc != 0)
         return rc;
     q.synced = jr.next - 1;
-    if (pthread_create(&q.thread, NULL, writer_main, NULL) != 0 ||
-        (journal_mode() && pthread_create(&q.journal_thread, NULL, journal_main, NULL) != 0))
+    if (pthread_create(&q.thread, NULL, writer_main, NULL) != 0)
         return ll_err(err, errlen, LL_EIO, "cannot start the writer thread");
     return 0;
 }
@@ -972,10 +1001,8 @@ void ll__writer_stop(void)
 {
     pthread_mutex_lock(&q.mutex);
     q.stopping = 1;
-    pthread_cond_signal(&q.cond);
+    pthread_cond_signal(journal_mode() ? &q.jcond : &q.cond);
     pthread_mutex_unlock(&q.mutex);
-    if (journal_mode())
-        pthread_join(q.journal_thread, NULL);
     pthread_join(q.thread, NULL);
     ll_journal_close(jr.j);
     jr.j = NULL;

@@ -18,16 +18,24 @@ struct st_ll_journal_t {
     size_t off; /* where the next record goes */
 };
 
-static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n)
+/* The checksum only has to tell a whole record from a torn or foreign one, and runs over every
+ * byte the loop journals: eight bytes a step (a byte a step was 1.4% of the loop's time). */
+static uint64_t mix(uint64_t h, const uint8_t *p, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 0x100000001b3ull;
+    uint64_t w;
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
+    }
+    for (; n > 0; p++, n--)
+        h = (h ^ *p) * 0x100000001b3ull;
     return h;
 }
 
 static uint64_t record_sum(const uint8_t *hdr, const uint8_t *body, size_t len)
 {
-    return fnv1a(fnv1a(0xcbf29ce484222325ull, hdr + 8, 16), body, len);
+    return mix(mix(0xcbf29ce484222325ull, hdr + 8, 16), body, len);
 }
 
 int ll_journal_open(const char *path, size_t size, ll_journal_t **out, char *err, size_t errlen)

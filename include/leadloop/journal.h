@@ -11,7 +11,7 @@
  * The file (DATA_DIR/edge.journal): `size` bytes, zero-filled and synced when made, written
  * with O_DSYNC from offset 0 up, one record per write, no padding:
  *   "LLJRNL01" | first item (be64) | items (be32) | body bytes (be32) |
- *   FNV-1a 64 of bytes 8..24 and the body (be64) | body
+ *   checksum of bytes 8..24 and the body (be64, journal.c) | body
  * Items are numbered from 1 and never reused: a record's first item is the previous record's
  * first plus its items. A scan from offset 0 stops at the first record that is not whole (a torn
  * write, never acknowledged: only the last write can be torn, as the next starts after it

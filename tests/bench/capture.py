@@ -7,7 +7,8 @@ Clicks are the same link sent to --recipients contacts (signed by tests/bench/to
 in turn, as a campaign's clicks come; one recipient's link clicked over and over is measured too.
 Part 2, the durability cost, runs in the same alternation: the open pixel, click and beacon
 answered once queued (`ack: queued`, the events still committed by the writer behind the
-answers), the pixel with the sync removed (LD_PRELOAD nosync.so), and the pixel answered at once
+answers), answered after one synced journal write (`ack: journal`, as durable, committed behind
+the answers), the pixel with the sync removed (LD_PRELOAD nosync.so), and the pixel answered at once
 with no event at all (a token that does not verify): the floor.
 
 Every round starts each server afresh (leadloopd from a copy of the same seeded data
@@ -346,6 +347,10 @@ def main():
         Target(f'leadloopd click, {a.recipients:,} recipients, ack: queued', 'leadloopd', b.clicks_path,
                lua=b.clicks_lua, conf='ack: queued\n'),
         Target('leadloopd beacon (POST /e), ack: queued', 'leadloopd', '/e', lua=b.beacon_lua, conf='ack: queued\n'),
+        Target('leadloopd open pixel, ack: journal', 'leadloopd', b.open_path, conf='ack: journal\n'),
+        Target(f'leadloopd click, {a.recipients:,} recipients, ack: journal', 'leadloopd', b.clicks_path,
+               lua=b.clicks_lua, conf='ack: journal\n'),
+        Target('leadloopd beacon (POST /e), ack: journal', 'leadloopd', '/e', lua=b.beacon_lua, conf='ack: journal\n'),
     ]
     if a.nosync:
         targets.append(Target('leadloopd open, commit without sync', 'leadloopd', b.open_path,

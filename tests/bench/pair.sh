@@ -4,7 +4,7 @@
 # req/s, p99, the server's CPU µs per request per thread (/proc/PID/task/*/stat) and, with
 # SYSCALLS=1, its system calls per request (perf stat tracepoints).
 #
-#   tests/bench/pair.sh open|clicks|beacon durable|queued BIN [BIN...]
+#   tests/bench/pair.sh open|clicks|beacon durable|queued|journal BIN [BIN...]
 #
 # Needs a capture run first (`sh tests/bench/run.sh capture`: the seed, clicks.txt and the wrk
 # scripts in build/bench/capture) and bin/leadloop. Environment: SECONDS_EACH [8], ROUNDS [3],
@@ -25,7 +25,7 @@ clicks) path=$(head -1 "$B/clicks.txt"); lua=(-s "$B/clicks.lua") ;;
 beacon) path=/e; lua=(-s "$B/beacon.lua") ;;
 *) echo "pair.sh: target is open, clicks or beacon, not $what" >&2; exit 2 ;;
 esac
-case $mode in durable | queued) ;; *) echo "pair.sh: mode is durable or queued, not $mode" >&2; exit 2 ;; esac
+case $mode in durable | queued | journal) ;; *) echo "pair.sh: mode is durable, queued or journal, not $mode" >&2; exit 2 ;; esac
 work=$(mktemp -d)
 pid=
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
@@ -40,7 +40,7 @@ one() {
     cp -a "$B/seed" "$work/data"
     printf 'listen: 127.0.0.1:%s\npublic_url: http://127.0.0.1:%s\ndata_dir: %s\nmap_size: 8G\nlog_level: warn\n' \
         "$PORT" "$PORT" "$work/data" >"$work/conf.yaml"
-    [ "$mode" = queued ] && echo 'ack: queued' >>"$work/conf.yaml"
+    [ "$mode" = durable ] || echo "ack: $mode" >>"$work/conf.yaml"
     (cd "$(dirname "$(dirname "$bin")")" && exec taskset -c 1 "$bin" -c "$work/conf.yaml" 2>"$work/err") &
     pid=$!
     for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done

@@ -1633,6 +1633,46 @@ def test_ack_journal():
     _full_store_answers('ack: journal')
 
 
+def test_ack_journal_details():
+    """Under ack: journal: a form's answer means it is in the store; pipelined requests on one
+    connection are answered in order; a clean stop stores everything answered and leaves nothing
+    to replay; a request too large for the journal gets 503 and a log line naming journal_kb."""
+    with Server(conf='ack: journal\njournal_kb: 64\nmax_body: 1M') as s:
+        r = s.form('contact', {'email': 'journal-form@example.com', 'name': 'J'})
+        check(r.status == 200, f'form: {r.status} {r.body!r}')
+        check('journal-form@example.com' in s.contact_show('journal-form@example.com'),
+              'the form was answered but its contact is not in the store yet')
+        v = new_visitor()
+        n = 60
+        reqs = b''
+        for i in range(n):
+            body = beacon_body(v, u=f'https://site.example/piped/{i}').encode()
+            reqs += (f'POST /e HTTP/1.1\r\nHost: x\r\nUser-Agent: {CHROME_UA}\r\nContent-Type: text/plain\r\n'
+                     f'Content-Length: {len(body)}\r\n\r\n').encode() + body
+        sock = socket.create_connection(('127.0.0.1', s.port))
+        sock.sendall(reqs)
+        codes = _read_responses(sock, n)
+        sock.close()
+        check(codes == [204] * n, f'{n} pipelined beacons answered {codes[:5]}... ({len(codes)} answers)')
+        big = beacon_body(v, [{'t': 'pageview', 'u': f'https://site.example/big/{j}?' + 'b' * 1900,
+                               'r': 'https://ref.example/?' + 'r' * 1900} for j in range(50)])
+        r = s.beacon(big)
+        check(r.status == 503, f'a beacon larger than the journal answered {r.status}, expected 503')
+        check(wait_until(lambda: 'larger than journal_kb' in s.stderr_text(), timeout=5),
+              'no log line about a request larger than journal_kb')
+        for i in range(30):
+            check_gif(s.get(f'/e.gif?t=pageview&u=https%3A%2F%2Fsite.example%2Fat-stop%2F{i}',
+                            headers={'User-Agent': CHROME_UA}), 'GET /e.gif')
+        s.stop()
+        urls = [e.get('url', '') for e in s.events()]
+        check(sum('/at-stop/' in u for u in urls) == 30, 'pageviews answered before SIGTERM are not all stored')
+        check(sum('/piped/' in u for u in urls) == n, 'the pipelined beacons are not all stored')
+        check(not any('/big/' in u for u in urls), 'the beacon answered 503 was stored')
+        s.start()
+        check('not in the store were stored from' not in s.stderr_text(),
+              'a start after a clean stop replayed the journal')
+
+
 class _WriteLock:
     """The store's LMDB write lock, taken as another writer (the mailer, the CLI) takes it:
     leadloopd's writer waits for it until release()."""
