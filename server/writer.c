@@ -561,6 +561,7 @@ static int count_one(const item_t *it, uint64_t num, void *ctx)
 /* The item-per-transaction retry of commit_records: each stored, or failed alone. */
 struct retry_ctx {
     ll_pending_t *waiter; /* the next waiter of the record */
+    size_t events;
 };
 
 static int retry_one(const item_t *it, uint64_t num, void *_x)
@@ -569,6 +570,7 @@ static int retry_one(const item_t *it, uint64_t num, void *_x)
     ll_txn_t t;
     uint64_t start = ll_now_us(), outbox = 0;
     int rc = begin(&t, &outbox);
+    x->events += it->nrecs;
     if (rc == 0 && (rc = ingest_item(&t, it)) == 0)
         rc = put_mark(&t, num);
     if ((rc = commit_and_kick(&t, outbox, rc)) == 0) {
@@ -609,11 +611,12 @@ static size_t commit_records(jrec_t *recs, uint64_t after)
         }
         return x.events;
     }
+    struct retry_ctx rx = {NULL, 0};
     for (jrec_t *r = recs; r != NULL; r = r->next) {
-        struct retry_ctx rx = {r->waiters};
+        rx.waiter = r->waiters;
         each_item(r, after, retry_one, &rx);
     }
-    return x.events;
+    return rx.events;
 }
 
 static void jrec_free(jrec_t *r)
