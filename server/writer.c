@@ -663,13 +663,17 @@ static void journal_batch(ll_pending_t *batch, size_t nevents)
         rc = put_item(&r->body, p);
     pthread_mutex_lock(&jr.mu);
     r->first = jr.next;
-    if (rc == 0 && !ll_journal_fits(jr.j, r->body.len) && (rc = wait_synced(r->first - 1)) == 0)
-        ll_journal_rewind(jr.j);
+    if (rc == 0 && jr.j == NULL)
+        rc = LL_ENOMEM; /* stopped: answered 503, as a full queue is under the other ack: modes */
+    if (rc == 0 && !ll_journal_fits(jr.j, r->body.len)) {
+        if ((rc = wait_synced(r->first - 1)) == 0)
+            ll_journal_rewind(jr.j);
+        else
+            log_warnx("journal: full, and the writer stopped: %zu event(s) not taken", nevents);
+    }
     if (rc == 0 && (rc = ll_journal_append(jr.j, r->first, r->items, r->body.data, r->body.len)) != 0)
         log_warnx("journal: cannot write %zu event(s): %s", nevents,
                   rc == LL_ETOOBIG ? "larger than journal_kb" : strerror(errno));
-    else if (rc != 0)
-        log_warnx("journal: full, and the writer stopped: %zu event(s) not taken", nevents);
     ll_pending_t *answer = batch, **a = &answer, **w = &r->waiters;
     if (rc == 0) {
         jr.next += r->items;
@@ -1007,6 +1011,8 @@ void ll__writer_stop(void)
     pthread_cond_signal(journal_mode() ? &q.jcond : &q.cond);
     pthread_mutex_unlock(&q.mutex);
     pthread_join(q.thread, NULL);
+    pthread_mutex_lock(&jr.mu); /* a loop may still be in its last turns */
     ll_journal_close(jr.j);
     jr.j = NULL;
+    pthread_mutex_unlock(&jr.mu);
 }
