@@ -2,13 +2,15 @@
  * The writer thread: group commit of pending events, and the hand-back of each pending item
  * to the loop that owns its request (see server.h for ownership).
  *
- * Under `ack: journal` the loops stand in front of it: each loop thread gathers the items its
- * turn of the event loop submitted, writes them to DATA_DIR/edge.journal (journal.h) in one
- * synced write at the end of the turn (a 0 ms timeout), answers their requests there and then
- * (forms and unsubscribes excepted: they wait for the commit) and hands the written record to the
- * writer, which ingests records in larger batches behind it. The loop blocks for the write (0.1-0.4
- * ms on the benchmark VM); a thread of its own for it measured no faster there, its wake-ups and
- * the answers' hand-back costing what the flushes saved (BENCHMARKS.md).
+ * Under `ack: journal` the journal thread stands in front of it: each loop hands it the items of
+ * a turn of its event loop as one batch when the turn ends (a 0 ms timeout); the journal thread
+ * writes every batch that is waiting to DATA_DIR/edge.journal (journal.h) as one record in one
+ * synced write, sends each batch back to its loop in one message, and hands the record to the
+ * writer, which ingests records in larger batches behind it. The loop answers a batch's requests
+ * when it comes back (forms and unsubscribes excepted: they wait for the commit). The loop never
+ * waits for the disk: a click is still redirected after click_deadline_ms when the disk stalls.
+ * One hand-off per turn and one message per batch: an earlier build that handed over and back
+ * each request measured no faster than `ack: commit` (BENCHMARKS.md).
  * Every writer transaction also moves the store's journal mark (meta "journal": the last item
  * in the store), so a start ingests exactly the items a crash left out (ll__writer_start).
  */
@@ -37,12 +39,23 @@ struct st_ll_loop_t {
     h2o_context_t *ctx;
     h2o_multithread_receiver_t receiver;
     h2o_timeout_t deadline;
-    /* ack: journal: this turn's items, written when the turn ends */
+    /* ack: journal: this turn's items, handed to the journal thread when the turn ends */
     ll_pending_t *jhead, **jtail;
     size_t jevents;
     h2o_timeout_t turn_end;      /* 0 ms */
     h2o_timeout_entry_t flush;
+    h2o_multithread_receiver_t journaled; /* batches back from the journal thread */
 };
+
+/* ack: journal: a turn's items on their way to the journal thread and back to their loop. */
+typedef struct st_jbatch_t {
+    h2o_multithread_message_t super;
+    struct st_jbatch_t *next; /* the journal thread's queue */
+    ll_loop_t *loop;
+    ll_pending_t *items;      /* on the way back: those answered by the loop (the waiters went on) */
+    size_t events;
+    int result;
+} jbatch_t;
 
 struct st_ll_guard_t {
     ll_pending_t *p;
@@ -92,12 +105,17 @@ static struct {
     int writer_gone;       /* the writer thread returned */
 } q = {.mutex = PTHREAD_MUTEX_INITIALIZER, .tail = &q.head, .jtail = &q.jhead}; /* conds: ll__writer_start */
 
-/* ack: journal: the journal, shared by the loops (mu) once the writer started. */
+/* ack: journal: the journal thread's queue (mu, cond) and the journal, which only it touches
+ * once it started. */
 static struct {
     pthread_mutex_t mu;
+    pthread_cond_t cond;
+    jbatch_t *head, **tail;
+    int stopping;
+    pthread_t thread;
     ll_journal_t *j;
     uint64_t next; /* the next item's number */
-} jr = {.mu = PTHREAD_MUTEX_INITIALIZER, .next = 1};
+} jr = {.mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .tail = &jr.head, .next = 1};
 
 static __thread ll_loop_t *cur_loop;
 
@@ -163,17 +181,50 @@ static void on_writer_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t 
     }
 }
 
-static void journal_batch(ll_pending_t *batch, size_t nevents);
+/* Answers a batch's items with its result. */
+static void answer_batch(jbatch_t *b)
+{
+    while (b->items != NULL) {
+        ll_pending_t *p = b->items;
+        b->items = p->next;
+        p->result = b->result;
+        finish(p);
+    }
+    free(b);
+}
+
+static void on_journaled(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        jbatch_t *b = H2O_STRUCT_FROM_MEMBER(jbatch_t, super.link, messages->next);
+        h2o_linklist_unlink(&b->super.link);
+        answer_batch(b);
+    }
+}
 
 static void on_turn_end(h2o_timeout_entry_t *entry)
 {
     ll_loop_t *l = H2O_STRUCT_FROM_MEMBER(ll_loop_t, flush, entry);
-    ll_pending_t *batch = l->jhead;
-    size_t n = l->jevents;
+    jbatch_t *b = ll_calloc(1, sizeof(*b));
+    b->loop = l;
+    b->items = l->jhead;
+    b->events = l->jevents;
     l->jhead = NULL;
     l->jtail = &l->jhead;
     l->jevents = 0;
-    journal_batch(batch, n);
+    pthread_mutex_lock(&jr.mu);
+    int stopped = jr.stopping;
+    if (!stopped) {
+        *jr.tail = b;
+        jr.tail = &b->next;
+        if (jr.head == b)
+            pthread_cond_signal(&jr.cond);
+    }
+    pthread_mutex_unlock(&jr.mu);
+    if (stopped) {
+        b->result = LL_ENOMEM; /* 503, as a full queue is under the other ack: modes */
+        answer_batch(b);
+    }
 }
 
 ll_loop_t *ll__loop_new(h2o_context_t *ctx)
@@ -185,6 +236,7 @@ ll_loop_t *ll__loop_new(h2o_context_t *ctx)
     l->jtail = &l->jhead;
     h2o_timeout_init(ctx->loop, &l->turn_end, 0);
     l->flush.cb = on_turn_end;
+    h2o_multithread_register_receiver(ctx->queue, &l->journaled, on_journaled);
     cur_loop = l;
     return l;
 }
@@ -264,8 +316,8 @@ int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
     int early = 0;
     p->after_commit = ack == LL_ACK_COMMIT;
     if (ll_srv.conf.ack == LL_ACK_AFTER_JOURNAL) {
-        /* Written and answered when this turn of the loop ends (on_turn_end). What waits for the
-         * writer in memory is bounded by the journal's size: a full journal waits for it. */
+        /* Handed to the journal thread when this turn of the loop ends (on_turn_end). What waits
+         * for the writer in memory is bounded by the journal's size: a full journal waits for it. */
         ll_loop_t *l = p->loop;
         p->next = NULL;
         *l->jtail = p;
@@ -273,6 +325,9 @@ int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
         l->jevents += p->nrecs;
         if (!h2o_timeout_is_linked(&l->flush))
             h2o_timeout_link(l->ctx->loop, &l->turn_end, &l->flush);
+        keep_reading(p->req);
+        if (ack == LL_ACK_DEADLINE)
+            h2o_timeout_link(l->ctx->loop, &l->deadline, &p->deadline);
         return 0;
     }
     if (ll_srv.conf.ack == LL_ACK_AFTER_QUEUE && ack != LL_ACK_COMMIT) {
@@ -650,63 +705,83 @@ static int wait_synced(uint64_t upto)
     return rc;
 }
 
-/* Writes a turn's items to the journal as one record and answers them but the waiters (on
- * their loop); the record goes to the writer. Records reach the writer in item order (jr.mu):
- * the store's mark only moves forward. */
-static void journal_batch(ll_pending_t *batch, size_t nevents)
+/* On the journal thread: writes the items of every batch in the list to the journal as one
+ * record, hands the record (with the waiters) to the writer and each batch back to its loop. */
+static void journal_batches(jbatch_t *batches)
 {
     jrec_t *r = ll_calloc(1, sizeof(*r));
     ll_buf_init(&r->body, SIZE_MAX);
-    r->events = nevents;
-    int rc = 0;
-    for (ll_pending_t *p = batch; p != NULL && rc == 0; p = p->next, r->items++)
-        rc = put_item(&r->body, p);
-    pthread_mutex_lock(&jr.mu);
     r->first = jr.next;
-    if (rc == 0 && jr.j == NULL)
-        rc = LL_ENOMEM; /* stopped: answered 503, as a full queue is under the other ack: modes */
+    int rc = 0;
+    for (jbatch_t *b = batches; b != NULL; b = b->next) {
+        r->events += b->events;
+        for (ll_pending_t *p = b->items; p != NULL && rc == 0; p = p->next) {
+            p->item = r->first + r->items++;
+            rc = put_item(&r->body, p);
+        }
+    }
     if (rc == 0 && !ll_journal_fits(jr.j, r->body.len)) {
         if ((rc = wait_synced(r->first - 1)) == 0)
             ll_journal_rewind(jr.j);
         else
-            log_warnx("journal: full, and the writer stopped: %zu event(s) not taken", nevents);
+            log_warnx("journal: full, and the writer stopped: %zu event(s) not taken", r->events);
     }
     if (rc == 0 && (rc = ll_journal_append(jr.j, r->first, r->items, r->body.data, r->body.len)) != 0)
-        log_warnx("journal: cannot write %zu event(s): %s", nevents,
+        log_warnx("journal: cannot write %zu event(s): %s", r->events,
                   rc == LL_ETOOBIG ? "larger than journal_kb" : strerror(errno));
-    ll_pending_t *answer = batch, **a = &answer, **w = &r->waiters;
     if (rc == 0) {
         jr.next += r->items;
-        /* The waiters go with the record, the others are answered below. */
-        uint64_t num = r->first;
-        for (ll_pending_t *p = batch; p != NULL; p = p->next) {
-            p->item = num++;
-            if (p->after_commit)
-                *w = p, w = &p->next;
-            else
-                *a = p, a = &p->next;
+        /* The waiters go on with the record; the others go back with their batch. */
+        ll_pending_t **w = &r->waiters;
+        for (jbatch_t *b = batches; b != NULL; b = b->next) {
+            ll_pending_t **a = &b->items;
+            for (ll_pending_t *p = b->items, *next; p != NULL; p = next) {
+                next = p->next;
+                if (p->after_commit)
+                    *w = p, w = &p->next;
+                else
+                    *a = p, a = &p->next;
+            }
+            *a = NULL;
         }
-        *a = *w = NULL;
+        *w = NULL;
         pthread_mutex_lock(&q.mutex);
         if (q.jhead == NULL)
             clock_gettime(CLOCK_MONOTONIC, &q.jg.first);
         *q.jtail = r;
         q.jtail = &r->next;
-        q.jg.len += nevents;
+        q.jg.len += r->events;
         q.jg.waiting += r->waiters != NULL;
         if (q.jhead == r || r->waiters != NULL || q.jg.len >= q.gather)
             pthread_cond_signal(&q.jcond);
         pthread_mutex_unlock(&q.mutex);
-    }
-    pthread_mutex_unlock(&jr.mu);
-    if (rc != 0)
+    } else {
         jrec_free(r);
-    while (answer != NULL) {
-        ll_pending_t *next = answer->next;
-        answer->result = rc;
-        finish(answer);
-        answer = next;
     }
+    while (batches != NULL) {
+        jbatch_t *next = batches->next;
+        batches->result = rc;
+        h2o_multithread_send_message(&batches->loop->journaled, &batches->super);
+        batches = next;
+    }
+}
+
+/* The journal thread: writes whatever batches wait, all in one record, until stopped. */
+static void *journal_main(void *arg)
+{
+    for (;;) {
+        pthread_mutex_lock(&jr.mu);
+        while (jr.head == NULL && !jr.stopping)
+            pthread_cond_wait(&jr.cond, &jr.mu);
+        jbatch_t *batches = jr.head;
+        jr.head = NULL;
+        jr.tail = &jr.head;
+        pthread_mutex_unlock(&jr.mu);
+        if (batches == NULL)
+            break;
+        journal_batches(batches);
+    }
+    return NULL;
 }
 
 /* Changed scanner lists are reloaded (judge.h), once a second. */
@@ -999,20 +1074,28 @@ int ll__writer_start(char *err, size_t errlen)
     if (rc != 0)
         return rc;
     q.synced = jr.next - 1;
-    if (pthread_create(&q.thread, NULL, writer_main, NULL) != 0)
+    if (pthread_create(&q.thread, NULL, writer_main, NULL) != 0 ||
+        (journal_mode() && pthread_create(&jr.thread, NULL, journal_main, NULL) != 0))
         return ll_err(err, errlen, LL_EIO, "cannot start the writer thread");
     return 0;
 }
 
 void ll__writer_stop(void)
 {
+    if (journal_mode()) {
+        /* The journal thread first: what it wrote reaches the writer before the writer stops.
+         * A loop's turn that ends after this is answered 503 (on_turn_end). */
+        pthread_mutex_lock(&jr.mu);
+        jr.stopping = 1;
+        pthread_cond_signal(&jr.cond);
+        pthread_mutex_unlock(&jr.mu);
+        pthread_join(jr.thread, NULL);
+    }
     pthread_mutex_lock(&q.mutex);
     q.stopping = 1;
     pthread_cond_signal(journal_mode() ? &q.jcond : &q.cond);
     pthread_mutex_unlock(&q.mutex);
     pthread_join(q.thread, NULL);
-    pthread_mutex_lock(&jr.mu); /* a loop may still be in its last turns */
     ll_journal_close(jr.j);
     jr.j = NULL;
-    pthread_mutex_unlock(&jr.mu);
 }

@@ -1696,6 +1696,55 @@ class _WriteLock:
             self.lib.mdb_env_close(self.env)
 
 
+def test_journal_stall_keeps_serving():
+    """Under ack: journal, with the journal full and the writer unable to make room (the store's
+    write lock held elsewhere, as a long CLI transaction would), the event loop does not wait for
+    it: a click is redirected after click_deadline_ms, /healthz answers; once the lock is
+    released the beacon that waited is answered and everything answered is stored."""
+    with Server(conf='ack: journal\njournal_kb: 64\nclick_deadline_ms: 300') as s:
+        tok = s.link('https://dest.example/stall', 'stall@example.com', send=3)
+        lock = _WriteLock(s.data)
+        v = new_visitor()
+        conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=2)
+        acked, stalled = [], False
+        try:
+            for i in range(2000):
+                body = beacon_body(v, u=f'https://site.example/stall/{i}?' + 'x' * 300)
+                conn.request('POST', '/e', body=body, headers={'Content-Type': 'text/plain', 'User-Agent': CHROME_UA})
+                try:
+                    r = conn.getresponse()
+                except socket.timeout:
+                    stalled = True
+                    break
+                r.read()
+                check(r.status == 204, f'beacon {i} answered {r.status}')
+                acked.append(i)
+            check(stalled, f'{len(acked)} beacons with the writer blocked were all answered: the journal never filled')
+            check(len(acked) > 50, f'only {len(acked)} beacons answered before the journal filled')
+            t0 = time.time()
+            r = s.get('/c/' + tok)
+            took = time.time() - t0
+            check(r.status == 302 and (r.header('Location') or '').startswith('https://dest.example/stall'),
+                  f'click while the journal is full: {r.status}')
+            check(took < 1.5, f'the click took {took:.2f} s with click_deadline_ms: 300')
+            check(s.get('/healthz').status == 200, '/healthz while the journal is full')
+        finally:
+            lock.release()
+        conn.sock.settimeout(10)
+        head = conn.sock.recv(4096)
+        check(head.startswith(b'HTTP/1.1 204'), f'the waiting beacon, once the writer made room: {head[:100]!r}')
+        conn.close()
+        want = set(acked) | {len(acked)}
+
+        def stored():
+            got = {int(e['url'].split('/stall/')[1].split('?')[0]) for e in s.events()
+                   if '/stall/' in (e.get('url') or '')}
+            return want <= got
+        check(wait_until(stored, timeout=10), 'not every answered beacon was stored after the lock was released')
+        check(wait_until(lambda: any(e['type'] == 'click' for e in s.events()), timeout=10),
+              'the click answered at its deadline was not stored')
+
+
 def test_queued_commit_gathers():
     """Under ack: queued the writer gathers what comes in queued_commit_ms into one commit; a
     request that waits for its commit (a form) ends the gathering at once; SIGTERM commits what
