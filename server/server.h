@@ -160,9 +160,10 @@ typedef enum {
 
 /**
  * Queues p for the writer and answers it according to ack. With `ack: journal` in the
- * configuration, every item is written to the journal when this turn of the loop ends (writer.c);
- * LL_ACK_DEADLINE and LL_ACK_TRACKING items are answered right after that write (result 0, or
- * its error), LL_ACK_COMMIT items after their commit, as always. With `ack: queued` in the
+ * configuration, every item goes to the journal thread when this turn of the loop ends
+ * (writer.c); LL_ACK_DEADLINE and LL_ACK_TRACKING items are answered when their batch comes back
+ * written (result 0, or the write's error; LL_ACK_DEADLINE anyway past click_deadline_ms),
+ * LL_ACK_COMMIT items after their commit, as always. With `ack: queued` in the
  * configuration, LL_ACK_DEADLINE and LL_ACK_TRACKING items are answered here, once queued: on_done
  * runs before this returns, with answered_early set, and a later failed commit only counts
  * (leadloop_events_lost_total); a crash loses what was queued and not yet committed. Past
