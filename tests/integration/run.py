@@ -1696,6 +1696,28 @@ class _WriteLock:
             self.lib.mdb_env_close(self.env)
 
 
+def _until_unanswered(conn, limit, status, send):
+    """Sends request after request on conn (send(i) sends the i-th) while each is answered with
+    status within the connection's timeout. Returns (how many were answered, whether one was not)."""
+    for i in range(limit):
+        send(i)
+        try:
+            r = conn.getresponse()
+        except socket.timeout:
+            return i, True
+        r.read()
+        check(r.status == status, f'request {i} with the writer blocked answered {r.status}, expected {status}')
+    return limit, False
+
+
+def _waiting_answer(conn, status, what):
+    """Reads the answer to the request left waiting on conn by _until_unanswered, then closes it."""
+    conn.sock.settimeout(10)
+    head = conn.sock.recv(4096)
+    check(head.startswith(f'HTTP/1.1 {status}'.encode()), f'{what}: {head[:100]!r}')
+    conn.close()
+
+
 def test_journal_stall_keeps_serving():
     """Under ack: journal, with the journal full and the writer unable to make room (the store's
     write lock held elsewhere, as a long CLI transaction would), the event loop does not wait for
@@ -1706,20 +1728,12 @@ def test_journal_stall_keeps_serving():
         lock = _WriteLock(s.data)
         v = new_visitor()
         conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=2)
-        acked, stalled = [], False
         try:
-            for i in range(2000):
-                body = beacon_body(v, u=f'https://site.example/stall/{i}?' + 'x' * 300)
-                conn.request('POST', '/e', body=body, headers={'Content-Type': 'text/plain', 'User-Agent': CHROME_UA})
-                try:
-                    r = conn.getresponse()
-                except socket.timeout:
-                    stalled = True
-                    break
-                r.read()
-                check(r.status == 204, f'beacon {i} answered {r.status}')
-                acked.append(i)
-            check(stalled, f'{len(acked)} beacons with the writer blocked were all answered: the journal never filled')
+            n, stalled = _until_unanswered(conn, 2000, 204, lambda i: conn.request(
+                'POST', '/e', body=beacon_body(v, u=f'https://site.example/stall/{i}?' + 'x' * 300),
+                headers={'Content-Type': 'text/plain', 'User-Agent': CHROME_UA}))
+            acked = list(range(n))
+            check(stalled, f'{n} beacons with the writer blocked were all answered: the journal never filled')
             check(len(acked) > 50, f'only {len(acked)} beacons answered before the journal filled')
             t0 = time.time()
             r = s.get('/c/' + tok)
@@ -1730,10 +1744,7 @@ def test_journal_stall_keeps_serving():
             check(s.get('/healthz').status == 200, '/healthz while the journal is full')
         finally:
             lock.release()
-        conn.sock.settimeout(10)
-        head = conn.sock.recv(4096)
-        check(head.startswith(b'HTTP/1.1 204'), f'the waiting beacon, once the writer made room: {head[:100]!r}')
-        conn.close()
+        _waiting_answer(conn, 204, 'the waiting beacon, once the writer made room')
         want = set(acked) | {len(acked)}
 
         def stored():
@@ -1796,19 +1807,10 @@ def test_ack_queued_backlog():
     with Server(conf='ack: queued\nqueued_commit_ms: 0') as s:
         lock = _WriteLock(s.data)
         conn = http.client.HTTPConnection('127.0.0.1', s.port, timeout=2)
-        answered, waiting = 0, False
         try:
-            for i in range(1300):
-                conn.request('GET', f'/e.gif?t=pageview&u=https%3A%2F%2Fsite.example%2Fbacklog%2F{i}',
-                             headers={'User-Agent': CHROME_UA})
-                try:
-                    r = conn.getresponse()
-                except socket.timeout:
-                    waiting = True
-                    break
-                r.read()
-                check(r.status == 200, f'/e.gif {i} with the writer blocked answered {r.status}')
-                answered += 1
+            answered, waiting = _until_unanswered(conn, 1300, 200, lambda i: conn.request(
+                'GET', f'/e.gif?t=pageview&u=https%3A%2F%2Fsite.example%2Fbacklog%2F{i}',
+                headers={'User-Agent': CHROME_UA}))
             # The writer took the first item(s) before it blocked; 1024 more fill the queue.
             check(waiting, f'all {answered} /e.gif with the writer blocked were answered at once')
             check(1024 <= answered <= 1032,
@@ -1816,10 +1818,7 @@ def test_ack_queued_backlog():
             check(_lost_total(s) == 0, 'events counted lost while the writer was blocked')
         finally:
             lock.release()
-        conn.sock.settimeout(10)
-        head = conn.sock.recv(4096)
-        check(head.startswith(b'HTTP/1.1 200'), f'the waiting /e.gif, once the writer committed: {head[:100]!r}')
-        conn.close()
+        _waiting_answer(conn, 200, 'the waiting /e.gif, once the writer committed')
 
         def all_stored():
             return sum(1 for e in s.events() if '/backlog/' in e.get('url', '')) == answered + 1
