@@ -89,7 +89,7 @@ struct gather {
 
 static struct {
     pthread_mutex_t mutex;
-    pthread_cond_t cond;   /* q.head: for the writer, or under ack: journal the journal thread */
+    pthread_cond_t cond;   /* q.head, for the writer (ack: commit, queued; journal uses jhead) */
     ll_pending_t *head, **tail;
     struct gather g;       /* len: items queued; first: only under ack: queued */
     size_t gather;         /* GATHER_MAX, or batch_max when smaller */
@@ -97,7 +97,7 @@ static struct {
     pthread_t thread;
     /* ack: journal */
     pthread_cond_t jcond;  /* for the writer: a record, the stop, or a sync wanted */
-    pthread_cond_t scond;  /* for a loop waiting for room in the journal: q.synced moved */
+    pthread_cond_t scond;  /* for the journal thread waiting for room: q.synced moved */
     jrec_t *jhead, **jtail;
     struct gather jg;      /* len: events in the records queued; waiting: records with waiters */
     uint64_t sync_want;    /* the journal thread needs the store durable up to this item */
@@ -311,48 +311,47 @@ static void keep_reading(h2o_req_t *req)
         h2o_socket_read_start(sock, on_read_while_waiting);
 }
 
-int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
+/* ack: journal: p goes to the journal thread with its loop's turn (on_turn_end). What waits for
+ * the writer in memory is bounded by the journal's size: a full journal waits for it. */
+static void hand_to_turn(ll_pending_t *p)
 {
-    int early = 0;
-    p->after_commit = ack == LL_ACK_COMMIT;
-    if (ll_srv.conf.ack == LL_ACK_AFTER_JOURNAL) {
-        /* Handed to the journal thread when this turn of the loop ends (on_turn_end). What waits
-         * for the writer in memory is bounded by the journal's size: a full journal waits for it. */
-        ll_loop_t *l = p->loop;
-        p->next = NULL;
-        *l->jtail = p;
-        l->jtail = &p->next;
-        l->jevents += p->nrecs;
-        if (!h2o_timeout_is_linked(&l->flush))
-            h2o_timeout_link(l->ctx->loop, &l->turn_end, &l->flush);
-        keep_reading(p->req);
-        if (ack == LL_ACK_DEADLINE)
-            h2o_timeout_link(l->ctx->loop, &l->deadline, &p->deadline);
-        return 0;
-    }
+    ll_loop_t *l = p->loop;
+    p->next = NULL;
+    *l->jtail = p;
+    l->jtail = &p->next;
+    l->jevents += p->nrecs;
+    if (!h2o_timeout_is_linked(&l->flush))
+        h2o_timeout_link(l->ctx->loop, &l->turn_end, &l->flush);
+}
+
+/* ack: commit or queued: queues p for the writer; *early when it was answered already (p may be
+ * gone then). LL_ENOMEM when the queue is full and p was not answered. */
+static int queue_for_writer(ll_pending_t *p, ll_ack_t ack, int *early)
+{
+    *early = 0;
     if (ll_srv.conf.ack == LL_ACK_AFTER_QUEUE && ack != LL_ACK_COMMIT) {
         /* A full queue refuses p as without ack: queued. Then p is answered before the writer
          * can see it (on_done reads it), outside the lock (it writes to the socket). */
         pthread_mutex_lock(&q.mutex);
         int full = queue_full();
-        early = q.g.len < QUEUE_EARLY_MAX;
+        *early = q.g.len < QUEUE_EARLY_MAX;
         pthread_mutex_unlock(&q.mutex);
         if (full)
             return LL_ENOMEM;
-        if (early)
+        if (*early)
             answer_early(p);
     }
     pthread_mutex_lock(&q.mutex);
     if (queue_full()) {
         pthread_mutex_unlock(&q.mutex);
-        if (!early)
+        if (!*early)
             return LL_ENOMEM;
         ll__metrics_lost(p->ep, p->nrecs); /* filled or stopping since it was answered */
         ll__pending_free(p);
         return 0;
     }
     p->next = NULL;
-    p->waits = !early;
+    p->waits = !*early;
     if (q.head == NULL && ll_srv.conf.ack == LL_ACK_AFTER_QUEUE)
         clock_gettime(CLOCK_MONOTONIC, &q.g.first);
     *q.tail = p;
@@ -363,11 +362,20 @@ int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
     if (q.g.len == 1 || p->waits || q.g.len == q.gather)
         pthread_cond_signal(&q.cond);
     pthread_mutex_unlock(&q.mutex);
-    if (!early) {
-        keep_reading(p->req);
-        if (ack == LL_ACK_DEADLINE)
-            h2o_timeout_link(p->loop->ctx->loop, &p->loop->deadline, &p->deadline);
-    }
+    return 0;
+}
+
+int ll__pending_submit(ll_pending_t *p, ll_ack_t ack)
+{
+    int early = 0, rc;
+    p->after_commit = ack == LL_ACK_COMMIT;
+    if (ll_srv.conf.ack == LL_ACK_AFTER_JOURNAL)
+        hand_to_turn(p);
+    else if ((rc = queue_for_writer(p, ack, &early)) != 0 || early)
+        return rc;
+    keep_reading(p->req);
+    if (ack == LL_ACK_DEADLINE)
+        h2o_timeout_link(p->loop->ctx->loop, &p->loop->deadline, &p->deadline);
     return 0;
 }
 
