@@ -655,13 +655,23 @@ def test_message_too_big_to_render_skips_its_step():
 def test_kill_mid_batch_then_restart_sends_each_exactly_once():
     # The server stores each message, then waits 0.2 s before its 250: a kill then lands, most
     # likely, after the end of DATA and before the reply (the case that must not send twice).
-    env = Env(delay=0.2, extra_mailer='  batch: 1000')
+    _kill_then_restart_sends_each_once(1000, 8)
+
+
+def test_kill_in_a_later_pass_sends_each_exactly_once():
+    # Batches of 7: the kill lands in the third pass, after two whose outcomes were recorded
+    # (their pass closed, a new one opened): each message still goes exactly once.
+    _kill_then_restart_sends_each_once(7, 17)
+
+
+def _kill_then_restart_sends_each_once(batch, kill_after):
+    env = Env(delay=0.2, extra_mailer=f'  batch: {batch}')
     env.smtp_tls = True
     n = 40
     try:
         rows = 'email\n' + ''.join(f'user{i}@example.com\n' for i in range(n))
         env.import_csv(T0, rows)
-        env.mailer_killed_after(T0, 8)
+        env.mailer_killed_after(T0, kill_after)
         first = env.smtp.count()
         check(0 < first < n, f'{first} of {n} sent before the kill')
         env.mailer(T0 + 5)
