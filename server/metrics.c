@@ -11,6 +11,7 @@ static const int statuses[] = {200, 204, 302, 303, 304, 400, 404, 405, 413, 414,
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096};
 static const uint64_t commit_bounds_us[] = {250, 500, 1000, 2000, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
+static const uint64_t journal_bounds_us[] = {100, 250, 500, 1000, 2000, 5000, 10000, 25000, 100000, 1000000};
 #define NB(a) (sizeof(a) / sizeof(a[0]))
 
 static struct {
@@ -20,6 +21,8 @@ static struct {
     atomic_ullong lost[EP__MAX];
     atomic_ullong batch_hist[NB(batch_bounds) + 1], batch_sum, batch_count;
     atomic_ullong commit_hist[NB(commit_bounds_us) + 1], commit_sum_us, commit_count;
+    atomic_ullong jbatch_hist[NB(batch_bounds) + 1], jbatch_sum, jbatch_count;
+    atomic_ullong jwrite_hist[NB(journal_bounds_us) + 1], jwrite_sum_us, jbytes, jrewinds;
 } m;
 
 void ll__metrics_request(ll_endpoint_t ep, int status)
@@ -62,6 +65,21 @@ void ll__metrics_batch(size_t events, uint64_t commit_us)
     observe(m.commit_hist, commit_bounds_us, NB(commit_bounds_us), commit_us);
     atomic_fetch_add_explicit(&m.commit_sum_us, commit_us, memory_order_relaxed);
     atomic_fetch_add_explicit(&m.commit_count, 1, memory_order_relaxed);
+}
+
+void ll__metrics_journal(size_t requests, size_t bytes, uint64_t write_us)
+{
+    observe(m.jbatch_hist, batch_bounds, NB(batch_bounds), requests);
+    atomic_fetch_add_explicit(&m.jbatch_sum, requests, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m.jbatch_count, 1, memory_order_relaxed);
+    observe(m.jwrite_hist, journal_bounds_us, NB(journal_bounds_us), write_us);
+    atomic_fetch_add_explicit(&m.jwrite_sum_us, write_us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m.jbytes, bytes, memory_order_relaxed);
+}
+
+void ll__metrics_journal_rewind(void)
+{
+    atomic_fetch_add_explicit(&m.jrewinds, 1, memory_order_relaxed);
 }
 
 static void histogram(ll_buf_t *out, const char *name, const char *help, atomic_ullong *hist, const uint64_t *bounds,
@@ -128,4 +146,17 @@ void ll__metrics_render(ll_buf_t *out)
               atomic_load(&m.batch_sum), atomic_load(&m.batch_count));
     histogram(out, "leadloop_commit_seconds", "Time to write and sync one batch.", m.commit_hist, commit_bounds_us,
               NB(commit_bounds_us), 1e-6, atomic_load(&m.commit_sum_us), atomic_load(&m.commit_count));
+    if (ll_srv.conf.ack != LL_ACK_AFTER_JOURNAL)
+        return;
+    histogram(out, "leadloop_journal_batch_requests", "Requests per journal write (ack: journal).", m.jbatch_hist,
+              batch_bounds, NB(batch_bounds), 1, atomic_load(&m.jbatch_sum), atomic_load(&m.jbatch_count));
+    histogram(out, "leadloop_journal_write_seconds", "Time of one synced journal write.", m.jwrite_hist,
+              journal_bounds_us, NB(journal_bounds_us), 1e-6, atomic_load(&m.jwrite_sum_us),
+              atomic_load(&m.jbatch_count));
+    ll_buf_printf(out,
+                  "# HELP leadloop_journal_bytes_total Bytes written to the journal.\n"
+                  "# TYPE leadloop_journal_bytes_total counter\nleadloop_journal_bytes_total %llu\n"
+                  "# HELP leadloop_journal_rewinds_total Times the journal was full and started over.\n"
+                  "# TYPE leadloop_journal_rewinds_total counter\nleadloop_journal_rewinds_total %llu\n",
+                  (unsigned long long)atomic_load(&m.jbytes), (unsigned long long)atomic_load(&m.jrewinds));
 }

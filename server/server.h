@@ -46,6 +46,9 @@ void ll__metrics_request(ll_endpoint_t ep, int status);
 void ll__metrics_reject(ll_reject_t why);
 void ll__metrics_stored(int type, size_t n);
 void ll__metrics_batch(size_t events, uint64_t commit_us);
+/* ack: journal: one journal write of requests in bytes, and the journal starting over */
+void ll__metrics_journal(size_t requests, size_t bytes, uint64_t write_us);
+void ll__metrics_journal_rewind(void);
 void ll__metrics_lost(ll_endpoint_t ep, size_t n);   /* acknowledged-before-commit or failed */
 void ll__metrics_render(ll_buf_t *out);
 

@@ -729,14 +729,19 @@ static void journal_batches(jbatch_t *batches)
         }
     }
     if (rc == 0 && !ll_journal_fits(jr.j, r->body.len)) {
-        if ((rc = wait_synced(r->first - 1)) == 0)
+        if ((rc = wait_synced(r->first - 1)) == 0) {
             ll_journal_rewind(jr.j);
-        else
+            ll__metrics_journal_rewind();
+        } else {
             log_warnx("journal: full, and the writer stopped: %zu event(s) not taken", r->events);
+        }
     }
+    uint64_t start = ll_now_us();
     if (rc == 0 && (rc = ll_journal_append(jr.j, r->first, r->items, r->body.data, r->body.len)) != 0)
         log_warnx("journal: cannot write %zu event(s): %s", r->events,
                   rc == LL_ETOOBIG ? "larger than journal_kb" : strerror(errno));
+    if (rc == 0)
+        ll__metrics_journal(r->items, r->body.len + LL_JOURNAL_HEADER, ll_now_us() - start);
     if (rc == 0) {
         jr.next += r->items;
         /* The waiters go on with the record; the others go back with their batch. */

@@ -520,6 +520,7 @@ def test_healthz_and_metrics():
         check(s.metric('leadloop_requests_total{endpoint="beacon",status="204"}', text) >= 1,
               'leadloop_requests_total{endpoint="beacon",status="204"} not counted')
         check(s.metric('leadloop_batch_events_count', text) >= 1, 'leadloop_batch_events_count is 0 after a commit')
+        check('leadloop_journal' not in text, '/metrics shows journal series under ack: commit')
 
 
 def test_snippet_etag():
@@ -1654,6 +1655,15 @@ def test_ack_journal_details():
         codes = _read_responses(sock, n)
         sock.close()
         check(codes == [204] * n, f'{n} pipelined beacons answered {codes[:5]}... ({len(codes)} answers)')
+        text = s.metrics()
+        for line in text.splitlines():
+            check(line.startswith('#') or re.match(r'[a-z_]+(\{[^}]*\})? [0-9.e+-]+$', line) or line == '',
+                  f'/metrics line is not Prometheus text: {line!r}')
+        check(s.metric('leadloop_journal_batch_requests_sum', text) == n + 1,
+              f'leadloop_journal_batch_requests_sum {s.metric("leadloop_journal_batch_requests_sum", text)}, '
+              f'expected {n + 1} (the form and the beacons)')
+        check(1 <= s.metric('leadloop_journal_write_seconds_count', text) <= n + 1, 'no journal writes counted')
+        check(s.metric('leadloop_journal_bytes_total', text) > n * 100, 'leadloop_journal_bytes_total too small')
         big = beacon_body(v, [{'t': 'pageview', 'u': f'https://site.example/big/{j}?' + 'b' * 1900,
                                'r': 'https://ref.example/?' + 'r' * 1900} for j in range(50)])
         r = s.beacon(big)
@@ -1745,6 +1755,7 @@ def test_journal_stall_keeps_serving():
         finally:
             lock.release()
         _waiting_answer(conn, 204, 'the waiting beacon, once the writer made room')
+        check(s.metric('leadloop_journal_rewinds_total') >= 1, 'the journal was full and no rewind was counted')
         want = set(acked) | {len(acked)}
 
         def stored():
