@@ -1511,8 +1511,8 @@ def test_journal_kill9_and_lost_commit():
     """ack: journal: every beacon answered 204 is stored exactly once after kill -9 mid-load, even
     when the store's last commit is undone as a power cut undoes it (its meta page lost). Then a
     journal small enough to start over many times under load (journal_kb: 64; made anew at that
-    size from the default one), killed again: a start under ack: commit replays what it holds
-    and removes it."""
+    size from the default one), fed by two event loops, killed again: a start under ack: commit
+    replays what it holds and removes it."""
     s = Server(conf='ack: journal')
     s.start()
     acked = _beacons_until_kill9(s, 'j')
@@ -1526,7 +1526,7 @@ def test_journal_kill9_and_lost_commit():
     with s:
         check('not in the store were stored from' in s.stderr_text(), 'the start did not report replaying the journal')
         _check_all_stored_once(s, acked, 'kill -9 and an undone commit under ack: journal')
-    small = Server(conf='ack: journal\njournal_kb: 64', data_dir=s.data, tmp=s.tmp)
+    small = Server(conf='ack: journal\njournal_kb: 64\nthreads: 2', data_dir=s.data, tmp=s.tmp)
     small.start()
     check(os.path.getsize(os.path.join(s.data, 'edge.journal')) == 65536, 'edge.journal is not journal_kb long')
     acked += _beacons_until_kill9(small, 'k')
