@@ -51,7 +51,9 @@ deps:
 test-deps:
 	@sh deploy/install-deps.sh test
 
-$(B)/%.o: %.c $(wildcard include/leadloop/*.h)
+# Every object on every header, the directories' own too (server.h, mailer.h, config_int.h...):
+# a struct changed in one of them must not leave objects built with its old layout.
+$(B)/%.o: %.c $(wildcard include/leadloop/*.h server/*.h mailer/*.h tracker/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
