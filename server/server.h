@@ -140,7 +140,6 @@ struct st_ll_pending_t {
                                   * log keeps only the truncated one) */
     /* results, written by the writer */
     int result;                  /* 0 or LL_E* */
-    uint64_t contact;
     /* response data kept by the handler */
     char *location;              /* clicks and forms */
     ll_visitor_id_t visitor;

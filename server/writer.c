@@ -410,22 +410,23 @@ struct item_head {
     ll_ip_t client_ip;
 };
 
-static int put_item(ll_buf_t *b, const ll_pending_t *p)
+static int put_item(ll_buf_t *b, ll_pending_t *p)
 {
-    struct item_head h = {.ep = (uint8_t)p->ep, .bind = (uint8_t)p->bind, .nrecs = (uint8_t)p->nrecs,
-                          .has_ip = p->client_ip.family != 0, .client_ip = p->client_ip,
-                          .email_len = p->email ? (uint32_t)strlen(p->email) + 1 : 0,
-                          .fields_len = p->fields_json ? (uint32_t)strlen(p->fields_json) + 1 : 0};
+    item_t it;
+    item_of_pending(p, &it);
+    struct item_head h = {.ep = (uint8_t)it.ep, .bind = (uint8_t)it.bind, .nrecs = (uint8_t)it.nrecs,
+                          .has_ip = (uint8_t)it.has_ip, .client_ip = it.client_ip,
+                          .email_len = it.email ? (uint32_t)strlen(it.email) + 1 : 0,
+                          .fields_len = it.fields_json ? (uint32_t)strlen(it.fields_json) + 1 : 0};
     int rc = ll_buf_append(b, &h, sizeof(h));
     if (rc == 0 && h.email_len > 0)
-        rc = ll_buf_append(b, p->email, h.email_len);
+        rc = ll_buf_append(b, it.email, h.email_len);
     if (rc == 0 && h.fields_len > 0)
-        rc = ll_buf_append(b, p->fields_json, h.fields_len);
-    for (size_t i = 0; i < p->nrecs && rc == 0; i++) {
-        size_t end = i + 1 < p->nrecs ? p->rec_off[i + 1] : p->recs.len;
-        uint32_t len = (uint32_t)(end - p->rec_off[i]);
+        rc = ll_buf_append(b, it.fields_json, h.fields_len);
+    for (size_t i = 0; i < it.nrecs && rc == 0; i++) {
+        uint32_t len = (uint32_t)it.len[i];
         if ((rc = ll_buf_append(b, &len, sizeof(len))) == 0)
-            rc = ll_buf_append(b, p->recs.data + p->rec_off[i], len);
+            rc = ll_buf_append(b, it.rec[i], len);
     }
     return rc;
 }
@@ -499,9 +500,8 @@ static void count_stored(const item_t *it)
 
 static void count_stored_pending(ll_pending_t *p)
 {
-    item_t it;
-    item_of_pending(p, &it);
-    count_stored(&it);
+    for (size_t i = 0; i < p->nrecs; i++)
+        ll__metrics_stored(ll_event_rec_type(p->recs.data + p->rec_off[i]), 1);
 }
 
 /* Commits t, or aborts it when rc says an earlier step failed. The data file is kept zero-filled
@@ -852,11 +852,16 @@ static void gather_locked(struct gather *g, pthread_cond_t *cond, int (*done)(vo
         ;
 }
 
-/* With q.mutex held: the writer's input under each ack: mode, whether it has some, whether no
- * more will come. */
 static int journal_mode(void)
 {
     return ll_srv.conf.ack == LL_ACK_AFTER_JOURNAL;
+}
+
+/* With q.mutex held: whether the journal thread waits for a sync (wait_synced), whether gathering
+ * ends, and whether the writer has input under its ack: mode. */
+static int sync_wanted(void)
+{
+    return q.sync_want > q.synced;
 }
 
 static int items_done(void)
@@ -866,17 +871,12 @@ static int items_done(void)
 
 static int records_done(void)
 {
-    return q.stopping || q.sync_want > q.synced;
+    return q.stopping || sync_wanted();
 }
 
 static int have_input(void)
 {
     return journal_mode() ? q.jhead != NULL : q.head != NULL;
-}
-
-static int input_done(void)
-{
-    return q.stopping;
 }
 
 /* With q.mutex held: up to max events of queued items (at least one), unlinked. */
@@ -917,15 +917,9 @@ static jrec_t *take_records(size_t max)
     return recs;
 }
 
-/* Makes the store durable up to item last (committed) when the journal thread asked, or always
- * when stopping; tells the journal thread. */
-static void sync_store(uint64_t last, int always)
+/* Makes the store durable up to item last (committed); tells the journal thread. */
+static void sync_store(uint64_t last)
 {
-    pthread_mutex_lock(&q.mutex);
-    int want = always || q.sync_want > q.synced;
-    pthread_mutex_unlock(&q.mutex);
-    if (!want)
-        return;
     int rc = ll_store_sync(ll_srv.store);
     if (rc != 0) {
         log_warnx("writer: cannot sync the store: %s (the journal keeps its records; retrying)", ll_strerror(rc));
@@ -947,7 +941,7 @@ static void *writer_main(void *arg)
     pthread_cond_t *cond = journal ? &q.jcond : &q.cond;
     for (;;) {
         pthread_mutex_lock(&q.mutex);
-        while (!have_input() && !input_done() && settle_now == 0 && !(journal && records_done())) {
+        while (!have_input() && !q.stopping && settle_now == 0 && !(journal && sync_wanted())) {
             if (ll_srv.judge == NULL) {
                 pthread_cond_wait(cond, &q.mutex);
                 continue;
@@ -959,7 +953,7 @@ static void *writer_main(void *arg)
             if (pthread_cond_timedwait(cond, &q.mutex, &ts) != 0)
                 break;
         }
-        if (!have_input() && input_done()) {
+        if (!have_input() && q.stopping) {
             pthread_mutex_unlock(&q.mutex);
             break;
         }
@@ -976,6 +970,7 @@ static void *writer_main(void *arg)
         size_t n = 0;
         ll_pending_t *batch = journal ? NULL : take_items(max, &n);
         jrec_t *recs = journal ? take_records(max) : NULL;
+        int sync = journal && sync_wanted(); /* after the records taken: they may be what it waits for */
         pthread_mutex_unlock(&q.mutex);
 
         if (batch != NULL) {
@@ -992,8 +987,8 @@ static void *writer_main(void *arg)
                 recs = next;
             }
         }
-        if (journal)
-            sync_store(last, 0);
+        if (sync)
+            sync_store(last);
         /* After the answers went back: settling never delays an acknowledgement. A pass
          * starts once a second and goes on a chunk between batches until nothing is due. */
         if (ll_srv.judge != NULL && settle_now == 0 && ll_now_us() >= next_settle) {
@@ -1005,7 +1000,7 @@ static void *writer_main(void *arg)
             settle_now = 0;
     }
     if (journal)
-        sync_store(last, 1); /* a clean stop leaves nothing for the next start to replay */
+        sync_store(last); /* a clean stop leaves nothing for the next start to replay */
     pthread_mutex_lock(&q.mutex);
     q.writer_gone = 1;
     pthread_cond_broadcast(&q.scond);
@@ -1078,10 +1073,11 @@ int ll__writer_start(char *err, size_t errlen)
     struct stat st;
     snprintf(path, sizeof(path), "%s/edge.journal", ll_srv.conf.data_dir);
     int rc = 0;
-    if (stat(path, &st) == 0 && st.st_size >= 65536 && st.st_size % 4096 == 0)
-        rc = replay(path, (size_t)st.st_size, NULL, err, errlen);
+    size_t size = journal_mode() ? (size_t)ll_srv.conf.journal_kb * 1024 : 0;
+    if (stat(path, &st) == 0 && (size_t)st.st_size != size && st.st_size >= 65536 && st.st_size % 4096 == 0)
+        rc = replay(path, (size_t)st.st_size, NULL, err, errlen); /* as it is, before it is remade */
     if (rc == 0 && journal_mode())
-        rc = replay(path, (size_t)ll_srv.conf.journal_kb * 1024, &jr.j, err, errlen);
+        rc = replay(path, size, &jr.j, err, errlen);
     else if (rc == 0 && unlink(path) != 0 && errno != ENOENT)
         rc = ll_err(err, errlen, LL_EIO, "%s: %s", path, strerror(errno));
     if (rc != 0)

@@ -121,29 +121,26 @@ int ll_journal_append(ll_journal_t *j, uint64_t first, uint32_t items, const voi
     ll_be32_put(hdr + 16, items);
     ll_be32_put(hdr + 20, (uint32_t)len);
     ll_be64_put(hdr + 24, record_sum(hdr, body, len));
-    struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)body, len}};
-    ssize_t want = (ssize_t)(sizeof(hdr) + len), done = 0;
-    while (done < want) {
-        /* A short write (a signal, a full disk) goes on from where it stopped. */
-        struct iovec rest[2];
-        int n = 0;
-        for (int i = 0, skip = (int)done; i < 2; i++) {
-            if ((size_t)skip >= iov[i].iov_len) {
-                skip -= (int)iov[i].iov_len;
-                continue;
-            }
-            rest[n].iov_base = (uint8_t *)iov[i].iov_base + skip;
-            rest[n++].iov_len = iov[i].iov_len - (size_t)skip;
-            skip = 0;
-        }
-        ssize_t w = pwritev(j->fd, rest, n, (off_t)(j->off + (size_t)done));
+    struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)body, len}}, *v = iov;
+    size_t at = j->off;
+    for (int n = len > 0 ? 2 : 1; n > 0;) {
+        ssize_t w = pwritev(j->fd, v, n, (off_t)at);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            return LL_EIO;
-        done += w;
+            return LL_EIO; /* j->off stays: the next append goes over it */
+        at += (size_t)w;
+        /* A short write (a signal, a full disk) goes on from where it stopped. */
+        for (size_t left = (size_t)w; left > 0;) {
+            size_t k = left < v->iov_len ? left : v->iov_len;
+            v->iov_base = (uint8_t *)v->iov_base + k;
+            v->iov_len -= k;
+            left -= k;
+            if (v->iov_len == 0)
+                v++, n--;
+        }
     }
-    j->off += (size_t)want;
+    j->off = at;
     return 0;
 }
 
