@@ -84,7 +84,7 @@ static int contact_add(ll_cli_t *cli, int argc, char **argv)
     char email[256], *fields_text = NULL;
     json_t *fields = json_object();
     ll_buf_t rec;
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     uint64_t id = 0;
     int npos, created = 0, rc;
 
@@ -265,7 +265,7 @@ static int contact_show(ll_cli_t *cli, int argc, char **argv)
     const ll_cli_opt_t opts[] = {{"--json", 0, &json}, {NULL, 0, NULL}};
     char *pos[1], email[256];
     ll_contact_t c;
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     timeline_t tl = {0};
     uint64_t id;
     int npos, rc;
@@ -330,7 +330,7 @@ static int contact_list(ll_cli_t *cli, int argc, char **argv)
     const char *json = NULL;
     const ll_cli_opt_t opts[] = {{"--json", 0, &json}, {NULL, 0, NULL}};
     char *pos[1];
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     MDB_cursor *cur = NULL, *evcur = NULL;
     MDB_val k, v;
     int npos, rc, mrc;

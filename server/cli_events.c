@@ -192,7 +192,7 @@ int ll__cli_events(ll_cli_t *cli, int argc, char **argv)
     const ll_cli_opt_t opts[] = {{"--contact", 1, &contact}, {"--since", 1, &since}, {"--type", 1, &type},
                                  {"--limit", 1, &limit},     {"--json", 0, &json},   {NULL, 0, NULL}};
     char *pos[1], email[256];
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     events_ctx_t x;
     uint64_t id = 0;
     int npos, rc;
@@ -312,7 +312,7 @@ int ll__cli_stats(ll_cli_t *cli, int argc, char **argv)
     const char *json = NULL, *send = NULL, *by_send = NULL;
     const ll_cli_opt_t opts[] = {{"--json", 0, &json}, {"--send", 1, &send}, {"--by-send", 0, &by_send}, {NULL, 0, NULL}};
     char *pos[1];
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     stats_t s;
     MDB_stat contacts, visitors;
     MDB_dbi counts_dbi;

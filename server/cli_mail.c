@@ -59,7 +59,7 @@ int ll__cli_enroll(ll_cli_t *cli, int argc, char **argv)
     const ll_cli_opt_t opts[] = {{NULL, 0, NULL}};
     char *pos[2], email[256];
     ll_nurture_t n;
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     uint64_t id;
     int npos, rc, created;
     if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 2, &npos)) != 0)
@@ -84,7 +84,7 @@ int ll__cli_unenroll(ll_cli_t *cli, int argc, char **argv)
     const ll_cli_opt_t opts[] = {{NULL, 0, NULL}};
     char *pos[2], email[256];
     ll_nurture_t n;
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     uint64_t id;
     int npos, rc;
     if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 2, &npos)) != 0)
@@ -383,7 +383,7 @@ int ll__cli_contact_import(ll_cli_t *cli, int argc, char **argv)
     char *pos[1];
     int npos, rc;
     ll_nurture_t n;
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     import_t im;
     memset(&im, 0, sizeof(im));
     if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 1, &npos)) != 0)
@@ -460,7 +460,7 @@ int ll__cli_enrollments(ll_cli_t *cli, int argc, char **argv)
     const ll_cli_opt_t opts[] = {{NULL, 0, NULL}};
     char *pos[1], email[256];
     ll_nurture_t n;
-    ll_txn_t t = {NULL, NULL, 0};
+    ll_txn_t t = {0};
     uint64_t id;
     int npos, rc, any = 0;
     if ((rc = ll__cli_parse(cmd, argc, argv, opts, pos, 1, &npos)) != 0)

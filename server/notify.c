@@ -230,9 +230,8 @@ static void record(collect_t *x)
             }
         }
     }
-    /* A delivery recorded stays recorded (ack: journal commits without the meta page's sync). */
-    if (rc == 0 && (rc = ll_txn_commit(&t)) == 0)
-        rc = ll_store_sync(ll_srv.store);
+    if (rc == 0)
+        rc = ll_txn_commit(&t);
     else
         ll_txn_abort(&t);
     if (rc != 0)

@@ -633,6 +633,7 @@ static int retry_one(const item_t *it, uint64_t num, void *_x)
     ll_txn_t t;
     uint64_t start = ll_now_us(), outbox = 0;
     int rc = begin(&t, &outbox);
+    t.journaled = 1;
     x->events += it->nrecs;
     if (rc == 0 && (rc = ingest_item(&t, it)) == 0)
         rc = put_mark(&t, num);
@@ -661,6 +662,7 @@ static size_t commit_records(jrec_t *recs, uint64_t after)
     uint64_t start = ll_now_us(), outbox = 0;
     struct ingest_ctx x = {&t, 0, after};
     int rc = begin(&t, &outbox);
+    t.journaled = 1;
     for (jrec_t *r = recs; r != NULL && rc == 0; r = r->next)
         rc = each_item(r, after, ingest_one, &x);
     if (rc == 0 && x.last > after)

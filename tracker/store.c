@@ -153,6 +153,7 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
 {
     t->store = s;
     t->rdonly = rdonly;
+    t->journaled = 0;
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
 }
@@ -191,6 +192,8 @@ int ll_txn_commit(ll_txn_t *t)
 {
     int rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
+    if (rc == 0 && !t->journaled && !t->rdonly)
+        return ll_store_sync(t->store); /* the meta page too (store.h), under LL_STORE_NOMETASYNC */
     return ll_store_err(rc);
 }
 

@@ -20,9 +20,10 @@
  *
  * Durability: commits are synced (no MDB_NOSYNC) unless LL_STORE_NOSYNC is passed, which only
  * the durability benchmark does. LL_STORE_NOMETASYNC (leadloopd under `ack: journal`, whose
- * journal holds what a crash may undo: journal.h) syncs a commit's pages but not its meta page,
- * which the next commit's sync or ll_store_sync() makes durable: a crash may undo the last
- * commit, never tear one. meta "journal" (be64) is the last journal item in the store.
+ * journal holds what a crash may undo: journal.h) lets a transaction marked `journaled` commit
+ * without syncing its meta page, which the next commit's sync or ll_store_sync() makes durable:
+ * a crash may undo that commit, never tear it. Every other commit is synced as without the
+ * flag. meta "journal" (be64) is the last journal item in the store.
  */
 #ifndef LEADLOOP_STORE_H
 #define LEADLOOP_STORE_H
@@ -55,6 +56,7 @@ typedef struct st_ll_txn_t {
     MDB_txn *txn;
     ll_store_t *store;
     int rdonly;
+    int journaled; /* set before the commit: a journal holds what it writes (LL_STORE_NOMETASYNC) */
 } ll_txn_t;
 
 /**
