@@ -46,7 +46,10 @@ typedef struct st_ua_entry_t {
     const char *label;
 } ua_entry_t;
 
-/* One table of CIDR ranges: sorted by prefix length (longest first), address, load order. */
+/* One table of CIDR ranges: sorted by prefix length (longest first), address, load order.
+ * top16 has a bit for each value of an address's first 16 bits that some range covers: most
+ * addresses are in no list, and one bit rules them out before a search per prefix length (those
+ * searches were a tenth of the writer's time per event in the capture benchmark). */
 typedef struct st_ip_table_t {
     ip_entry_t *v;
     size_t n, cap;
@@ -56,6 +59,7 @@ typedef struct st_ip_table_t {
         uint8_t plen;
         size_t begin, end;
     } groups[129];
+    uint64_t top16[65536 / 64];
 } ip_table_t;
 
 typedef struct st_stamp_t {
@@ -534,6 +538,10 @@ static void index_ip(ip_table_t *t, size_t alen)
             t->ngroups++;
         }
         t->groups[t->ngroups - 1].end = i + 1;
+        unsigned first = (unsigned)t->v[i].net[0] << 8 | t->v[i].net[1];
+        unsigned span = t->v[i].plen >= 16 ? 1u : 1u << (16 - t->v[i].plen);
+        for (unsigned b = first; b < first + span; b++)
+            t->top16[b / 64] |= 1ull << (b % 64);
     }
 }
 
@@ -715,6 +723,9 @@ int ll_lists_match_ip(const ll_lists_t *l, const ll_ip_t *ip, ll_list_hit_t *hit
     } else {
         return 0;
     }
+    unsigned top = (unsigned)addr[0] << 8 | addr[1];
+    if (!(t->top16[top / 64] & 1ull << (top % 64)))
+        return 0;
     for (size_t g = 0; g < t->ngroups; g++) {
         uint8_t key[16] = {0};
         unsigned bits = t->groups[g].plen;

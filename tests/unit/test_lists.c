@@ -196,10 +196,22 @@ static void test_ip(void)
                         "ip 10.0.0.0/8 duplicate of wide\n"
                         "ip 2001:db8:1::/48 v6 narrow\n"
                         "ip 2001:db8:1::1/128\n"
-                        "ip 203.0.113.0/24 test-net-3\n",
+                        "ip 203.0.113.0/24 test-net-3\n"
+                        "ip 172.16.0.0/12 private\n"
+                        "ip fc00::/7 ula\n",
         0);
     CHECK_EQ_INT(ll_lists_open(dir, &l, err, sizeof(err)), 0);
-    CHECK_EQ_INT(ll_lists_count(l), 10);
+    CHECK_EQ_INT(ll_lists_count(l), 12);
+
+    /* ranges wider than 16 bits, at the edges of what they cover (each /16 of them is marked) */
+    CHECK_EQ_STR(ip_label(l, "172.16.0.0"), "private");
+    CHECK_EQ_STR(ip_label(l, "172.31.255.255"), "private");
+    CHECK_EQ_STR(ip_label(l, "172.32.0.0"), "-");
+    CHECK_EQ_STR(ip_label(l, "172.15.255.255"), "-");
+    CHECK_EQ_STR(ip_label(l, "fc00::"), "ula");
+    CHECK_EQ_STR(ip_label(l, "fdff:ffff::1"), "ula");
+    CHECK_EQ_STR(ip_label(l, "fe00::"), "-");
+    CHECK_EQ_STR(ip_label(l, "fbff:ffff::1"), "-");
 
     CHECK_EQ_STR(ip_label(l, "10.0.0.0"), "wide");
     CHECK_EQ_STR(ip_label(l, "10.255.255.255"), "wide");
