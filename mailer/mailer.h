@@ -103,6 +103,9 @@ int ll__dkim_open(const char *key_path, const char *selector, const char *domain
 void ll__dkim_free(ll_dkim_t *d);
 /** Signs msg (a whole message, CRLF) and puts the DKIM-Signature header in front of it. */
 int ll__dkim_sign(ll_dkim_t *d, uint64_t send, ll_buf_t *msg);
+/* How many times a parsed key was handed to libopendkim instead of its PEM text decoded again
+ * (dkim.c; for tests). */
+size_t ll__dkim_key_hits(void);
 
 /* ---- end-of-DATA marks journal (marks.c) ---- */
 

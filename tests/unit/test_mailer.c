@@ -385,65 +385,164 @@ static void test_qp_and_headers(void)
     ll_buf_free(&b);
 }
 
-/* Signs a message, then verifies it with libopendkim against a key record from a file (its
- * test query method), and checks that a changed body fails. */
-static void test_dkim(void)
+/* Makes a 2048-bit key at dir/name.pem and appends its record for sel._domainkey.example.com to
+ * the key records file (libopendkim's test query method reads it). */
+static void make_dkim_key(const char *dir, const char *name, const char *sel, const char *records, char *key,
+                          size_t keylen)
 {
-    char dir[] = "/tmp/ll-test-dkim-XXXXXX", cmd[512], key[128], keys[128], pub[2048] = "";
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(key, sizeof(key), "%s/key.pem", dir);
-    snprintf(keys, sizeof(keys), "%s/keys.txt", dir);
+    char cmd[512], pub[2048] = "";
+    snprintf(key, keylen, "%s/%s.pem", dir, name);
     snprintf(cmd, sizeof(cmd), "openssl genrsa -out %s 2048 2>/dev/null && openssl rsa -in %s -pubout -outform DER "
                                "2>/dev/null | base64 -w0", key, key);
     FILE *pp = popen(cmd, "r");
     CHECK(pp != NULL && fgets(pub, sizeof(pub), pp) != NULL);
     if (pp != NULL)
         pclose(pp);
-    FILE *kf = fopen(keys, "w");
-    fprintf(kf, "sel._domainkey.example.com v=DKIM1; k=rsa; p=%s\n", pub);
+    FILE *kf = fopen(records, "a");
+    fprintf(kf, "%s._domainkey.example.com v=DKIM1; k=rsa; p=%s\n", sel, pub);
     fclose(kf);
+}
+
+/* libopendkim's verdict on a signed message, the keys taken from the records file. */
+static DKIM_STAT dkim_verdict(const char *records, const ll_buf_t *b)
+{
+    DKIM_LIB *lib = dkim_init(NULL, NULL);
+    int qm = DKIM_QUERY_FILE;
+    DKIM_STAT st;
+    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYMETHOD, &qm, sizeof(qm));
+    dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYINFO, (void *)records, strlen(records));
+    DKIM *v = dkim_verify(lib, (const unsigned char *)"v", NULL, &st);
+    if (v != NULL) {
+        dkim_chunk(v, (unsigned char *)b->data, b->len);
+        dkim_chunk(v, NULL, 0);
+        st = dkim_eom(v, NULL);
+        dkim_free(v);
+    } else {
+        st = DKIM_STAT_INTERNAL;
+    }
+    dkim_close(lib);
+    return st;
+}
+
+/* A message to ann@example.com whose text says body, signed by d. */
+static int signed_message(ll_dkim_t *d, const char *body, ll_buf_t *b)
+{
+    ll_buf_init(b, 1 << 20);
+    ll_mime_in_t in = {"news@example.com", NULL, "ann@example.com", "Hello", "<p>Hi <a href=\"x\">there</a></p>",
+                       body, "https://e.example/u/T", "news@example.com", "T", 7, 1800000000ULL * 1000000};
+    int rc = ll__mime_build(&in, b);
+    return rc != 0 ? rc : ll__dkim_sign(d, 7, b);
+}
+
+/* Signs a message, then verifies it with libopendkim against a key record from a file (its
+ * test query method), and checks that a changed body fails. */
+static void test_dkim(void)
+{
+    char dir[] = "/tmp/ll-test-dkim-XXXXXX", cmd[512], key[128], keys[128];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(keys, sizeof(keys), "%s/keys.txt", dir);
+    make_dkim_key(dir, "key", "sel", keys, key, sizeof(key));
 
     ll_dkim_t *d = NULL;
     CHECK_EQ_INT(ll__dkim_open("/nonexistent/key.pem", "sel", "example.com", &d, err, sizeof(err)), LL_EIO);
     CHECK_EQ_INT(ll__dkim_open(key, "sel", "example.com", &d, err, sizeof(err)), 0);
+    if (d == NULL)
+        return;
     ll_buf_t b;
-    ll_buf_init(&b, 1 << 20);
-    ll_mime_in_t in = {"news@example.com", NULL, "ann@example.com", "Hello", "<p>Hi <a href=\"x\">there</a></p>",
-                       "Hi there", "https://e.example/u/T", "news@example.com", "T", 7, 1800000000ULL * 1000000};
-    CHECK_EQ_INT(ll__mime_build(&in, &b), 0);
-    if (d != NULL)
-        CHECK_EQ_INT(ll__dkim_sign(d, 7, &b), 0);
+    CHECK_EQ_INT(signed_message(d, "Hi there", &b), 0);
     CHECK(strncmp(b.data, "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com; s=sel;", 73) == 0);
     for (size_t i = 0; i < b.len; i++)
         if (b.data[i] == '\n')
             CHECK(i > 0 && b.data[i - 1] == '\r');
-    for (int tamper = 0; tamper < 2; tamper++) {
-        DKIM_LIB *lib = dkim_init(NULL, NULL);
-        int qm = DKIM_QUERY_FILE;
-        DKIM_STAT st;
-        dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYMETHOD, &qm, sizeof(qm));
-        dkim_options(lib, DKIM_OP_SETOPT, DKIM_OPTS_QUERYINFO, keys, strlen(keys));
-        if (tamper) {
-            char *hi = strstr(b.data, "Hi there");
-            if (hi != NULL)
-                hi[0] = 'h';
-        }
-        DKIM *v = dkim_verify(lib, (const unsigned char *)"v", NULL, &st);
-        CHECK(v != NULL);
-        if (v != NULL) {
-            dkim_chunk(v, (unsigned char *)b.data, b.len);
-            dkim_chunk(v, NULL, 0);
-            st = dkim_eom(v, NULL);
-            if (tamper)
-                CHECK(st != DKIM_STAT_OK);
-            else
-                CHECK_EQ_INT(st, DKIM_STAT_OK);
-            dkim_free(v);
-        }
-        dkim_close(lib);
-    }
+    CHECK_EQ_INT(dkim_verdict(keys, &b), DKIM_STAT_OK);
+    char *hi = strstr(b.data, "Hi there");
+    CHECK(hi != NULL);
+    if (hi != NULL)
+        hi[0] = 'h';
+    CHECK(dkim_verdict(keys, &b) != DKIM_STAT_OK);
     ll_buf_free(&b);
     ll__dkim_free(d);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    CHECK_EQ_INT(system(cmd), 0);
+}
+
+typedef struct {
+    ll_dkim_t *d;
+    const char *records;
+    int bad;
+} dkim_worker_t;
+
+static void *dkim_worker(void *arg)
+{
+    dkim_worker_t *w = arg;
+    for (int i = 0; i < 8; i++) {
+        ll_buf_t b;
+        char body[64];
+        snprintf(body, sizeof(body), "message %d of %p", i, (void *)w);
+        if (signed_message(w->d, body, &b) != 0 || dkim_verdict(w->records, &b) != DKIM_STAT_OK)
+            w->bad++;
+        ll_buf_free(&b);
+    }
+    return NULL;
+}
+
+/* The key parsed once (dkim.c): each handle's signatures use its own key, from one thread or
+ * several at once, and libopendkim gets the parsed key instead of decoding the PEM again. */
+static void test_dkim_kept_key(void)
+{
+    char dir[] = "/tmp/ll-test-dkim-XXXXXX", cmd[512], key1[128], key2[128], keys[128];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(keys, sizeof(keys), "%s/keys.txt", dir);
+    make_dkim_key(dir, "one", "one", keys, key1, sizeof(key1));
+    make_dkim_key(dir, "two", "two", keys, key2, sizeof(key2));
+    ll_dkim_t *d1 = NULL, *d2 = NULL;
+    CHECK_EQ_INT(ll__dkim_open(key1, "one", "example.com", &d1, err, sizeof(err)), 0);
+    CHECK_EQ_INT(ll__dkim_open(key2, "two", "example.com", &d2, err, sizeof(err)), 0);
+    if (d1 == NULL || d2 == NULL)
+        return;
+
+    size_t hits = ll__dkim_key_hits();
+    ll_buf_t b;
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ_INT(signed_message(i ? d2 : d1, "Hi there", &b), 0);
+        CHECK(strstr(b.data, i ? "s=two;" : "s=one;") != NULL);
+        CHECK_EQ_INT(dkim_verdict(keys, &b), DKIM_STAT_OK);
+        ll_buf_free(&b);
+    }
+    CHECK_EQ_INT(ll__dkim_key_hits(), hits + 2);
+
+    dkim_worker_t w[4];
+    pthread_t tid[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (dkim_worker_t){i % 2 ? d2 : d1, keys, 0};
+        CHECK(pthread_create(&tid[i], NULL, dkim_worker, &w[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(tid[i], NULL);
+        CHECK_EQ_INT(w[i].bad, 0);
+    }
+    CHECK_EQ_INT(ll__dkim_key_hits(), hits + 2 + 32);
+
+    /* The text of an open handle's key gets its parsed key; once the handle is freed, the text
+     * is decoded again (and other texts always are). */
+    BIO *bio = BIO_new_mem_buf(d1->key, (int)d1->keylen);
+    EVP_PKEY *k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    CHECK(k == d1->pkey);
+    EVP_PKEY_free(k);
+    BIO_free(bio);
+    ll_buf_t text = {0};
+    ll_buf_init(&text, 64 * 1024);
+    ll_buf_append(&text, d1->key, d1->keylen);
+    ll__dkim_free(d1);
+    hits = ll__dkim_key_hits();
+    bio = BIO_new_mem_buf(text.data, (int)text.len);
+    k = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    CHECK(k != NULL && k != d2->pkey);
+    CHECK_EQ_INT(ll__dkim_key_hits(), hits);
+    EVP_PKEY_free(k);
+    BIO_free(bio);
+    ll_buf_free(&text);
+    ll__dkim_free(d2);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     CHECK_EQ_INT(system(cmd), 0);
 }
@@ -649,6 +748,7 @@ int main(void)
     RUN(test_plan);
     RUN(test_qp_and_headers);
     RUN(test_dkim);
+    RUN(test_dkim_kept_key);
     RUN(test_nurture_state);
     RUN(test_marks);
     return TEST_DONE("mailer-unit");
