@@ -53,11 +53,13 @@ static void find_pem_read(void)
 EVP_PKEY *PEM_read_bio_PrivateKey(BIO *bp, EVP_PKEY **x, pem_password_cb *cb, void *u)
 {
     pthread_once(&pem_read_once, find_pem_read);
-    if (x == NULL && cb == NULL && bp != NULL && BIO_method_type(bp) == BIO_TYPE_MEM) {
-        char *data = NULL;
-        long len = BIO_get_mem_data(bp, &data);
+    char *data = NULL;
+    long len = x == NULL && cb == NULL && bp != NULL && BIO_method_type(bp) == BIO_TYPE_MEM
+                   ? BIO_get_mem_data(bp, &data)
+                   : 0;
+    if (len > 0) {
         pthread_mutex_lock(&kept.mu);
-        for (ll_dkim_t *d = kept.open; d != NULL && len > 0; d = d->next_open) {
+        for (ll_dkim_t *d = kept.open; d != NULL; d = d->next_open) {
             if ((size_t)len == d->keylen && memcmp(data, d->key, d->keylen) == 0 && EVP_PKEY_up_ref(d->pkey) == 1) {
                 kept.hits++;
                 pthread_mutex_unlock(&kept.mu);
@@ -80,6 +82,7 @@ size_t ll__dkim_key_hits(void)
 /* Parses d's key once and hands it out from now on. Without it, signing still works (slower). */
 static void keep_parsed_key(ll_dkim_t *d)
 {
+    pthread_once(&pem_read_once, find_pem_read);
     BIO *bio = BIO_new_mem_buf(d->key, (int)d->keylen);
     if (bio == NULL)
         return;
@@ -125,7 +128,6 @@ int ll__dkim_open(const char *key_path, const char *selector, const char *domain
         ll__dkim_free(d);
         return ll_err(err, errlen, LL_ENOMEM, "dkim: cannot initialise libopendkim");
     }
-    pthread_once(&pem_read_once, find_pem_read);
     keep_parsed_key(d);
     /* Sign one test message now, so a bad key fails at start rather than at send time. */
     ll_buf_t probe;

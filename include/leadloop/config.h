@@ -51,7 +51,7 @@ typedef struct st_ll_config_t {
     int batch_max;          /* events per commit, 1024 */
     int click_deadline_ms;  /* redirect anyway past this, 1000 */
     int ack;                /* when opens, clicks and the snippet's events are answered (forms and
-                             * unsubscribes always after their commit): LL_ACK_AFTER_* below */
+                             * unsubscribes always after their commit): LL_ACK_AFTER_* above */
     int queued_commit_ms;   /* under `ack: queued` or `journal`, while no request waits for its
                              * commit, the writer gathers events this long (10) before committing
                              * them; 0: commits as soon as it can, as under `ack: commit` */
