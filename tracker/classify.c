@@ -11,6 +11,9 @@
  * the tokens that start with that byte (every token is at least two bytes long). One memmem
  * per token cost about 3 us for a desktop Chrome user agent, a third of what serving the whole
  * request costs; this pass takes about 0.35 us.
+ *
+ * Each thread remembers the verdicts of the user agents it scanned (memo_ua, below; the memo
+ * is common.h's).
  */
 #include <pthread.h>
 #include <string.h>
@@ -219,44 +222,82 @@ static int is_blank_str(ll_str_t v)
     return 1;
 }
 
-int ll_classify(const ll_classify_in_t *in, uint32_t *reasons)
+/* The verdict for a user agent alone: ll_classify's last three rules. */
+static int classify_ua(const char *raw, size_t len, uint32_t *r)
 {
-    uint32_t r = 0;
-    int cls;
     char ua[UA_SCAN_MAX];
-    size_t n;
-
-    if (in->is_head) {
-        cls = LL_CLASS_BOT, r = LL_REASON_HEAD;
-        goto done;
-    }
-    if (names_prefetch(in->purpose) || names_prefetch(in->sec_purpose)) {
-        cls = LL_CLASS_PREFETCH, r = LL_REASON_PREFETCH_HDR;
-        goto done;
-    }
-    if (in->ua.base == NULL || is_blank_str(in->ua)) {
-        cls = LL_CLASS_BOT, r = LL_REASON_NO_UA;
-        goto done;
-    }
-
-    n = to_lower(ua, in->ua.base, in->ua.len, sizeof(ua));
+    size_t n = to_lower(ua, raw, len, sizeof(ua));
     int t = find_token(ua, n);
+
     if (t >= 0) {
-        cls = LL_CLASS_BOT, r = ua_tokens[t].reason;
-        goto done;
+        *r = ua_tokens[t].reason;
+        return LL_CLASS_BOT;
     }
     if (memmem(ua, n, "mozilla/", 8) != NULL) {
         for (size_t i = 0; i < sizeof(browser_tokens) / sizeof(browser_tokens[0]); i++) {
             if (memmem(ua, n, browser_tokens[i], strlen(browser_tokens[i])) != NULL) {
-                cls = LL_CLASS_HUMAN, r = LL_REASON_BROWSER_UA;
-                if (in->from_snippet)
-                    r |= LL_REASON_JS;
-                goto done;
+                *r = LL_REASON_BROWSER_UA;
+                return LL_CLASS_HUMAN;
             }
         }
     }
-    cls = LL_CLASS_UNKNOWN;
-done:
+    *r = 0;
+    return LL_CLASS_UNKNOWN;
+}
+
+/* Each thread's memo of classify_ua's verdicts (common.h; the class in the high half of the
+ * value, the reasons in the low). The scan costs 0.35 us in a loop and 4% of an open pixel's
+ * loop thread under load; a hit, a hash and a compare. A thread's memo goes with it. */
+#define MEMO_SLOTS 128
+
+static __thread ll_memo_t *memo;
+static pthread_key_t memo_key;
+static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
+
+static void memo_free(void *m)
+{
+    ll_memo_free(m);
+}
+
+static void memo_key_init(void)
+{
+    pthread_key_create(&memo_key, memo_free);
+}
+
+static int memo_ua(const char *ua, size_t len, uint32_t *r)
+{
+    uint64_t v;
+
+    if (memo == NULL) {
+        pthread_once(&memo_once, memo_key_init);
+        memo = ll_memo_new(MEMO_SLOTS);
+        pthread_setspecific(memo_key, memo);
+    }
+    if (ll_memo_get(memo, ua, len, &v)) {
+        *r = (uint32_t)v;
+        return (int)(v >> 32);
+    }
+    int cls = classify_ua(ua, len, r);
+    ll_memo_put(memo, ua, len, (uint64_t)cls << 32 | *r);
+    return cls;
+}
+
+int ll_classify(const ll_classify_in_t *in, uint32_t *reasons)
+{
+    uint32_t r = 0;
+    int cls;
+
+    if (in->is_head) {
+        cls = LL_CLASS_BOT, r = LL_REASON_HEAD;
+    } else if (names_prefetch(in->purpose) || names_prefetch(in->sec_purpose)) {
+        cls = LL_CLASS_PREFETCH, r = LL_REASON_PREFETCH_HDR;
+    } else if (in->ua.base == NULL || is_blank_str(in->ua)) {
+        cls = LL_CLASS_BOT, r = LL_REASON_NO_UA;
+    } else {
+        cls = memo_ua(in->ua.base, in->ua.len, &r);
+        if (cls == LL_CLASS_HUMAN && in->from_snippet)
+            r |= LL_REASON_JS;
+    }
     if (reasons != NULL)
         *reasons |= r;
     return cls;

@@ -86,6 +86,7 @@ struct st_ll_lists_t {
     size_t nua, uacap;
     uint32_t *ua_by_first; /* ua indexes grouped by first byte: ua_by_first[ua_first[c] .. ua_first[c + 1]) */
     uint32_t ua_first[257];
+    ll_memo_t *ua_memo;     /* ll_lists_match_ua's answers: the entry's index, or UINT64_MAX */
     size_t count;
     stamps_t stamps;        /* the files this set was loaded from */
     stamps_t failed;        /* the files of the last failed reload, not reported again */
@@ -567,6 +568,7 @@ static void index_ua(ll_lists_t *l)
     l->ua_by_first = ll_malloc((l->nua ? l->nua : 1) * sizeof(*l->ua_by_first));
     for (size_t i = 0; i < l->nua; i++) /* in load order within a bucket */
         l->ua_by_first[pos[(unsigned char)l->ua[i].s[0]]++] = (uint32_t)i;
+    l->ua_memo = ll_memo_new(256);
 }
 
 /* ---- sets ---- */
@@ -585,6 +587,7 @@ void ll_lists_free(ll_lists_t *l)
     free(l->asn);
     free(l->ua);
     free(l->ua_by_first);
+    ll_memo_free(l->ua_memo);
     stamps_free(&l->stamps);
     stamps_free(&l->failed);
     free(l->dir);
@@ -761,13 +764,12 @@ int ll_lists_match_asn(const ll_lists_t *l, uint32_t asn, ll_list_hit_t *hit)
     return 1;
 }
 
-int ll_lists_match_ua(const ll_lists_t *l, const char *ua, size_t len, ll_list_hit_t *hit)
+/* The earliest entry (load order) found in the first LL_LISTS_UA_SCAN bytes, or UINT64_MAX. */
+static uint64_t find_ua(const ll_lists_t *l, const char *ua, size_t len)
 {
     char buf[LL_LISTS_UA_SCAN];
     size_t best = SIZE_MAX;
 
-    if (l == NULL || l->nua == 0 || ua == NULL)
-        return 0;
     if (len > sizeof(buf))
         len = sizeof(buf);
     for (size_t i = 0; i < len; i++)
@@ -788,7 +790,20 @@ int ll_lists_match_ua(const ll_lists_t *l, const char *ua, size_t len, ll_list_h
         if (best == 0)
             break;
     }
-    if (best == SIZE_MAX)
+    return best == SIZE_MAX ? UINT64_MAX : best;
+}
+
+int ll_lists_match_ua(const ll_lists_t *l, const char *ua, size_t len, ll_list_hit_t *hit)
+{
+    uint64_t best;
+
+    if (l == NULL || l->nua == 0 || ua == NULL)
+        return 0;
+    if (!ll_memo_get(l->ua_memo, ua, len, &best)) {
+        best = find_ua(l, ua, len);
+        ll_memo_put(l->ua_memo, ua, len, best);
+    }
+    if (best == UINT64_MAX)
         return 0;
     fill(l, l->ua[best].list, l->ua[best].label, hit);
     return 1;

@@ -96,4 +96,24 @@ int ll_hex_decode(uint8_t *out, const char *in, size_t n);
 /** Case-insensitive ASCII compare of a range with a NUL-terminated literal. */
 int ll_str_ieq(const char *s, size_t n, const char *lit);
 
+/*
+ * A memo of verdicts keyed by strings (user agents: ll_classify, ll_lists_match_ua). A site's
+ * hits come from a few hundred user agents and most of them from a handful, so a scan of the
+ * string runs about once per string instead of once per request. Direct-mapped by a hash of
+ * the string; each slot holds the whole string (compared on a hit) and a value. Strings longer
+ * than LL_MEMO_KEY_MAX are never remembered; a client that sends a new string each time only
+ * evicts. Not locked: one thread uses a memo.
+ */
+#define LL_MEMO_KEY_MAX 256
+typedef struct st_ll_memo_t ll_memo_t;
+
+/** A memo of `slots` entries (a power of two), about 280 bytes each. */
+ll_memo_t *ll_memo_new(size_t slots);
+void ll_memo_free(ll_memo_t *m);
+/** 1 and *value when s[0..len) was remembered, else 0. */
+int ll_memo_get(const ll_memo_t *m, const char *s, size_t len, uint64_t *value);
+/** Remembers value for s[0..len) in place of what shared its slot; nothing when len is above
+ * LL_MEMO_KEY_MAX. */
+void ll_memo_put(ll_memo_t *m, const char *s, size_t len, uint64_t value);
+
 #endif

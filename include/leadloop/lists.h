@@ -34,9 +34,12 @@
  * it; the earliest entry (list name order, then line order) found anywhere wins. The match
  * functions never allocate and accept a NULL set (no match).
  *
- * Caveats: a set is immutable and not locked. ll_lists_maybe_reload() frees the old set, so
- * every lookup must run on the thread that reloads (the writer), or the caller must add its own
- * reference counting. Lists say which machines they are, not what they may do: the caller
+ * A set remembers the user agents it has answered for (a memo, common.h), so a user agent seen
+ * before costs a hash and a compare instead of the scan.
+ *
+ * Caveats: a set's lists are immutable and not locked; the memo changes under lookups.
+ * ll_lists_maybe_reload() frees the old set, so every lookup must run on the thread that reloads
+ * (the writer), or the caller must add its own locking and reference counting. Lists say which machines they are, not what they may do: the caller
  * checks hit->applies against its event type (an Apple address that clicks is not MPP).
  */
 #ifndef LEADLOOP_LISTS_H

@@ -1,4 +1,6 @@
 /* Request classification: real user agents, HEAD, Purpose/Sec-Purpose, and the precedence. */
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "leadloop/classify.h"
@@ -217,6 +219,84 @@ static void test_bounds(void)
     free(ua);
 }
 
+/* ua i of a set where a browser and a tool alternate with strings of the same length: only
+ * their bytes tell them apart. 1 when it is the tool's. */
+static int memo_ua(char *ua, size_t len, int i)
+{
+    snprintf(ua, len, "Mozilla/5.0 (X11; Linux x86_64) %s/%04d.0 Safari/537.36", i % 2 ? "Scrapy" : "Chrome", i);
+    return i % 2;
+}
+
+/* Every answer in pass over n user agents is the scan's (the memo's slots are far fewer). */
+static int memo_pass(int n, int js)
+{
+    char ua[128];
+    int wrong = 0;
+    for (int i = 0; i < n; i++) {
+        int bot = memo_ua(ua, sizeof(ua), i);
+        ll_classify_in_t in;
+        memset(&in, 0, sizeof(in));
+        in.ua = ll_str(ua, strlen(ua));
+        in.from_snippet = js;
+        uint32_t r = 0;
+        int cls = ll_classify(&in, &r);
+        if (bot ? cls != LL_CLASS_BOT || r != LL_REASON_BOT_UA
+                : cls != LL_CLASS_HUMAN || r != (LL_REASON_BROWSER_UA | (js ? LL_REASON_JS : 0)))
+            wrong++;
+    }
+    return wrong;
+}
+
+static void *memo_thread(void *arg)
+{
+    intptr_t wrong = 0;
+    for (int k = 0; k < 20; k++)
+        wrong += memo_pass(300, k % 2);
+    (void)arg;
+    return (void *)wrong;
+}
+
+/* Each thread remembers the verdicts it scanned: the same answers the second time, after
+ * evictions, with the snippet's reason the request's own, and in threads side by side. */
+static void test_memo(void)
+{
+    for (int pass = 0; pass < 3; pass++)
+        CHECK_EQ_INT(memo_pass(1000, pass == 1), 0);
+    /* the same string with and without the snippet */
+    CHECK_EQ_INT(classify(0, CHROME, NULL, NULL, 1), LL_CLASS_HUMAN);
+    CHECK_EQ_INT(reasons, LL_REASON_BROWSER_UA | LL_REASON_JS);
+    CHECK_EQ_INT(classify(0, CHROME, NULL, NULL, 0), LL_CLASS_HUMAN);
+    CHECK_EQ_INT(reasons, LL_REASON_BROWSER_UA);
+    CHECK_EQ_INT(classify(0, CHROME, NULL, NULL, 1), LL_CLASS_HUMAN);
+    CHECK_EQ_INT(reasons, LL_REASON_BROWSER_UA | LL_REASON_JS);
+    /* a remembered browser string, then the header rules that come before the user agent */
+    CHECK_EQ_INT(classify(1, CHROME, NULL, NULL, 0), LL_CLASS_BOT);
+    CHECK_EQ_INT(classify(0, CHROME, NULL, "prefetch", 0), LL_CLASS_PREFETCH);
+    /* longer than what is remembered: a tool named past byte 256 is still found, each time */
+    char ua[400];
+    memset(ua, 'a', sizeof(ua));
+    memcpy(ua, "Mozilla/5.0 Chrome/1", 20);
+    memcpy(ua + 300, "wget/", 5);
+    for (int k = 0; k < 2; k++) {
+        ll_classify_in_t in;
+        memset(&in, 0, sizeof(in));
+        in.ua = ll_str(ua, sizeof(ua));
+        CHECK_EQ_INT(ll_classify(&in, NULL), LL_CLASS_BOT);
+        memcpy(ua + 300, "aaaaa", 5);
+        in.ua = ll_str(ua, sizeof(ua));
+        CHECK_EQ_INT(ll_classify(&in, NULL), LL_CLASS_HUMAN);
+        memcpy(ua + 300, "wget/", 5);
+    }
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(pthread_create(&t[i], NULL, memo_thread, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        void *wrong = NULL;
+        pthread_join(t[i], &wrong);
+        CHECK_EQ_INT((int)(intptr_t)wrong, 0);
+    }
+}
+
 int main(void)
 {
     RUN(test_browsers);
@@ -224,5 +304,6 @@ int main(void)
     RUN(test_no_ua_unknown);
     RUN(test_head_prefetch);
     RUN(test_bounds);
+    RUN(test_memo);
     return TEST_DONE("classify");
 }

@@ -318,6 +318,26 @@ static void test_asn_ua(void)
     memset(long_ua, 'x', sizeof(long_ua));
     memcpy(long_ua + LL_LISTS_UA_SCAN - 9, "tail-token", 10);
     CHECK(!ll_lists_match_ua(l, long_ua, sizeof(long_ua), &hit));
+
+    /* the same answers again (the set's memo gives them) and among more user agents than it
+     * holds, where a match and a miss have strings of the same length */
+    for (int pass = 0; pass < 3; pass++) {
+        char ua[64];
+        int wrong = 0;
+        for (int i = 0; i < 1000; i++) {
+            snprintf(ua, sizeof(ua), "Mozilla/5.0 agent %04d %s", i, i % 2 ? "ImageProxy" : "ImageProxi");
+            if (strcmp(ua_list(l, ua), i % 2 ? "b" : "-") != 0)
+                wrong++;
+        }
+        CHECK_EQ_INT(wrong, 0);
+        CHECK(ll_lists_match_ua(l, gmail, strlen(gmail), &hit));
+        CHECK_EQ_STR(hit.list, "a");
+        CHECK_EQ_STR(hit.label, "Gmail image proxy");
+        CHECK(ll_lists_match_ua(l, "tail-token zzz", 14, &hit));
+        CHECK_EQ_STR(hit.label, "late");
+        CHECK(!ll_lists_match_ua(l, "tail-token zzz", 2, &hit));
+        CHECK_EQ_STR(ua_list(l, "x googleimageprox"), "-");
+    }
     ll_lists_free(l);
 }
 
