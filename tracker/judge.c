@@ -110,34 +110,39 @@ size_t ll_judge_list_entries(const ll_judge_t *j)
     return j != NULL ? ll_lists_count(j->lists) : 0;
 }
 
-static int count_one(ll_txn_t *t, MDB_dbi dbi, uint64_t send, char kind, uint8_t id, int64_t delta)
+/* Adds delta to one count, found with one search: an existing count is overwritten where it is
+ * (MDB_CURRENT, same size), a new one inserted. */
+static int count_one(MDB_cursor *cur, uint64_t send, char kind, uint8_t id, int64_t delta)
 {
     uint8_t kb[10], vb[8];
     ll_be64_put(kb, send);
     kb[8] = (uint8_t)kind;
     kb[9] = id;
     MDB_val k = {10, kb}, v;
-    int rc = mdb_get(t->txn, dbi, &k, &v);
-    uint64_t n = rc == 0 && v.mv_size == 8 ? ll_be64_get(v.mv_data) : 0;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return ll_store_err(rc);
+    uint64_t n = rc == 0 && v.mv_size == 8 ? ll_be64_get(v.mv_data) : 0;
     n = delta < 0 && n < (uint64_t)-delta ? 0 : n + (uint64_t)delta;
     ll_be64_put(vb, n);
+    unsigned flags = rc == 0 && v.mv_size == 8 ? MDB_CURRENT : 0;
     v.mv_size = 8, v.mv_data = vb;
-    return ll_store_err(mdb_put(t->txn, dbi, &k, &v, 0));
+    return ll_store_err(mdb_cursor_put(cur, &k, &v, flags));
 }
 
 /* Adds delta to the send's and the total's counts of cls and of each reason. */
 static int count(ll_judge_t *j, ll_txn_t *t, uint64_t send, int cls, uint32_t reasons, int64_t delta)
 {
-    int rc = 0;
+    MDB_cursor *cur = NULL;
+    int rc = ll_store_err(mdb_cursor_open(t->txn, j->counts, &cur));
     for (int w = 0; w < 2 && rc == 0; w++) {
         uint64_t key = w == 0 ? send : 0;
-        rc = count_one(t, j->counts, key, 'c', (uint8_t)cls, delta);
-        for (int b = 0; b < 32 && rc == 0; b++)
-            if (reasons & (1u << b))
-                rc = count_one(t, j->counts, key, 'r', (uint8_t)b, delta);
+        rc = count_one(cur, key, 'c', (uint8_t)cls, delta);
+        for (uint32_t m = reasons; m != 0 && rc == 0; m &= m - 1) /* each reason's bit, lowest first */
+            rc = count_one(cur, key, 'r', (uint8_t)__builtin_ctz(m), delta);
     }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
     return rc;
 }
 

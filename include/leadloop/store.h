@@ -92,11 +92,29 @@ void ll_store_zero_ahead(ll_txn_t *t);
 /** Maps an LMDB return code to LL_*: MDB_MAP_FULL/ENOSPC -> LL_EFULL, MDB_NOTFOUND -> LL_ENOTFOUND. */
 int ll_store_err(int mdb_rc);
 
-/** Big-endian helpers for keys. */
-void ll_be64_put(uint8_t *p, uint64_t v);
-uint64_t ll_be64_get(const uint8_t *p);
-void ll_be32_put(uint8_t *p, uint32_t v);
-uint32_t ll_be32_get(const uint8_t *p);
+/* Big-endian helpers for keys. Inline and spelled out byte by byte, which the compiler turns
+ * into one byte swap and one move (a call with a loop was 4% of leadloopd's instructions). */
+static inline void ll_be64_put(uint8_t *p, uint64_t v)
+{
+    p[0] = (uint8_t)(v >> 56), p[1] = (uint8_t)(v >> 48), p[2] = (uint8_t)(v >> 40), p[3] = (uint8_t)(v >> 32);
+    p[4] = (uint8_t)(v >> 24), p[5] = (uint8_t)(v >> 16), p[6] = (uint8_t)(v >> 8), p[7] = (uint8_t)v;
+}
+
+static inline uint64_t ll_be64_get(const uint8_t *p)
+{
+    return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 | (uint64_t)p[3] << 32 |
+           (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 | (uint64_t)p[6] << 8 | p[7];
+}
+
+static inline void ll_be32_put(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+static inline uint32_t ll_be32_get(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
 
 /* ---- events ---- */
 

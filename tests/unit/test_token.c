@@ -468,6 +468,28 @@ static void test_b64url(void)
     /* Non-canonical tails: "Zh" and "Zm-" decode to the same bytes as "Zg" and "Zm8". */
     CHECK_EQ_INT(ll_b64url_decode(dec, sizeof(dec), "Zm9", 3, &n), LL_EINVAL);
     CHECK_EQ_INT(ll_b64url_decode(dec, sizeof(dec), "Zm8", 3, &n), 0);
+    /* Every byte value in every place of a group and of a two-character tail: decoded iff in the
+     * alphabet (and, as a tail's last, with no bits left over), to its index. */
+    int wrong = 0;
+    for (int c = 0; c < 256; c++) {
+        const char *at = c != 0 ? strchr(b64chars, c) : NULL;
+        uint32_t x = at != NULL ? (uint32_t)(at - b64chars) : 0;
+        for (size_t pos = 0; pos < 6; pos++) {
+            char in[6];
+            memcpy(in, "AAAAAA", 6);
+            in[pos] = (char)c;
+            size_t len = pos < 4 ? 4 : 6;
+            int ok = at != NULL && (pos != 5 || (x & 15) == 0);
+            int rc = ll_b64url_decode(dec, sizeof(dec), in, len, &n);
+            uint32_t v = pos < 4 ? x << (6 * (3 - pos)) : 0;
+            uint8_t tail = pos == 4 ? (uint8_t)(x << 2) : pos == 5 ? (uint8_t)(x >> 4) : 0;
+            if (!ok ? rc != LL_EINVAL
+                    : rc != 0 || n != len / 4 * 3 + (len % 4 ? 1 : 0) || dec[0] != (uint8_t)(v >> 16) ||
+                          dec[1] != (uint8_t)(v >> 8) || dec[2] != (uint8_t)v || (len == 6 && dec[3] != tail))
+                wrong++;
+        }
+    }
+    CHECK_EQ_INT(wrong, 0);
     /* The output bound holds. */
     CHECK_EQ_INT(ll_b64url_decode(dec, 2, "Zm9v", 4, &n), LL_ETOOBIG);
     CHECK_EQ_INT(ll_b64url_decode(dec, 3, "Zm9v", 4, &n), 0);
