@@ -356,6 +356,7 @@ int main(int argc, char **argv)
         log_warnx("%s (geo lookups disabled; run make to build it)", err);
         ll_srv.geo = NULL;
     }
+    ll__cookie_init();
     if (ll__snippet_load(snippet ? snippet : "build/ll.min.js") != 0)
         fatalx("%s: cannot read the snippet (run make)", snippet ? snippet : "build/ll.min.js");
 

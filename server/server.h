@@ -62,7 +62,7 @@ typedef struct st_ll_server_t {
     struct st_ll_judge_t *judge;   /* leadloop/judge.h: people or machines, for opens and clicks */
     h2o_iovec_t snippet;    /* /t.js body with the config substituted */
     char snippet_etag[40];
-    char public_host[256];
+    h2o_iovec_t cookie_attrs; /* "; Path=/; Max-Age=...": the visitor cookie after its value (ll__cookie_init) */
 } ll_server_t;
 
 extern ll_server_t ll_srv;
@@ -93,6 +93,8 @@ int ll__cookie_visitor(const char *name, const char *v, size_t len, ll_visitor_i
 ll_str_t ll__url_decode(h2o_mem_pool_t *pool, const char *s, size_t n);
 /** Set-Cookie for the visitor, re-issued on every hit. */
 void ll__set_visitor_cookie(h2o_req_t *req, const ll_visitor_id_t *v);
+/** Makes ll_srv.cookie_attrs from the configuration, once at start. */
+void ll__cookie_init(void);
 /** Finds a header by lower-case name; returns its value or an empty iovec. */
 h2o_iovec_t ll__header(h2o_req_t *req, const h2o_token_t *token);
 h2o_iovec_t ll__header_str(h2o_req_t *req, const char *name);

@@ -570,6 +570,21 @@ def test_click_redirects_and_records():
         check(e['class'] == 'likely-human' and e.get('provisional'), f'class {e["class"]} for a Chrome user agent: {e}')
 
 
+def test_cookie_attributes_and_handoff():
+    """The visitor cookie carries the configured domain and lifetime; the hand-off goes before a
+    fragment whether or not the URL has a query."""
+    with Server(conf='cookie_domain: example.test\ncookie_days: 30\ncookie_name: lv') as s:
+        tok = s.link('https://dest.example/doc#top', 'dora@example.com', send=7)
+        r = s.get('/c/' + tok)
+        cookies = [v for v in r.all('Set-Cookie') if v.startswith('lv=')]
+        check(r.status == 302 and len(cookies) == 1, f'click: {r.status} {r.headers}')
+        m = re.fullmatch(r'lv=([0-9a-f]{32}); Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax; Domain=example\.test',
+                         cookies[0])
+        check(m, f'Set-Cookie {cookies[0]!r}')
+        loc = r.header('Location')
+        check(m and loc == f'https://dest.example/doc?_llv={m.group(1)}#top', f'Location {loc!r}')
+
+
 def test_keep_alive_across_responses():
     """Every kind of answer keeps an HTTP/1.1 connection open: a click's 302, a bad token's 404,
     a beacon's 204, the pixel and the snippet (h2o 2.2 closes after a non-200 without a length)."""
