@@ -6,7 +6,7 @@
 #   SANITIZE=address,undefined  builds with sanitizers (into build-san/)
 
 CC      ?= cc
-PKGS    := libh2o-evloop lmdb libmaxminddb yaml-0.1 jansson openssl libcurl
+PKGS    := libh2o-evloop lmdb libmaxminddb yaml-0.1 jansson libcjson openssl libcurl
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 $(WARN) -Iinclude -DH2O_USE_LIBUV=0 -D_GNU_SOURCE -pthread

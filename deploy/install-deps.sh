@@ -4,7 +4,7 @@
 # needs root (or sudo) only when something is missing.
 set -e
 PKGS="build-essential pkg-config libh2o-evloop-dev liblmdb-dev lmdb-utils libmaxminddb-dev mmdb-bin
-libssl-dev libyaml-dev libjansson-dev libcurl4-openssl-dev libesmtp-dev libgumbo-dev libcsv-dev libopendkim-dev tor-geoipdb
+libssl-dev libyaml-dev libjansson-dev libcjson-dev libcurl4-openssl-dev libesmtp-dev libgumbo-dev libcsv-dev libopendkim-dev tor-geoipdb
 libmaxmind-db-writer-perl perl tzdata"
 if [ "$1" = test ]; then
     PKGS="$PKGS curl python3 chromium chromium-driver python3-aiosmtpd openssl"

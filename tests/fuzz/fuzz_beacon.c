@@ -1,10 +1,12 @@
 /*
- * The beacon's JSON-to-event path (server/track.c, included for its statics): the body checks
- * ll__on_beacon makes, then beacon_fields for each event, ll_event_encode as ll__pending_add
- * does, and back through ll_event_decode and ll_event_to_json. Properties: whatever a client
- * sends becomes records within LL_EVENT_MAX whose text fields are valid UTF-8 and that decode
- * and print as valid JSON.
+ * The beacon's JSON-to-event path (server/track.c, included for its statics): beacon_parse and
+ * the checks ll__on_beacon makes, then beacon_fields for each event, ll_event_encode as
+ * ll__pending_add does, and back through ll_event_decode and ll_event_to_json. Properties: a
+ * body beacon_parse takes is valid UTF-8 and, printed again, a JSON object jansson reads with
+ * no key twice; whatever a client sends becomes records within LL_EVENT_MAX whose text fields
+ * are valid UTF-8 and that decode and print as valid JSON.
  */
+#include <jansson.h>
 #include "../../server/track.c"
 #include "fuzz.h"
 
@@ -13,15 +15,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_error_t jerr;
     if (size == 0)
         return 0;
-    json_t *root = json_loadb((const char *)data, size, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(root)) {
-        ll_utf8_valid((const char *)data, size);
-        json_decref(root);
+    ll_reject_t why;
+    const char *text;
+    cJSON *root = beacon_parse((const char *)data, size, &why, &text);
+    if (root == NULL) {
+        FUZZ_CHECK(text != NULL && (why == REJ_BAD_JSON || why == REJ_BAD_UTF8));
         return 0;
     }
-    json_t *events = json_object_get(root, "e");
-    if (!json_is_array(events) || json_array_size(events) == 0 || json_array_size(events) > BEACON_MAX_EVENTS) {
-        json_decref(root);
+    FUZZ_CHECK(ll_utf8_valid((const char *)data, size));
+    char *again = cJSON_PrintUnformatted(root);
+    json_t *strict = again ? json_loads(again, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    FUZZ_CHECK(json_is_object(strict));
+    json_decref(strict);
+    cJSON_free(again);
+    const cJSON *events = cJSON_GetObjectItemCaseSensitive(root, "e");
+    int n = cJSON_IsArray(events) ? cJSON_GetArraySize(events) : 0;
+    if (n == 0 || n > BEACON_MAX_EVENTS) {
+        cJSON_Delete(root);
         return 0;
     }
     ll_visitor_id_t vid;
@@ -33,17 +43,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ll_buf_t recs, js;
     ll_buf_init(&recs, 64 * LL_EVENT_MAX);
     ll_buf_init(&js, 1 << 20);
-    for (size_t i = 0; i < json_array_size(events); i++) {
+    for (const cJSON *e = events->child; e != NULL; e = e->next) {
         ll_event_t ev = {0}, back;
         char *d = NULL;
         ev.time_us = 1700000000000000ull;
-        if (beacon_fields(&pool, json_array_get(events, i), &ev, &d) != NULL) {
+        if (beacon_fields(&pool, e, &ev, &d) != NULL) {
             FUZZ_CHECK(d == NULL);
             break;
         }
         size_t off = recs.len;
         int rc = ll_event_encode(&ev, &recs);
-        free(d);
+        cJSON_free(d);
         if (rc != 0)
             break;
         FUZZ_CHECK(recs.len - off <= LL_EVENT_MAX);
@@ -59,6 +69,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ll_buf_free(&recs);
     ll_buf_free(&js);
     h2o_mem_clear_pool(&pool);
-    json_decref(root);
+    cJSON_Delete(root);
     return 0;
 }

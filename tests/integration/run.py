@@ -705,6 +705,20 @@ def test_beacon_stores_pageview():
         check(evs[1].get('data') == {'engaged_ms': 1234, 'scroll': 80}, f'engage data {evs[1].get("data")!r}')
         check(evs[4].get('data', {}).get('name') == 'calc', f'custom data {evs[4].get("data")!r}')
         check(all(e['visitor'] == v for e in evs), 'visitor not kept on every event of the batch')
+        # Escapes, numbers and key order come through as the browser's JSON.stringify meant them.
+        before = s.events()
+        many = {f'k{i}': i for i in range(40)}
+        body = ('{"v":"%s","e":[{"t":"custom","u":"https://site/a","ti":"Say \\"hi\\" \\\\u0000 caf\\u00e9 \\ud83d\\ude00",'
+                '"d":{"z":1,"a":0.1,"big":1e20,"neg":-2.5e-7,"t":true,"n":null,"l":[1,"x"],"o":{"b":2}}},'
+                '{"t":"custom","u":"https://site/a","d":%s}]}' % (v, json.dumps(many)))
+        r = s.beacon(body.encode())
+        check(r.status == 204, f'beacon with escapes and numbers: {r.status} {r.body!r}')
+        evs = new_events(before, s.events())
+        check(len(evs) == 2, f'{len(evs)} events stored, expected 2')
+        check(evs[0].get('title') == 'Say "hi" \\u0000 caf\u00e9 \U0001f600', f'title {evs[0].get("title")!r}')
+        want = {'z': 1, 'a': 0.1, 'big': 1e20, 'neg': -2.5e-7, 't': True, 'n': None, 'l': [1, 'x'], 'o': {'b': 2}}
+        check(evs[0].get('data') == want and list(evs[0]['data']) == list(want), f'data {evs[0].get("data")!r}')
+        check(evs[1].get('data') == many, f'data of 40 keys {evs[1].get("data")!r}')
 
 
 def test_beacon_rejects_bad_batches():
@@ -724,6 +738,20 @@ def test_beacon_rejects_bad_batches():
             ('numeric type', beacon_body(v, [{'t': 1}])),
             ('event not an object', beacon_body(v, ['pageview'])),
             ('one good, one unknown', beacon_body(v, [pv, {'t': 'nope'}])),
+            # What the JSON grammar refuses and a lax parser may take (the beacon's is cJSON).
+            ('text after the object', beacon_body(v, [pv]) + ' x'),
+            ('a second object', beacon_body(v, [pv]) + beacon_body(v, [pv])),
+            ('raw control character in a string', '{"v":"%s","e":[{"t":"pageview","u":"https://site/\x01"}]}' % v),
+            ('NUL escape in a string', '{"v":"%s","e":[{"t":"pageview","u":"https://site/\\u0000x"}]}' % v),
+            ('lone surrogate escape', '{"v":"%s","e":[{"t":"pageview","ti":"\\ud800"}]}' % v),
+            ('key twice at the top', '{"v":"%s","e":[{"t":"pageview"}],"e":[{"t":"pageview"}]}' % v),
+            ('key twice in an event', '{"v":"%s","e":[{"t":"pageview","t":"engage"}]}' % v),
+            ('key twice in data', '{"v":"%s","e":[{"t":"custom","d":{"a":1,"b":{"c":1,"c":2}}}]}' % v),
+            ('key twice in data of 40 keys', '{"v":"%s","e":[{"t":"custom","d":{%s,"k7":0}}]}'
+             % (v, ','.join(f'"k{i}":{i}' for i in range(40)))),
+            ('infinite number', '{"v":"%s","e":[{"t":"custom","d":{"n":1e999}}]}' % v),
+            ('single quotes', "{'v':'%s','e':[{'t':'pageview'}]}" % v),
+            ('trailing comma', '{"v":"%s","e":[{"t":"pageview"},]}' % v),
         ]
         before = s.events()
         wrong = []
