@@ -129,6 +129,7 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
     t->store = s;
     t->rdonly = rdonly;
     t->journaled = 0;
+    t->last_seq = 0;
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
 }
@@ -206,13 +207,14 @@ static int index_put(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, ui
 int ll_event_append(ll_txn_t *t, void *rec, size_t len, uint64_t *seq)
 {
     uint8_t key[8];
-    uint64_t s = ll_event_last_seq(t) + 1;
+    uint64_t s = (t->last_seq != 0 ? t->last_seq : ll_event_last_seq(t)) + 1;
     ll_event_patch_seq(rec, s);
     ll_be64_put(key, s);
     MDB_val k = {8, key}, v = {len, rec};
     int rc = ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_EVENTS], &k, &v, MDB_APPEND));
     if (rc != 0)
         return rc;
+    t->last_seq = s;
     ll_visitor_id_t vid;
     ll_event_rec_visitor(rec, &vid);
     if (!ll_visitor_is_zero(&vid) && (rc = index_put(t, LL_DB_VISITOR_EVENTS, vid.b, 16, s)) != 0)

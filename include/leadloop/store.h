@@ -57,6 +57,8 @@ typedef struct st_ll_txn_t {
     ll_store_t *store;
     int rdonly;
     int journaled; /* set before the commit: a journal holds what it writes (LL_STORE_NOMETASYNC) */
+    uint64_t last_seq; /* the last event appended in this transaction (0: none yet): the next
+                        * append's number without a search (events are never deleted) */
 } ll_txn_t;
 
 /**

@@ -571,6 +571,13 @@ static void test_append(void)
     /* An aborted append leaves no gap. */
     CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
     CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+    CHECK_EQ_INT(seq, 13);
+    ll_txn_abort(&t);
+    /* The next transaction, on the same ll_txn_t, numbers from the store, not from the append
+     * it remembered (last_seq). */
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+    CHECK_EQ_INT(seq, 13);
     ll_txn_abort(&t);
     CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
     CHECK_EQ_INT(ll_event_last_seq(&t), 12);
