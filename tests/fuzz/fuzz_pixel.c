@@ -6,6 +6,7 @@
  * in pool memory, is NUL-terminated and no longer than the query; an event that passes the
  * checks stores only valid UTF-8 and prints as JSON.
  */
+#include <jansson.h>
 #include "../../server/track.c"
 #include "fuzz.h"
 
