@@ -265,8 +265,9 @@ static void bad_request(h2o_req_t *req, ll_endpoint_t ep, ll_reject_t why, const
 }
 
 /* The client-given part of one beacon event e (type, url, referrer, title, UTM, data) into ev,
- * with no request in sight, so that tests/fuzz reaches it. *data gets the malloc'd text the DATA
- * field points into (the caller frees it after encoding). Returns a reason text for a 400, or NULL. */
+ * with no request in sight, so that tests/fuzz reaches it. *data gets the text cJSON allocated that
+ * the DATA field points into (the caller frees it with cJSON_free after encoding). Returns a reason
+ * text for a 400, or NULL. */
 static const char *beacon_fields(h2o_mem_pool_t *pool, const cJSON *e, ll_event_t *ev, char **data)
 {
     static const int allowed[] = {LL_EV_PAGEVIEW, LL_EV_ENGAGE, LL_EV_OUTBOUND, LL_EV_DOWNLOAD, LL_EV_CUSTOM};
