@@ -252,6 +252,14 @@ static cJSON *beacon_parse(const char *body, size_t len, ll_reject_t *why, const
     return root;
 }
 
+/* The beacon's events: "e", an array of 1 to BEACON_MAX_EVENTS, or NULL. */
+static const cJSON *beacon_events(const cJSON *root)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "e");
+    int n = cJSON_IsArray(e) ? cJSON_GetArraySize(e) : 0;
+    return n >= 1 && n <= BEACON_MAX_EVENTS ? e : NULL;
+}
+
 static ll_str_t json_str(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -329,9 +337,8 @@ int ll__on_beacon(h2o_req_t *req)
         bad_request(req, EP_BEACON, reject, reject_text);
         return 0;
     }
-    const cJSON *events = cJSON_GetObjectItemCaseSensitive(root, "e");
-    int n = cJSON_IsArray(events) ? cJSON_GetArraySize(events) : 0;
-    if (n == 0 || n > BEACON_MAX_EVENTS) {
+    const cJSON *events = beacon_events(root);
+    if (events == NULL) {
         cJSON_Delete(root);
         bad_request(req, EP_BEACON, REJ_BAD_REQUEST, "\"e\" must be an array of 1 to 50 events\n");
         return 0;

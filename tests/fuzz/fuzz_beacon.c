@@ -28,9 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(json_is_object(strict));
     json_decref(strict);
     cJSON_free(again);
-    const cJSON *events = cJSON_GetObjectItemCaseSensitive(root, "e");
-    int n = cJSON_IsArray(events) ? cJSON_GetArraySize(events) : 0;
-    if (n == 0 || n > BEACON_MAX_EVENTS) {
+    const cJSON *events = beacon_events(root);
+    if (events == NULL) {
         cJSON_Delete(root);
         return 0;
     }
