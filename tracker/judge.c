@@ -25,6 +25,11 @@ typedef struct {
     uint32_t reason;
 } machine_t;
 
+typedef struct {
+    uint8_t key[10]; /* as in judge_counts */
+    int64_t delta;
+} tally_t;
+
 struct st_ll_judge_t {
     ll_store_t *store;
     const ll_config_t *conf;
@@ -39,6 +44,16 @@ struct st_ll_judge_t {
     /* Sends found sweeping or hitting the honeypot lately, so that an open (which adds no link)
      * needs no scan of the log: direct-mapped by send id; lost on a restart (one window). */
     machine_t machine[1024];
+    /* The counts added in the open write transaction, put once per key at its commit
+     * (tally_commit, through ll_txn_defer): a batch of 500 opens of one message puts 4 counts,
+     * not 2,000. v in the order added; slot (open addressing, a power of two, kept at most half
+     * full) holds an index + 1 into v, 0 for empty. */
+    struct {
+        tally_t *v;
+        size_t n, cap;
+        uint32_t *slot;
+        size_t nslot;
+    } tally;
 };
 
 static uint32_t machine_burst(const ll_judge_t *j, uint64_t send, uint64_t at_us)
@@ -90,6 +105,8 @@ void ll_judge_free(ll_judge_t *j)
     if (j == NULL)
         return;
     ll_lists_free(j->lists);
+    free(j->tally.v);
+    free(j->tally.slot);
     free(j);
 }
 
@@ -110,15 +127,19 @@ size_t ll_judge_list_entries(const ll_judge_t *j)
     return j != NULL ? ll_lists_count(j->lists) : 0;
 }
 
-/* Adds delta to one count, found with one search: an existing count is overwritten where it is
- * (MDB_CURRENT, same size), a new one inserted. */
-static int count_one(MDB_cursor *cur, uint64_t send, char kind, uint8_t id, int64_t delta)
+static void count_key(uint8_t kb[10], uint64_t send, char kind, uint8_t id)
 {
-    uint8_t kb[10], vb[8];
     ll_be64_put(kb, send);
     kb[8] = (uint8_t)kind;
     kb[9] = id;
-    MDB_val k = {10, kb}, v;
+}
+
+/* Adds delta to one count, found with one search: an existing count is overwritten where it is
+ * (MDB_CURRENT, same size), a new one inserted. */
+static int count_one(MDB_cursor *cur, const uint8_t kb[10], int64_t delta)
+{
+    uint8_t vb[8];
+    MDB_val k = {10, (void *)kb}, v;
     int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
     if (rc != 0 && rc != MDB_NOTFOUND)
         return ll_store_err(rc);
@@ -130,19 +151,97 @@ static int count_one(MDB_cursor *cur, uint64_t send, char kind, uint8_t id, int6
     return ll_store_err(mdb_cursor_put(cur, &k, &v, flags));
 }
 
-/* Adds delta to the send's and the total's counts of cls and of each reason. */
-static int count(ll_judge_t *j, ll_txn_t *t, uint64_t send, int cls, uint32_t reasons, int64_t delta)
+static size_t tally_hash(const uint8_t kb[10])
 {
+    uint64_t h = (ll_be64_get(kb) ^ ((uint64_t)kb[8] << 56 | (uint64_t)kb[9] << 48)) * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h ^ h >> 32);
+}
+
+/* The slot of key: where it is, or the empty slot where it goes. */
+static uint32_t *tally_slot(ll_judge_t *j, const uint8_t kb[10])
+{
+    size_t mask = j->tally.nslot - 1;
+    for (size_t i = tally_hash(kb) & mask;; i = (i + 1) & mask) {
+        uint32_t *s = &j->tally.slot[i];
+        if (*s == 0 || memcmp(j->tally.v[*s - 1].key, kb, 10) == 0)
+            return s;
+    }
+}
+
+static void tally_add(ll_judge_t *j, const uint8_t kb[10], int64_t delta)
+{
+    if (2 * (j->tally.n + 1) > j->tally.nslot) { /* grow, keeping the slots at most half full */
+        j->tally.cap = j->tally.cap ? 2 * j->tally.cap : 64;
+        j->tally.v = ll_realloc(j->tally.v, j->tally.cap * sizeof(*j->tally.v));
+        free(j->tally.slot);
+        j->tally.nslot = 2 * j->tally.cap;
+        j->tally.slot = ll_calloc(j->tally.nslot, sizeof(*j->tally.slot));
+        for (size_t i = 0; i < j->tally.n; i++)
+            *tally_slot(j, j->tally.v[i].key) = (uint32_t)i + 1;
+    }
+    uint32_t *s = tally_slot(j, kb);
+    if (*s == 0) {
+        memcpy(j->tally.v[j->tally.n].key, kb, 10);
+        j->tally.v[j->tally.n].delta = 0;
+        *s = (uint32_t)++j->tally.n;
+    }
+    j->tally.v[*s - 1].delta += delta;
+}
+
+/* The transaction ended without the tally (ll_txn_defer's drop), or it was put. After a batch
+ * far larger than usual the tables go, rather than being cleared at that size every commit. */
+static void tally_drop(void *arg)
+{
+    ll_judge_t *j = arg;
+    if (j->tally.nslot > 4096 && 16 * j->tally.n < j->tally.nslot) {
+        free(j->tally.v);
+        free(j->tally.slot);
+        memset(&j->tally, 0, sizeof(j->tally));
+        return;
+    }
+    if (j->tally.n > 0)
+        memset(j->tally.slot, 0, j->tally.nslot * sizeof(*j->tally.slot));
+    j->tally.n = 0;
+}
+
+static int tally_cmp(const void *a, const void *b)
+{
+    return memcmp(((const tally_t *)a)->key, ((const tally_t *)b)->key, 10);
+}
+
+/* At the commit (ll_txn_defer): each key's sum, in key order, one search and put each. */
+static int tally_commit(void *arg, ll_txn_t *t)
+{
+    ll_judge_t *j = arg;
     MDB_cursor *cur = NULL;
     int rc = ll_store_err(mdb_cursor_open(t->txn, j->counts, &cur));
-    for (int w = 0; w < 2 && rc == 0; w++) {
-        uint64_t key = w == 0 ? send : 0;
-        rc = count_one(cur, key, 'c', (uint8_t)cls, delta);
-        for (uint32_t m = reasons; m != 0 && rc == 0; m &= m - 1) /* each reason's bit, lowest first */
-            rc = count_one(cur, key, 'r', (uint8_t)__builtin_ctz(m), delta);
-    }
+    qsort(j->tally.v, j->tally.n, sizeof(*j->tally.v), tally_cmp);
+    for (size_t i = 0; i < j->tally.n && rc == 0; i++)
+        if (j->tally.v[i].delta != 0)
+            rc = count_one(cur, j->tally.v[i].key, j->tally.v[i].delta);
     if (cur != NULL)
         mdb_cursor_close(cur);
+    tally_drop(j);
+    return rc;
+}
+
+/* Adds delta to the send's and the total's counts of cls and of each reason, in the tally that
+ * t's commit puts. */
+static int count(ll_judge_t *j, ll_txn_t *t, uint64_t send, int cls, uint32_t reasons, int64_t delta)
+{
+    if (t->defer.arg != j && j->tally.n > 0)
+        tally_drop(j); /* left by a transaction that never ended through ll_txn_commit or _abort */
+    int rc = ll_txn_defer(t, tally_commit, tally_drop, j);
+    uint8_t kb[10];
+    for (int w = 0; w < 2 && rc == 0; w++) {
+        uint64_t key = w == 0 ? send : 0;
+        count_key(kb, key, 'c', (uint8_t)cls);
+        tally_add(j, kb, delta);
+        for (uint32_t m = reasons; m != 0; m &= m - 1) { /* each reason's bit, lowest first */
+            count_key(kb, key, 'r', (uint8_t)__builtin_ctz(m));
+            tally_add(j, kb, delta);
+        }
+    }
     return rc;
 }
 

@@ -130,6 +130,7 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
     t->rdonly = rdonly;
     t->journaled = 0;
     t->last_seq = 0;
+    memset(&t->defer, 0, sizeof(t->defer));
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
 }
@@ -164,8 +165,26 @@ void ll_store_zero_ahead(ll_txn_t *t)
     t->store->zeroed_to = from;
 }
 
+int ll_txn_defer(ll_txn_t *t, int (*commit)(void *arg, ll_txn_t *t), void (*drop)(void *arg), void *arg)
+{
+    if (t->defer.arg == arg && t->defer.commit == commit)
+        return 0;
+    if (t->defer.arg != NULL || t->rdonly)
+        return LL_EEXIST;
+    t->defer.commit = commit, t->defer.drop = drop, t->defer.arg = arg;
+    return 0;
+}
+
 int ll_txn_commit(ll_txn_t *t)
 {
+    if (t->defer.commit != NULL) {
+        int rc = t->defer.commit(t->defer.arg, t);
+        memset(&t->defer, 0, sizeof(t->defer)); /* put, or dropped by the commit that failed */
+        if (rc != 0) {
+            ll_txn_abort(t);
+            return rc;
+        }
+    }
     int rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
     if (rc == 0 && !t->journaled && !t->rdonly)
@@ -175,6 +194,9 @@ int ll_txn_commit(ll_txn_t *t)
 
 void ll_txn_abort(ll_txn_t *t)
 {
+    if (t->defer.drop != NULL)
+        t->defer.drop(t->defer.arg);
+    memset(&t->defer, 0, sizeof(t->defer));
     if (t->txn != NULL)
         mdb_txn_abort(t->txn);
     t->txn = NULL;

@@ -36,7 +36,8 @@
  *   judge_counts   send (be64, 0: all) | 'c' | class (1)    -> count (be64)
  *                  send (be64, 0: all) | 'r' | reason bit (1) -> count (be64)
  * Counts cover opens and clicks of sends, by their current label and reasons; `leadloop stats`
- * and /metrics show them.
+ * and /metrics show them. A write transaction's counts are summed in memory and put once per
+ * key when it commits (ll_txn_defer): read them after the commit, not inside it.
  *
  * Caveat: with provisional_s 0 (or shorter than a burst), an event scored before a later sweep
  * relabels it keeps its points until `leadloop rescore`.

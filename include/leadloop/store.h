@@ -59,6 +59,13 @@ typedef struct st_ll_txn_t {
     int journaled; /* set before the commit: a journal holds what it writes (LL_STORE_NOMETASYNC) */
     uint64_t last_seq; /* the last event appended in this transaction (0: none yet): the next
                         * append's number without a search (events are never deleted) */
+    /* Writes one module held back until the commit (ll_txn_defer), so that what many events of
+     * a batch add to the same keys is put once per key: the judge's counts (judge.c). */
+    struct {
+        int (*commit)(void *arg, struct st_ll_txn_t *t); /* puts them, first thing in ll_txn_commit */
+        void (*drop)(void *arg);                         /* the transaction ended without them */
+        void *arg;
+    } defer;
 } ll_txn_t;
 
 /**
@@ -76,9 +83,17 @@ MDB_dbi ll_store_dbi(ll_store_t *s, ll_db_t db);
 int ll_store_open_db(ll_store_t *s, const char *name, unsigned flags, MDB_dbi *out);
 
 int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t);
-/** Commits; on failure the transaction is gone and the code is LL_EFULL or LL_ESTORE. */
+/** Commits (the deferred writes first); on failure the transaction is gone and the code is
+ * LL_EFULL or LL_ESTORE, or the deferred commit's. */
 int ll_txn_commit(ll_txn_t *t);
+/** Ends the transaction without its writes (a deferred module's drop is called). */
 void ll_txn_abort(ll_txn_t *t);
+/**
+ * Holds one module's writes back until t commits: commit(arg, t) puts them at the start of
+ * ll_txn_commit (its error aborts t), drop(arg) forgets them when t ends any other way. One
+ * module per transaction: another arg gets LL_EEXIST; the same arg again is a no-op.
+ */
+int ll_txn_defer(ll_txn_t *t, int (*commit)(void *arg, ll_txn_t *t), void (*drop)(void *arg), void *arg);
 /**
  * Keeps the data file zero-filled some megabytes ahead of LMDB's last page, within the map size.
  * Call inside a write transaction (no other writer can extend the file meanwhile), before its

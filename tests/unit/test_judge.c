@@ -99,8 +99,8 @@ typedef struct {
     const char *ip; /* dotted IPv4, truncated as the edge stores it */
 } ev_t;
 
-/* Ingests one event as the writer does; returns its seq. */
-static uint64_t ingest(ev_t e)
+/* Ingests one event in t as the writer does; returns its seq. */
+static uint64_t ingest_in(ll_txn_t *t, ev_t e)
 {
     ll_event_t ev;
     ll_buf_t rec;
@@ -127,13 +127,20 @@ static uint64_t ingest(ev_t e)
     }
     ll_buf_init(&rec, LL_EVENT_MAX);
     CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
-    ll_txn_t t;
     ll_ingest_t in = {.rec = (uint8_t *)rec.data, .len = rec.len, .scorer = sc, .judge = judge};
-    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
-    CHECK_EQ_INT(ll_ingest(&t, &in), 0);
-    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(ll_ingest(t, &in), 0);
     ll_buf_free(&rec);
     return in.seq;
+}
+
+/* Ingests one event in a transaction of its own. */
+static uint64_t ingest(ev_t e)
+{
+    ll_txn_t t;
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    uint64_t seq = ingest_in(&t, e);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    return seq;
 }
 
 static ll_event_t got;
@@ -271,6 +278,46 @@ static void test_sweep_relabels_the_burst(void)
     teardown();
 }
 
+/* The writer's way: the sweep of test_sweep_relabels_the_burst within one transaction gives the
+ * same counts (summed in memory, put at the commit); an aborted transaction's counts are gone. */
+static void test_counts_of_one_batch(void)
+{
+    if (setup() != 0) {
+        CHECK(0);
+        teardown();
+        return;
+    }
+    ll_txn_t t;
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    ingest_in(&t, (ev_t){.type = LL_EV_CLICK, .at_s = 600, .send = 10, .link = 1, .visitor = 3});
+    uint64_t o = ingest_in(&t, (ev_t){.type = LL_EV_OPEN, .at_s = 600, .send = 10, .visitor = 3});
+    ingest_in(&t, (ev_t){.type = LL_EV_CLICK, .at_s = 602, .send = 10, .link = 5, .visitor = 4});
+    ingest_in(&t, (ev_t){.type = LL_EV_CLICK, .at_s = 603, .send = 10, .link = 3, .visitor = 5});
+    ingest_in(&t, (ev_t){.type = LL_EV_CLICK, .at_s = 603, .send = 11, .link = 3, .visitor = 6});
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    ll_judge_counts_t n = counts(10), all = counts(0);
+    CHECK_EQ_INT(n.cls[LL_CLASS_SCANNER], 4); /* +1 as likely human each, then -1 +1 relabelled */
+    CHECK_EQ_INT(n.cls[LL_CLASS_LIKELY_HUMAN], 0);
+    CHECK_EQ_INT(n.reason[11], 4); /* sweep */
+    CHECK_EQ_INT(all.cls[LL_CLASS_LIKELY_HUMAN], 1);
+    CHECK_EQ_INT(all.cls[LL_CLASS_UNKNOWN] + all.cls[LL_CLASS_HUMAN], 0);
+    /* Aborted: none of its counts reach the next commit. */
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    ingest_in(&t, (ev_t){.type = LL_EV_CLICK, .at_s = 1700, .send = 11, .link = 2, .visitor = 7});
+    ll_txn_abort(&t);
+    ingest((ev_t){.type = LL_EV_CLICK, .at_s = 1800, .send = 11, .link = 1, .visitor = 8});
+    CHECK_EQ_INT(settle(10), 0);
+    CHECK_EQ_INT(event(o)->cls, LL_CLASS_SCANNER);
+    n = counts(10), all = counts(0);
+    CHECK_EQ_INT(n.cls[LL_CLASS_SCANNER], 4);
+    CHECK_EQ_INT(n.cls[LL_CLASS_LIKELY_HUMAN], 0);
+    CHECK_EQ_INT(n.reason[11], 4);
+    CHECK_EQ_INT(all.cls[LL_CLASS_SCANNER], 4);
+    CHECK_EQ_INT(all.cls[LL_CLASS_LIKELY_HUMAN], 2);
+    CHECK_EQ_INT(counts(11).cls[LL_CLASS_LIKELY_HUMAN], 2);
+    teardown();
+}
+
 /* The honeypot, then a visible link: both the scanner's; a listed address decides alone. */
 static void test_honeypot_and_lists(void)
 {
@@ -317,6 +364,7 @@ int main(void)
     RUN(test_js_after_makes_a_fast_click_human);
     RUN(test_fast_click_without_js_is_a_scanner);
     RUN(test_sweep_relabels_the_burst);
+    RUN(test_counts_of_one_batch);
     RUN(test_honeypot_and_lists);
     RUN(test_webdriver);
     return TEST_DONE("judge");

@@ -594,6 +594,80 @@ static void test_append(void)
     ll_store_close(s);
 }
 
+/* A module's deferred writes (ll_txn_defer): put at the commit, dropped by an abort or by a
+ * failed put (which aborts the transaction), one module per transaction. */
+typedef struct {
+    int commits, drops, fail;
+    const char *key;
+} defer_t;
+
+static int defer_commit(void *arg, ll_txn_t *t)
+{
+    defer_t *d = arg;
+    d->commits++;
+    MDB_val k = {strlen(d->key), (void *)d->key}, v = {1, "1"};
+    int rc = ll_store_err(mdb_put(t->txn, ll_store_dbi(t->store, LL_DB_META), &k, &v, 0));
+    return d->fail ? LL_EFULL : rc;
+}
+
+static void defer_drop(void *arg)
+{
+    ((defer_t *)arg)->drops++;
+}
+
+static int meta_has(ll_store_t *s, const char *key)
+{
+    ll_txn_t t;
+    MDB_val k = {strlen(key), (void *)key}, v;
+    if (ll_txn_begin(s, 1, &t) != 0)
+        return -1;
+    int rc = mdb_get(t.txn, ll_store_dbi(s, LL_DB_META), &k, &v);
+    ll_txn_abort(&t);
+    return rc == 0;
+}
+
+static void test_defer(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    ll_txn_t t;
+    defer_t a = {.key = "defer-a"}, b = {.key = "defer-b"}, f = {.key = "defer-f", .fail = 1};
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_txn_defer(&t, defer_commit, defer_drop, &a), 0);
+    CHECK_EQ_INT(ll_txn_defer(&t, defer_commit, defer_drop, &a), 0); /* again: no-op */
+    CHECK_EQ_INT(ll_txn_defer(&t, defer_commit, defer_drop, &b), LL_EEXIST);
+    CHECK_EQ_INT(meta_has(s, "defer-a"), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(a.commits, 1);
+    CHECK_EQ_INT(a.drops, 0);
+    CHECK_EQ_INT(meta_has(s, "defer-a"), 1);
+    /* Aborted: dropped, never put; the next transaction on the same ll_txn_t starts clean. */
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_txn_defer(&t, defer_commit, defer_drop, &b), 0);
+    ll_txn_abort(&t);
+    CHECK_EQ_INT(b.drops, 1);
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(b.commits, 0);
+    CHECK_EQ_INT(meta_has(s, "defer-b"), 0);
+    /* A failed deferred put aborts the transaction: its other writes are gone too. */
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    MDB_val k = {7, "other-1"}, v = {1, "1"};
+    CHECK_EQ_INT(mdb_put(t.txn, ll_store_dbi(s, LL_DB_META), &k, &v, 0), 0);
+    CHECK_EQ_INT(ll_txn_defer(&t, defer_commit, defer_drop, &f), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), LL_EFULL);
+    CHECK_EQ_INT(f.commits, 1);
+    CHECK_EQ_INT(f.drops, 0); /* its commit had it: nothing left to drop */
+    CHECK_EQ_INT(meta_has(s, "other-1"), 0);
+    CHECK_EQ_INT(meta_has(s, "defer-f"), 0);
+    /* A read transaction takes none. */
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_txn_defer(&t, defer_commit, defer_drop, &a), LL_EEXIST);
+    ll_txn_abort(&t);
+    ll_store_close(s);
+}
+
 static void test_email(void)
 {
     static const struct {
@@ -916,6 +990,7 @@ int main(void)
     RUN(test_corrupt);
     RUN(test_json);
     RUN(test_append);
+    RUN(test_defer);
     RUN(test_email);
     RUN(test_contacts);
     RUN(test_ingest_form);
