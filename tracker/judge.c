@@ -54,6 +54,9 @@ struct st_ll_judge_t {
         uint32_t *slot;
         size_t nslot;
     } tally;
+    /* On judge_pending, in the transaction the tally belongs to: due rows come in due order, so
+     * each is appended where the last one went (pending_add); forgotten with the tally. */
+    MDB_cursor *pending_end;
 };
 
 static uint32_t machine_burst(const ll_judge_t *j, uint64_t send, uint64_t at_us)
@@ -193,6 +196,7 @@ static void tally_add(ll_judge_t *j, const uint8_t kb[10], int64_t delta)
 static void tally_drop(void *arg)
 {
     ll_judge_t *j = arg;
+    j->pending_end = NULL; /* LMDB closes it with the transaction */
     if (j->tally.nslot > 4096 && 16 * j->tally.n < j->tally.nslot) {
         free(j->tally.v);
         free(j->tally.slot);
@@ -554,6 +558,20 @@ static int pending_key(uint8_t kb[16], uint64_t due_us, uint64_t seq)
     return 16;
 }
 
+/* A due row, after count() tied the tally (and so pending_end) to t: appended at the end
+ * without a search; a clock that stepped back gets an ordinary put. */
+static int pending_add(ll_judge_t *j, ll_txn_t *t, uint64_t due_us, uint64_t seq)
+{
+    uint8_t kb[16];
+    MDB_val k = {(size_t)pending_key(kb, due_us, seq), kb}, v = {0, ""};
+    int rc = MDB_KEYEXIST;
+    if (t->defer.arg == j && (j->pending_end != NULL || mdb_cursor_open(t->txn, j->pending, &j->pending_end) == 0))
+        rc = mdb_cursor_put(j->pending_end, &k, &v, MDB_APPEND);
+    if (rc == MDB_KEYEXIST)
+        rc = mdb_put(t->txn, j->pending, &k, &v, 0);
+    return ll_store_err(rc);
+}
+
 int ll_judge_after(ll_judge_t *j, ll_txn_t *t, const uint8_t *rec, size_t len, uint64_t seq, int *defer)
 {
     ll_event_t ev;
@@ -562,10 +580,7 @@ int ll_judge_after(ll_judge_t *j, ll_txn_t *t, const uint8_t *rec, size_t len, u
         return 0;
     int rc = count(j, t, ev.send, ev.cls, ev.reasons, 1);
     if (rc == 0 && (ev.flags & LL_EVF_PROVISIONAL)) {
-        uint8_t kb[16];
-        MDB_val k = {(size_t)pending_key(kb, ll_now_us() + (uint64_t)j->conf->provisional_s * SEC, seq), kb},
-                v = {0, ""};
-        rc = ll_store_err(mdb_put(t->txn, j->pending, &k, &v, 0));
+        rc = pending_add(j, t, ll_now_us() + (uint64_t)j->conf->provisional_s * SEC, seq);
         *defer = 1;
     }
     if (rc == 0 && j->burst.send == ev.send && j->burst.contact == ev.contact) {

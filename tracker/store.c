@@ -130,6 +130,7 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
     t->rdonly = rdonly;
     t->journaled = 0;
     t->last_seq = 0;
+    t->append = NULL;
     memset(&t->defer, 0, sizeof(t->defer));
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
@@ -233,9 +234,11 @@ int ll_event_append(ll_txn_t *t, void *rec, size_t len, uint64_t *seq)
     ll_event_patch_seq(rec, s);
     ll_be64_put(key, s);
     MDB_val k = {8, key}, v = {len, rec};
-    int rc = ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_EVENTS], &k, &v, MDB_APPEND));
+    int rc = t->append != NULL ? 0 : mdb_cursor_open(t->txn, t->store->dbi[LL_DB_EVENTS], &t->append);
+    if (rc == 0)
+        rc = mdb_cursor_put(t->append, &k, &v, MDB_APPEND);
     if (rc != 0)
-        return rc;
+        return ll_store_err(rc);
     t->last_seq = s;
     ll_visitor_id_t vid;
     ll_event_rec_visitor(rec, &vid);

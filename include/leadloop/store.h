@@ -59,6 +59,8 @@ typedef struct st_ll_txn_t {
     int journaled; /* set before the commit: a journal holds what it writes (LL_STORE_NOMETASYNC) */
     uint64_t last_seq; /* the last event appended in this transaction (0: none yet): the next
                         * append's number without a search (events are never deleted) */
+    MDB_cursor *append; /* on the events db, left at its end by the last append (opened by the
+                         * first; LMDB closes a write transaction's cursors when it ends) */
     /* Writes one module held back until the commit (ll_txn_defer), so that what many events of
      * a batch add to the same keys is put once per key: the judge's counts (judge.c). */
     struct {

@@ -318,6 +318,32 @@ static void test_counts_of_one_batch(void)
     teardown();
 }
 
+/* Due rows are appended in due order; one due before the last (provisional_s lowered by a
+ * reload, or the clock stepped back) still goes in, and settles when due. */
+static void test_pending_out_of_order(void)
+{
+    if (setup() != 0) {
+        CHECK(0);
+        teardown();
+        return;
+    }
+    conf.provisional_s = 100;
+    uint64_t late = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 1800, .send = 10, .link = 1, .visitor = 1});
+    conf.provisional_s = 5;
+    ll_txn_t t;
+    CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+    uint64_t a = ingest_in(&t, (ev_t){.type = LL_EV_CLICK, .at_s = 1801, .send = 11, .link = 1, .visitor = 2});
+    uint64_t b = ingest_in(&t, (ev_t){.type = LL_EV_CLICK, .at_s = 1802, .send = 11, .link = 2, .visitor = 3});
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(settle(10), 0);
+    CHECK(!(event(a)->flags & LL_EVF_PROVISIONAL));
+    CHECK(!(event(b)->flags & LL_EVF_PROVISIONAL));
+    CHECK(event(late)->flags & LL_EVF_PROVISIONAL);
+    CHECK_EQ_INT(settle(200), 0);
+    CHECK(!(event(late)->flags & LL_EVF_PROVISIONAL));
+    teardown();
+}
+
 /* The honeypot, then a visible link: both the scanner's; a listed address decides alone. */
 static void test_honeypot_and_lists(void)
 {
@@ -365,6 +391,7 @@ int main(void)
     RUN(test_fast_click_without_js_is_a_scanner);
     RUN(test_sweep_relabels_the_burst);
     RUN(test_counts_of_one_batch);
+    RUN(test_pending_out_of_order);
     RUN(test_honeypot_and_lists);
     RUN(test_webdriver);
     return TEST_DONE("judge");
