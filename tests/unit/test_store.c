@@ -626,6 +626,40 @@ static int meta_has(ll_store_t *s, const char *key)
     return rc == 0;
 }
 
+/* ll_utf8_valid, whose ASCII runs are read eight bytes at a time: a NUL, a bad byte or a
+ * sequence anywhere in or around such a run is still found. */
+static void test_utf8(void)
+{
+    char s[48];
+    for (size_t n = 1; n <= 40; n++) {
+        for (size_t k = 0; k < n; k++) {
+            memset(s, 'a', n);
+            CHECK(ll_utf8_valid(s, n));
+            s[k] = '\0';
+            CHECK(!ll_utf8_valid(s, n));
+            s[k] = (char)0xff;
+            CHECK(!ll_utf8_valid(s, n));
+            s[k] = (char)0x80; /* a continuation byte alone */
+            CHECK(!ll_utf8_valid(s, n));
+            s[k] = (char)0xc3; /* a lead byte cut short (or followed by 'a') */
+            CHECK(!ll_utf8_valid(s, n));
+            if (k + 1 < n) {
+                s[k + 1] = (char)0xa9; /* é */
+                CHECK(ll_utf8_valid(s, n));
+                s[k] = (char)0xc0, s[k + 1] = (char)0xaf; /* overlong '/' */
+                CHECK(!ll_utf8_valid(s, n));
+            }
+            if (k + 2 < n) {
+                memcpy(s + k, "\xed\xa0\x80", 3); /* a surrogate */
+                CHECK(!ll_utf8_valid(s, n));
+                memcpy(s + k, "\xe2\x82\xac", 3); /* € */
+                CHECK(ll_utf8_valid(s, n));
+            }
+        }
+    }
+    CHECK(ll_utf8_valid("", 0));
+}
+
 static void test_defer(void)
 {
     ll_store_t *s = store_fresh();
@@ -991,6 +1025,7 @@ int main(void)
     RUN(test_json);
     RUN(test_append);
     RUN(test_defer);
+    RUN(test_utf8);
     RUN(test_email);
     RUN(test_contacts);
     RUN(test_ingest_form);
