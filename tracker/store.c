@@ -131,6 +131,7 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
     t->journaled = 0;
     t->last_seq = 0;
     t->append = NULL;
+    t->visitor = NULL;
     memset(&t->defer, 0, sizeof(t->defer));
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
@@ -444,8 +445,13 @@ enum { VISITOR_REC = 26 };
 int ll_visitor_get(ll_txn_t *t, const ll_visitor_id_t *vid, ll_visitor_rec_t *out)
 {
     MDB_val k = {16, (void *)vid->b}, v;
+    MDB_dbi dbi = t->store->dbi[LL_DB_VISITORS];
+    int rc = 0;
     memset(out, 0, sizeof(*out));
-    int rc = mdb_get(t->txn, t->store->dbi[LL_DB_VISITORS], &k, &v);
+    if (t->rdonly) /* a read transaction's cursor would need closing: one search */
+        rc = mdb_get(t->txn, dbi, &k, &v);
+    else if (t->visitor != NULL || (rc = mdb_cursor_open(t->txn, dbi, &t->visitor)) == 0)
+        rc = mdb_cursor_get(t->visitor, &k, &v, MDB_SET_KEY);
     if (rc != 0)
         return ll_store_err(rc);
     if (v.mv_size < VISITOR_REC)
@@ -466,7 +472,11 @@ int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *vid, const ll_visitor_rec
     ll_be64_put(p + 8, rec->first_us);
     ll_be64_put(p + 16, rec->last_us);
     memcpy(p + 24, rec->country, strnlen(rec->country, 2));
-    MDB_val k = {16, (void *)vid->b}, v = {sizeof(p), p};
+    MDB_val k = {16, (void *)vid->b}, v = {sizeof(p), p}, ck, cv;
+    /* Where ll_visitor_get left the cursor, when it found this visitor: in place, no search. */
+    if (t->visitor != NULL && mdb_cursor_get(t->visitor, &ck, &cv, MDB_GET_CURRENT) == 0 && ck.mv_size == 16 &&
+        memcmp(ck.mv_data, vid->b, 16) == 0)
+        return ll_store_err(mdb_cursor_put(t->visitor, &k, &v, MDB_CURRENT));
     return ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_VISITORS], &k, &v, 0));
 }
 

@@ -61,6 +61,8 @@ typedef struct st_ll_txn_t {
                         * append's number without a search (events are never deleted) */
     MDB_cursor *append; /* on the events db, left at its end by the last append (opened by the
                          * first; LMDB closes a write transaction's cursors when it ends) */
+    MDB_cursor *visitor; /* write transactions: on the visitors db where ll_visitor_get found
+                          * one, so that ll_visitor_put of the same visitor needs no search */
     /* Writes one module held back until the commit (ll_txn_defer), so that what many events of
      * a batch add to the same keys is put once per key: the judge's counts (judge.c). */
     struct {

@@ -660,6 +660,57 @@ static void test_utf8(void)
     CHECK(ll_utf8_valid("", 0));
 }
 
+/* Visitor rows: a put after a get of the same visitor goes in place, any other put searches;
+ * a longer row (another layout) is replaced whole. */
+static void test_visitor_rows(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    ll_visitor_id_t a, b, c, d;
+    ll_visitor_rec_t r;
+    ll_txn_t t;
+    vid_set(&a, 1), vid_set(&b, 2), vid_set(&c, 3), vid_set(&d, 4);
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    CHECK_EQ_INT(ll_visitor_put(&t, &a, &(ll_visitor_rec_t){.contact = 1, .first_us = 10, .last_us = 10}), 0);
+    uint8_t longer[40];
+    memset(longer, 0, sizeof(longer));
+    longer[7] = 9; /* contact 9 */
+    MDB_val k = {16, d.b}, v = {sizeof(longer), longer};
+    CHECK_EQ_INT(mdb_put(t.txn, ll_store_dbi(s, LL_DB_VISITORS), &k, &v, 0), 0);
+    CHECK_EQ_INT(ll_visitor_get(&t, &a, &r), 0);
+    r.last_us = 20;
+    CHECK_EQ_INT(ll_visitor_put(&t, &a, &r), 0); /* in place */
+    CHECK_EQ_INT(ll_visitor_get(&t, &c, &r), LL_ENOTFOUND);
+    CHECK_EQ_INT(ll_visitor_put(&t, &c, &(ll_visitor_rec_t){.contact = 3, .first_us = 30, .last_us = 30}), 0);
+    CHECK_EQ_INT(ll_visitor_get(&t, &a, &r), 0);
+    CHECK_EQ_INT(ll_visitor_put(&t, &b, &(ll_visitor_rec_t){.contact = 2, .first_us = 40, .last_us = 40}), 0);
+    CHECK_EQ_INT(ll_visitor_get(&t, &d, &r), 0);
+    CHECK_EQ_INT(r.contact, 9);
+    r.last_us = 50;
+    CHECK_EQ_INT(ll_visitor_put(&t, &d, &r), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    static const struct {
+        uint64_t contact, first, last;
+    } want[] = {{1, 10, 20}, {2, 40, 40}, {3, 30, 30}, {9, 0, 50}};
+    const ll_visitor_id_t *ids[] = {&a, &b, &c, &d};
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_EQ_INT(ll_visitor_get(&t, ids[i], &r), 0);
+        CHECK_EQ_INT(r.contact, want[i].contact);
+        CHECK_EQ_INT(r.first_us, want[i].first);
+        CHECK_EQ_INT(r.last_us, want[i].last);
+    }
+    MDB_stat st;
+    CHECK_EQ_INT(mdb_stat(t.txn, ll_store_dbi(s, LL_DB_VISITORS), &st), 0);
+    CHECK_EQ_INT(st.ms_entries, 4);
+    k = (MDB_val){16, d.b};
+    CHECK_EQ_INT(mdb_get(t.txn, ll_store_dbi(s, LL_DB_VISITORS), &k, &v), 0);
+    CHECK_EQ_INT(v.mv_size, 26);
+    ll_txn_abort(&t);
+    ll_store_close(s);
+}
+
 static void test_defer(void)
 {
     ll_store_t *s = store_fresh();
@@ -1025,6 +1076,7 @@ int main(void)
     RUN(test_json);
     RUN(test_append);
     RUN(test_defer);
+    RUN(test_visitor_rows);
     RUN(test_utf8);
     RUN(test_email);
     RUN(test_contacts);
