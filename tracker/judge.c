@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <jansson.h>
 #include "leadloop/geo.h"
 #include "leadloop/judge.h"
 #include "leadloop/lists.h"
@@ -435,9 +434,51 @@ static int add_reason(ll_judge_t *j, ll_txn_t *t, found_t *f, uint32_t reason, i
     return rc;
 }
 
+/* Why an open or click got its label, stored as its data: the list and entry that matched, the
+ * seconds since the message was delivered. */
+typedef struct {
+    const char *list, *entry;
+    int has_since;
+    uint64_t since_s;
+} evidence_t;
+
+/* Appends "key":"value" to an evidence object, opening it with the first key. */
+static int evidence_str(ll_buf_t *b, const char *key, const char *value)
+{
+    int rc = ll_buf_printf(b, "%s\"%s\":\"", b->len == 0 ? "{" : ",", key);
+    if (rc == 0)
+        rc = ll_buf_append_json_str(b, value, strlen(value));
+    return rc != 0 ? rc : ll_buf_appends(b, "\"");
+}
+
+/* The evidence as a JSON object with its keys in order, or NULL when there is none. Written
+ * directly: a jansson object dumped with sorted keys cost 0.3 µs an open or click. */
+static char *evidence_json(const evidence_t *e)
+{
+    ll_buf_t b;
+    int rc = 0;
+    if (e->list == NULL && !e->has_since)
+        return NULL;
+    ll_buf_init(&b, LL_EVENT_MAX);
+    if (e->entry != NULL && e->entry[0] != '\0')
+        rc = evidence_str(&b, "entry", e->entry);
+    if (rc == 0 && e->list != NULL)
+        rc = evidence_str(&b, "list", e->list);
+    if (rc == 0 && e->has_since)
+        rc = ll_buf_printf(&b, "%s\"since_delivery_s\":%llu", b.len == 0 ? "{" : ",", (unsigned long long)e->since_s);
+    if (rc == 0)
+        rc = ll_buf_appends(&b, "}");
+    if (rc != 0) {
+        ll_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 /* Looks the event's client up in the lists (its user agent, address, network); the first hit
  * whose list applies to this event type counts. Fills the evidence, returns the reason. */
-static uint32_t list_match(ll_judge_t *j, const ll_event_t *ev, const ll_ip_t *client_ip, int *cls, json_t *evidence)
+static uint32_t list_match(ll_judge_t *j, const ll_event_t *ev, const ll_ip_t *client_ip, int *cls,
+                           evidence_t *evidence)
 {
     ll_list_hit_t hit;
     uint32_t reason = 0;
@@ -467,9 +508,8 @@ static uint32_t list_match(ll_judge_t *j, const ll_event_t *ev, const ll_ip_t *c
     if (reason == 0)
         return 0;
     *cls = hit.cls;
-    json_object_set_new(evidence, "list", json_string(hit.list));
-    if (hit.label != NULL && hit.label[0] != '\0')
-        json_object_set_new(evidence, "entry", json_string(hit.label));
+    evidence->list = hit.list;
+    evidence->entry = hit.label;
     return reason;
 }
 
@@ -495,14 +535,14 @@ int ll_judge_before(ll_judge_t *j, ll_txn_t *t, uint8_t *rec, size_t len, const 
     }
     int cls = ev.cls;
     uint32_t reasons = ev.reasons;
-    json_t *evidence = json_object();
-    reasons |= list_match(j, &ev, client_ip, &cls, evidence);
+    evidence_t evidence = {0};
+    reasons |= list_match(j, &ev, client_ip, &cls, &evidence);
 
     ll_send_t s;
     if (ll_send_get(&j->n, t, ev.send, &s) == 0 && s.accepted_us != 0 && ev.time_us >= s.accepted_us) {
         uint64_t dt = ev.time_us - s.accepted_us;
         reasons |= dt < (uint64_t)j->conf->fast_after_send_s * SEC ? LL_REASON_FAST : LL_REASON_LATE;
-        json_object_set_new(evidence, "since_delivery_s", json_integer((json_int_t)(dt / SEC)));
+        evidence.has_since = 1, evidence.since_s = dt / SEC;
     }
 
     uint64_t window = (uint64_t)j->conf->sweep_window_s * SEC;
@@ -512,10 +552,8 @@ int ll_judge_before(ll_judge_t *j, ll_txn_t *t, uint8_t *rec, size_t len, const 
         b.links[b.nlinks++] = ev.link;
         b.honeypot = ev.link == LL_LINK_HONEYPOT;
         int rc = ll_events_of_contact_rev(t, ev.contact, on_burst_event, &b);
-        if (rc != 0) {
-            json_decref(evidence);
+        if (rc != 0)
             return rc;
-        }
         burst = b.honeypot ? LL_REASON_HONEYPOT_LINK : b.nlinks >= 3 || b.in_order ? LL_REASON_SWEEP : 0;
     }
     if (burst != 0) {
@@ -532,9 +570,8 @@ int ll_judge_before(ll_judge_t *j, ll_txn_t *t, uint8_t *rec, size_t len, const 
         flags |= LL_EVF_PROVISIONAL;
     ll_event_patch_class(rec, (uint8_t)cls, reasons);
     ll_event_patch_flags(rec, flags);
-    if (ev.f[LL_F_DATA].len == 0 && json_object_size(evidence) > 0)
-        *data = json_dumps(evidence, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(evidence);
+    if (ev.f[LL_F_DATA].len == 0)
+        *data = evidence_json(&evidence);
     return 0;
 }
 

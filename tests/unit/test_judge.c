@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <jansson.h>
 #include "leadloop/ingest.h"
 #include "leadloop/judge.h"
 #include "leadloop/program.h"
@@ -58,7 +59,8 @@ static int setup(void)
     mkdir(path, 0700);
     snprintf(path, sizeof(path), "%s/lists/eop.txt", tmpdir);
     write_file(path, "# class: scanner\n# applies: click,open\n# source: https://example.test/eop (a test list)\n"
-                     "ip 40.92.0.0/15 Exchange Online Protection\n");
+                     "ip 40.92.0.0/15 Exchange Online Protection\n"
+                     "ip 198.51.100.0/24 a \"quoted\" \\ label\n");
     snprintf(path, sizeof(path), "%s/conf.yaml", tmpdir);
     write_file(path, "scoring:\n  threshold: 1000\n  rules:\n    - {name: c, event: click, points: 10}\n"
                      "    - {name: o, event: open, points: 1}\n");
@@ -208,7 +210,7 @@ static void test_js_after_makes_a_fast_click_human(void)
     const ll_event_t *e = event(click);
     CHECK(e->flags & LL_EVF_PROVISIONAL);
     CHECK(e->reasons & LL_REASON_FAST);
-    CHECK(strstr(got_data, "\"since_delivery_s\":3") != NULL);
+    CHECK_EQ_STR(got_data, "{\"since_delivery_s\":3}");
     CHECK(score() <= 0); /* not before it settles */
     /* Not due yet: nothing changes. */
     CHECK_EQ_INT(settle(0), 0);
@@ -361,7 +363,17 @@ static void test_honeypot_and_lists(void)
     uint64_t l = ingest((ev_t){.type = LL_EV_OPEN, .at_s = 2000, .send = 11, .visitor = 9, .ip = "40.93.7.1"});
     CHECK_EQ_INT(event(l)->cls, LL_CLASS_SCANNER);
     CHECK(got.reasons & LL_REASON_IP_LIST);
-    CHECK(strstr(got_data, "\"list\":\"eop\"") != NULL && strstr(got_data, "Exchange Online Protection") != NULL);
+    CHECK_EQ_STR(got_data, "{\"entry\":\"Exchange Online Protection\",\"list\":\"eop\",\"since_delivery_s\":2000}");
+    /* The entry's text escaped: the data is JSON that gives it back. */
+    uint64_t q = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 2100, .send = 11, .link = 1, .visitor = 9, .ip = "198.51.100.9"});
+    CHECK(event(q)->reasons & LL_REASON_IP_LIST);
+    json_error_t jerr;
+    json_t *d = json_loads(got_data, JSON_REJECT_DUPLICATES, &jerr);
+    CHECK(d != NULL);
+    CHECK_EQ_STR(json_string_value(json_object_get(d, "entry")), "a \"quoted\" \\ label");
+    CHECK_EQ_INT(json_integer_value(json_object_get(d, "since_delivery_s")), 2100);
+    CHECK_EQ_INT(json_object_size(d), 3);
+    json_decref(d);
     CHECK_EQ_INT(settle(10), 0);
     CHECK(score() <= 0);
     teardown();
