@@ -219,12 +219,18 @@ uint64_t ll_event_last_seq(ll_txn_t *t)
     return seq;
 }
 
+/* An event's number under its visitor or contact. Numbers only grow, so it goes after the
+ * key's last one (MDB_APPENDDUP: no search of a long list); LMDB refuses that with
+ * MDB_KEYEXIST, changing nothing, when the list holds a larger number, and then an ordinary put
+ * files it in order. */
 static int index_put(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, uint64_t seq)
 {
     uint8_t sv[8];
     ll_be64_put(sv, seq);
     MDB_val k = {keylen, (void *)key}, v = {8, sv};
-    int rc = mdb_put(t->txn, t->store->dbi[db], &k, &v, MDB_NODUPDATA);
+    int rc = mdb_put(t->txn, t->store->dbi[db], &k, &v, MDB_APPENDDUP);
+    if (rc == MDB_KEYEXIST)
+        rc = mdb_put(t->txn, t->store->dbi[db], &k, &v, MDB_NODUPDATA);
     return rc == MDB_KEYEXIST ? 0 : ll_store_err(rc);
 }
 

@@ -594,6 +594,69 @@ static void test_append(void)
     ll_store_close(s);
 }
 
+/* The numbers filed under a key of an index (visitor_events, contact_events), in order. */
+static size_t index_list(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, uint64_t *out, size_t max)
+{
+    MDB_cursor *c;
+    MDB_val k = {keylen, (void *)key}, v;
+    size_t n = 0;
+    if (mdb_cursor_open(t->txn, ll_store_dbi(t->store, db), &c) != 0)
+        return 0;
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY); rc == 0 && n < max; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT_DUP))
+        out[n++] = ll_be64_get(v.mv_data);
+    mdb_cursor_close(c);
+    return n;
+}
+
+/* An event's number goes after its visitor's and contact's last (MDB_APPENDDUP), and still in
+ * order when a list already holds a larger number: a store never has one (numbers only grow),
+ * so the test puts it there. */
+static void test_index_append(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    ll_txn_t t;
+    ll_buf_t rec;
+    ll_event_t ev;
+    uint64_t seq, got[8];
+    uint8_t ck[8], big[8];
+    ll_be64_put(ck, 7);
+    ll_be64_put(big, 1000);
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    memset(&ev, 0, sizeof(ev));
+    ev.type = LL_EV_PAGEVIEW;
+    ev.contact = 7;
+    vid_set(&ev.visitor, 3);
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    MDB_val k = {8, ck}, v = {8, big};
+    CHECK_EQ_INT(mdb_put(t.txn, ll_store_dbi(s, LL_DB_CONTACT_EVENTS), &k, &v, 0), 0);
+    k = (MDB_val){16, ev.visitor.b};
+    CHECK_EQ_INT(mdb_put(t.txn, ll_store_dbi(s, LL_DB_VISITOR_EVENTS), &k, &v, 0), 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    ev.contact = 8; /* a key of its own: the first number, then appended */
+    ll_buf_reset(&rec);
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+    CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+    CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(index_list(&t, LL_DB_CONTACT_EVENTS, ck, 8, got, 8), 4);
+    CHECK(got[0] == 1 && got[1] == 2 && got[2] == 3 && got[3] == 1000);
+    CHECK_EQ_INT(index_list(&t, LL_DB_VISITOR_EVENTS, ev.visitor.b, 16, got, 8), 6);
+    CHECK(got[0] == 1 && got[3] == 4 && got[4] == 5 && got[5] == 1000);
+    ll_be64_put(ck, 8);
+    CHECK_EQ_INT(index_list(&t, LL_DB_CONTACT_EVENTS, ck, 8, got, 8), 2);
+    CHECK(got[0] == 4 && got[1] == 5);
+    ll_txn_abort(&t);
+    ll_buf_free(&rec);
+    ll_store_close(s);
+}
+
 /* A module's deferred writes (ll_txn_defer): put at the commit, dropped by an abort or by a
  * failed put (which aborts the transaction), one module per transaction. */
 typedef struct {
@@ -1077,6 +1140,7 @@ int main(void)
     RUN(test_append);
     RUN(test_defer);
     RUN(test_visitor_rows);
+    RUN(test_index_append);
     RUN(test_utf8);
     RUN(test_email);
     RUN(test_contacts);
