@@ -143,6 +143,16 @@ int ll_buf_printf(ll_buf_t *b, const char *fmt, ...)
     return 0;
 }
 
+int ll_buf_append_u64(ll_buf_t *b, uint64_t v)
+{
+    char d[20];
+    size_t i = sizeof(d);
+    do
+        d[--i] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    return ll_buf_append(b, d + i, sizeof(d) - i);
+}
+
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid or truncated. */
 static size_t utf8_seq(const unsigned char *s, size_t n)
 {

@@ -55,6 +55,26 @@ static size_t utf8_cut(const char *s, size_t n, size_t max)
     return i;
 }
 
+/* Appends the field tag = s[0..n), bounded (ll_event_field_limit; the address's raw bytes
+ * to 16, text at a UTF-8 boundary). */
+static int put_field(ll_buf_t *out, int tag, const char *s, size_t n)
+{
+    n = tag == LL_F_IP ? (n > 16 ? 16 : n) : utf8_cut(s, n, ll_event_field_limit(tag));
+    uint8_t th[3] = {(uint8_t)tag, (uint8_t)(n >> 8), (uint8_t)n};
+    int rc = ll_buf_append(out, th, 3);
+    return rc != 0 ? rc : ll_buf_append(out, s, n);
+}
+
+/* What an encode appended from start, unless it failed or came out too large. */
+static int encoded(ll_buf_t *out, size_t start, int rc)
+{
+    if (rc == 0 && out->len - start > LL_EVENT_MAX)
+        rc = LL_ETOOBIG;
+    if (rc != 0)
+        out->len = start;
+    return rc;
+}
+
 int ll_event_encode(const ll_event_t *ev, ll_buf_t *out)
 {
     uint8_t h[LL_EVENT_HEADER] = {0};
@@ -71,20 +91,17 @@ int ll_event_encode(const ll_event_t *ev, ll_buf_t *out)
     ll_be32_put(h + 56, ev->reasons);
     size_t start = out->len;
     int rc = ll_buf_append(out, h, sizeof(h));
-    for (int tag = 1; tag < LL_F__MAX && rc == 0; tag++) {
-        const ll_str_t *f = &ev->f[tag];
-        if (f->len == 0)
-            continue;
-        size_t n = tag == LL_F_IP ? (f->len > 16 ? 16 : f->len) : utf8_cut(f->base, f->len, ll_event_field_limit(tag));
-        uint8_t th[3] = {(uint8_t)tag, (uint8_t)(n >> 8), (uint8_t)n};
-        if ((rc = ll_buf_append(out, th, 3)) == 0)
-            rc = ll_buf_append(out, f->base, n);
-    }
-    if (rc == 0 && out->len - start > LL_EVENT_MAX)
-        rc = LL_ETOOBIG;
-    if (rc != 0)
-        out->len = start;
-    return rc;
+    for (int tag = 1; tag < LL_F__MAX && rc == 0; tag++)
+        if (ev->f[tag].len != 0)
+            rc = put_field(out, tag, ev->f[tag].base, ev->f[tag].len);
+    return encoded(out, start, rc);
+}
+
+int ll_event_add_field(const void *rec, size_t len, ll_field_t tag, const char *s, size_t n, ll_buf_t *out)
+{
+    size_t start = out->len;
+    int rc = ll_buf_append(out, rec, len);
+    return encoded(out, start, rc != 0 || n == 0 ? rc : put_field(out, tag, s, n));
 }
 
 int ll_event_decode(const void *rec, size_t len, ll_event_t *ev)

@@ -124,14 +124,11 @@ int ll_ingest(ll_txn_t *t, ll_ingest_t *in)
         char *data = NULL;
         if ((rc = ll_judge_before(in->judge, t, rec, len, in->client_ip, &data)) != 0)
             return rc;
-        if (data != NULL) { /* the judge's evidence becomes the event's data */
-            ll_event_t ev;
+        if (data != NULL) { /* the judge's evidence becomes the event's data (it has none) */
+            size_t n = strlen(data);
             ll_buf_init(&with_data, LL_EVENT_MAX);
-            if (ll_event_decode(rec, len, &ev) == 0 && strlen(data) <= ll_event_field_limit(LL_F_DATA)) {
-                ev.f[LL_F_DATA] = ll_str(data, strlen(data));
-                if (ll_event_encode(&ev, &with_data) == 0)
-                    rec = (uint8_t *)with_data.data, len = with_data.len;
-            }
+            if (n <= ll_event_field_limit(LL_F_DATA) && ll_event_add_field(rec, len, LL_F_DATA, data, n, &with_data) == 0)
+                rec = (uint8_t *)with_data.data, len = with_data.len;
             free(data);
         }
     }

@@ -445,8 +445,8 @@ typedef struct {
 /* Appends "key":"value" to an evidence object, opening it with the first key. */
 static int evidence_str(ll_buf_t *b, const char *key, const char *value)
 {
-    int rc = ll_buf_printf(b, "%s\"%s\":\"", b->len == 0 ? "{" : ",", key);
-    if (rc == 0)
+    int rc = ll_buf_appends(b, b->len == 0 ? "{\"" : ",\"");
+    if (rc == 0 && (rc = ll_buf_appends(b, key)) == 0 && (rc = ll_buf_appends(b, "\":\"")) == 0)
         rc = ll_buf_append_json_str(b, value, strlen(value));
     return rc != 0 ? rc : ll_buf_appends(b, "\"");
 }
@@ -464,8 +464,9 @@ static char *evidence_json(const evidence_t *e)
         rc = evidence_str(&b, "entry", e->entry);
     if (rc == 0 && e->list != NULL)
         rc = evidence_str(&b, "list", e->list);
-    if (rc == 0 && e->has_since)
-        rc = ll_buf_printf(&b, "%s\"since_delivery_s\":%llu", b.len == 0 ? "{" : ",", (unsigned long long)e->since_s);
+    if (rc == 0 && e->has_since &&
+        (rc = ll_buf_appends(&b, b.len == 0 ? "{\"since_delivery_s\":" : ",\"since_delivery_s\":")) == 0)
+        rc = ll_buf_append_u64(&b, e->since_s);
     if (rc == 0)
         rc = ll_buf_appends(&b, "}");
     if (rc != 0) {

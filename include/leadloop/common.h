@@ -67,6 +67,8 @@ void ll_buf_reset(ll_buf_t *b);
 int ll_buf_append(ll_buf_t *b, const void *p, size_t n);
 int ll_buf_appends(ll_buf_t *b, const char *s);
 int ll_buf_printf(ll_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/** Appends v in decimal (what "%llu" writes, without printf's cost on a hot path). */
+int ll_buf_append_u64(ll_buf_t *b, uint64_t v);
 /** Appends s as the inside of a JSON string (escapes quotes, controls, invalid UTF-8 as U+FFFD). */
 int ll_buf_append_json_str(ll_buf_t *b, const char *s, size_t n);
 

@@ -148,6 +148,15 @@ size_t ll_event_field_limit(ll_field_t tag);
 /** Appends the record for ev to out (which should have limit >= LL_EVENT_MAX). */
 int ll_event_encode(const ll_event_t *ev, ll_buf_t *out);
 
+/**
+ * Appends to out the record rec with one field more, tag = s (bounded as ll_event_encode bounds
+ * it; nothing when n is 0), after its other fields: for a field rec does not have, what encoding
+ * the decoded event with the field set gives, save the fields' order, which readers do not
+ * depend on. The writer adds the judge's evidence to an open or click this way (a decode and an
+ * encode cost about five times as much).
+ */
+int ll_event_add_field(const void *rec, size_t len, ll_field_t tag, const char *s, size_t n, ll_buf_t *out);
+
 /** Decodes rec; fields point into rec. LL_EINVAL on a short or corrupt record. */
 int ll_event_decode(const void *rec, size_t len, ll_event_t *ev);
 

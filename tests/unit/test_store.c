@@ -157,6 +157,62 @@ static void test_roundtrip(void)
     ll_buf_free(&owned);
 }
 
+/* A field added to an encoded record (ll_event_add_field) reads back as if the event had been
+ * encoded with it: every other field the same, the new one bounded the same way. */
+static void test_add_field(void)
+{
+    ll_event_t ev, d, want;
+    ll_buf_t owned, rec, added, enc, big;
+    fill_all(&ev, &owned);
+    ll_str_t data = ev.f[LL_F_DATA];
+    ev.f[LL_F_DATA] = ll_str(NULL, 0);
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    ll_buf_init(&added, LL_EVENT_MAX);
+    ll_buf_init(&enc, LL_EVENT_MAX);
+    CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+    /* a long value with a two-byte character across the limit, and a short one */
+    ll_buf_init(&big, 1 << 16);
+    while (big.len < ll_event_field_limit(LL_F_DATA) - 1)
+        ll_buf_appends(&big, "a");
+    ll_buf_appends(&big, "\xc3\xa9" "bc");
+    const ll_str_t vals[] = {data, ll_str(big.data, big.len)};
+    for (size_t i = 0; i < 2; i++) {
+        ll_buf_reset(&added);
+        ll_buf_reset(&enc);
+        CHECK_EQ_INT(ll_event_add_field(rec.data, rec.len, LL_F_DATA, vals[i].base, vals[i].len, &added), 0);
+        ev.f[LL_F_DATA] = vals[i];
+        CHECK_EQ_INT(ll_event_encode(&ev, &enc), 0);
+        ev.f[LL_F_DATA] = ll_str(NULL, 0);
+        CHECK_EQ_INT(added.len, enc.len);
+        CHECK(memcmp(added.data, enc.data, LL_EVENT_HEADER) == 0);
+        CHECK_EQ_INT(ll_event_decode(added.data, added.len, &d), 0);
+        CHECK_EQ_INT(ll_event_decode(enc.data, enc.len, &want), 0);
+        for (int tag = 1; tag < LL_F__MAX; tag++) {
+            CHECK_EQ_INT(d.f[tag].len, want.f[tag].len);
+            CHECK(d.f[tag].len == want.f[tag].len && memcmp(d.f[tag].base, want.f[tag].base, d.f[tag].len) == 0);
+        }
+    }
+    CHECK_EQ_INT(d.f[LL_F_DATA].len, ll_event_field_limit(LL_F_DATA) - 1); /* cut before the é */
+    /* Nothing to add: the record as it was. A record that would pass LL_EVENT_MAX: LL_ETOOBIG, out
+     * as it was. */
+    ll_buf_reset(&added);
+    CHECK_EQ_INT(ll_event_add_field(rec.data, rec.len, LL_F_DATA, "", 0, &added), 0);
+    CHECK(added.len == rec.len && memcmp(added.data, rec.data, rec.len) == 0);
+    uint8_t *full = ll_calloc(1, LL_EVENT_MAX); /* a record of zeros, as long as allowed */
+    ll_buf_reset(&added);
+    CHECK_EQ_INT(ll_event_add_field(full, LL_EVENT_MAX - 5, LL_F_DATA, "{}", 2, &added), 0);
+    ll_buf_reset(&added);
+    CHECK_EQ_INT(ll_buf_appends(&added, "x"), 0);
+    CHECK_EQ_INT(ll_event_add_field(full, LL_EVENT_MAX - 4, LL_F_DATA, "{}", 2, &added), LL_ETOOBIG);
+    CHECK_EQ_INT(added.len, 1);
+    free(full);
+    ll_buf_free(&big);
+    ll_buf_free(&enc);
+    ll_buf_free(&added);
+    ll_buf_free(&rec);
+    ll_buf_free(&owned);
+}
+
 static void test_truncate(void)
 {
     ll_event_t ev, d;
@@ -689,6 +745,28 @@ static int meta_has(ll_store_t *s, const char *key)
     return rc == 0;
 }
 
+/* ll_buf_append_u64 writes what "%llu" does. */
+static void test_buf_u64(void)
+{
+    const uint64_t vals[] = {0, 7, 9, 10, 99, 100, 3600, 1234567890123ull, UINT64_MAX / 10, UINT64_MAX};
+    char want[32];
+    ll_buf_t b;
+    ll_buf_init(&b, 64);
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        ll_buf_reset(&b);
+        CHECK_EQ_INT(ll_buf_appends(&b, "x"), 0);
+        CHECK_EQ_INT(ll_buf_append_u64(&b, vals[i]), 0);
+        snprintf(want, sizeof(want), "x%llu", (unsigned long long)vals[i]);
+        CHECK_EQ_STR(b.data, want);
+    }
+    ll_buf_free(&b);
+    ll_buf_init(&b, 3); /* the cap holds: a number that does not fit leaves the buffer as it was */
+    CHECK_EQ_INT(ll_buf_appends(&b, "ab"), 0);
+    CHECK_EQ_INT(ll_buf_append_u64(&b, 12), LL_ETOOBIG);
+    CHECK_EQ_STR(b.data, "ab");
+    ll_buf_free(&b);
+}
+
 /* ll_utf8_valid, whose ASCII runs are read eight bytes at a time: a NUL, a bad byte or a
  * sequence anywhere in or around such a run is still found. */
 static void test_utf8(void)
@@ -1134,6 +1212,7 @@ int main(void)
     RUN(test_visitor_new_pool);
     RUN(test_zero_ahead);
     RUN(test_roundtrip);
+    RUN(test_add_field);
     RUN(test_truncate);
     RUN(test_corrupt);
     RUN(test_json);
@@ -1141,6 +1220,7 @@ int main(void)
     RUN(test_defer);
     RUN(test_visitor_rows);
     RUN(test_index_append);
+    RUN(test_buf_u64);
     RUN(test_utf8);
     RUN(test_email);
     RUN(test_contacts);
