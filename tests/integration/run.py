@@ -1677,6 +1677,28 @@ def test_ack_journal():
     _full_store_answers('ack: journal')
 
 
+def _batch_threads(pid):
+    """How many of the process's threads run under SCHED_BATCH (policy 3: field 41 of
+    /proc/PID/task/TID/stat, counted after the command name's closing parenthesis)."""
+    n = 0
+    for tid in os.listdir(f'/proc/{pid}/task'):
+        with open(f'/proc/{pid}/task/{tid}/stat') as f:
+            n += f.read().rsplit(')', 1)[1].split()[38] == '3'
+    return n
+
+
+def test_journal_thread_policy():
+    """Under ack: journal the journal thread, and only it, runs under SCHED_BATCH (writer.c: a
+    loop that wakes it keeps its CPU); under ack: commit no thread does."""
+    with Server(conf='ack: journal') as s:
+        check_gif(s.get(f'/o/{s.pixel("policy@example.com", send=5)}.gif'), 'open')
+        n = _batch_threads(s.proc.pid)
+        check(n == 1, f'{n} threads under SCHED_BATCH with ack: journal, expected the journal thread alone')
+    with Server() as s:
+        n = _batch_threads(s.proc.pid)
+        check(n == 0, f'{n} threads under SCHED_BATCH with ack: commit, expected none')
+
+
 def test_ack_journal_details():
     """Under ack: journal: a form's answer means it is in the store; pipelined requests on one
     connection are answered in order; a clean stop stores everything answered and leaves nothing
