@@ -1677,14 +1677,14 @@ def test_ack_journal():
     _full_store_answers('ack: journal')
 
 
-def _batch_threads(pid):
-    """How many of the process's threads run under SCHED_BATCH (policy 3: field 41 of
-    /proc/PID/task/TID/stat, counted after the command name's closing parenthesis)."""
-    n = 0
+def sched_policies(pid):
+    """The scheduling policy of each of the process's threads (field 41 of /proc/PID/task/TID/stat,
+    counted after the command name's closing parenthesis): 0 SCHED_OTHER, 3 SCHED_BATCH."""
+    out = []
     for tid in os.listdir(f'/proc/{pid}/task'):
         with open(f'/proc/{pid}/task/{tid}/stat') as f:
-            n += f.read().rsplit(')', 1)[1].split()[38] == '3'
-    return n
+            out.append(int(f.read().rsplit(')', 1)[1].split()[38]))
+    return out
 
 
 def test_journal_thread_policy():
@@ -1692,10 +1692,10 @@ def test_journal_thread_policy():
     loop that wakes it keeps its CPU); under ack: commit no thread does."""
     with Server(conf='ack: journal') as s:
         check_gif(s.get(f'/o/{s.pixel("policy@example.com", send=5)}.gif'), 'open')
-        n = _batch_threads(s.proc.pid)
+        n = sched_policies(s.proc.pid).count(3)
         check(n == 1, f'{n} threads under SCHED_BATCH with ack: journal, expected the journal thread alone')
     with Server() as s:
-        n = _batch_threads(s.proc.pid)
+        n = sched_policies(s.proc.pid).count(3)
         check(n == 0, f'{n} threads under SCHED_BATCH with ack: commit, expected none')
 
 
