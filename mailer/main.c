@@ -1073,23 +1073,6 @@ static void usage(void)
     exit(2);
 }
 
-/*
- * The mailer is batch work: it runs under SCHED_BATCH, and so do the threads it starts (the
- * SMTP sessions, the renderers), which inherit the policy. A woken SCHED_BATCH thread does not
- * preempt the one running: a session whose reply or end-of-DATA mark has come in waits for the
- * running session to block instead of taking the CPU from it mid-message, one context switch
- * fewer each time, and the mailer never preempts leadloopd on a CPU they share. Measured in
- * alternating rounds of the mailer benchmark on the one CPU it gives the mailer (BENCHMARKS.md):
- * 1.09-1.17x the messages a second and 0.85-0.93x the CPU a message (medians of the rounds'
- * ratios, four runs). On an idle CPU a woken thread runs at once, as before.
- */
-static void batch_policy(void)
-{
-    struct sched_param sp = {0};
-    if (sched_setscheduler(0, SCHED_BATCH, &sp) != 0)
-        log_warnx("cannot run under SCHED_BATCH: %s; left as it was", strerror(errno));
-}
-
 int main(int argc, char **argv)
 {
     static mailer_t M;
@@ -1116,7 +1099,15 @@ int main(int argc, char **argv)
         M.conf.data_dir = ll_strdup(data_dir);
     }
     ll_log_level = verbose ? 2 : M.conf.log_level;
-    batch_policy();
+    /* The mailer is batch work: it and the threads it starts (the SMTP sessions, the renderers)
+     * run under SCHED_BATCH (ll_sched_batch). A session whose reply or end-of-DATA mark has come
+     * in waits for the running session to block instead of taking the CPU from it mid-message,
+     * and the mailer never preempts leadloopd on a CPU they share. Measured in alternating
+     * rounds of the mailer benchmark on the one CPU it gives the mailer (BENCHMARKS.md): 1.09-1.17x
+     * the messages a second, 0.85-0.93x the CPU a message. */
+    int batch = ll_sched_batch();
+    if (batch != 0)
+        log_warnx("cannot run under SCHED_BATCH: %s; left as it was", strerror(batch));
     M.m = M.conf.mail;
     load_templates(&M);
     signal(SIGPIPE, SIG_IGN);

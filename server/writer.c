@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -796,25 +795,20 @@ static void journal_batches(jbatch_t *batches)
 }
 
 /*
- * The journal thread runs under SCHED_BATCH: woken by a loop, it does not take the CPU from it,
+ * The journal thread: writes whatever batches wait, all in one record, until stopped.
+ *
+ * It runs under SCHED_BATCH (ll_sched_batch): woken by a loop, it does not take the CPU from it,
  * and runs when the loop waits for its sockets (or at the next tick), with whatever turns ended
  * meanwhile. Where the loop and this thread share a CPU (the benchmark pins the server to one,
  * as small deployments are), the hand-off no longer costs a context switch each way: pairs of
  * the journal pixel (BENCHMARKS.md) measured the journal thread 15-25% and the whole server 2-10%
  * cheaper a request, with p99 up about 1 ms at saturation. With CPUs to spare it changes nothing.
- * A failure (a policy the kernel refuses) leaves the thread as it was.
  */
-static void journal_policy(void)
-{
-    struct sched_param sp = {0};
-    if (pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) != 0)
-        log_warnx("journal: cannot run under SCHED_BATCH; left as it was");
-}
-
-/* The journal thread: writes whatever batches wait, all in one record, until stopped. */
 static void *journal_main(void *arg)
 {
-    journal_policy();
+    int err = ll_sched_batch();
+    if (err != 0)
+        log_warnx("journal: cannot run under SCHED_BATCH: %s; left as it was", strerror(err));
     for (;;) {
         pthread_mutex_lock(&jr.mu);
         while (jr.head == NULL && !jr.stopping)

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,6 +281,12 @@ int ll_file_make_zeroed(const char *path, size_t size)
     }
     free(tmp);
     return rc ? LL_EIO : 0;
+}
+
+int ll_sched_batch(void)
+{
+    struct sched_param sp = {0};
+    return pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
 }
 
 uint64_t ll_now_us(void)

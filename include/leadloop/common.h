@@ -84,6 +84,14 @@ void ll_fsync_parent(const char *path);
  * allocated costs one device flush a write. LL_EIO on failure (errno tells), nothing left behind. */
 int ll_file_make_zeroed(const char *path, size_t size);
 
+/**
+ * Puts the calling thread under SCHED_BATCH; threads it starts afterwards inherit it. A woken
+ * SCHED_BATCH thread does not preempt the running one, so on a shared CPU a hand-off to it
+ * costs no context switch until the waker blocks (BENCHMARKS.md: leadloopd's journal thread,
+ * the mailer). 0, or the errno of a refusal (the thread is then left as it was).
+ */
+int ll_sched_batch(void);
+
 /** Wall clock in microseconds since the epoch. Tests may pin it with LEADLOOP_FAKE_TIME (seconds). */
 uint64_t ll_now_us(void);
 

@@ -3,6 +3,8 @@
  * ingest (tracker/ingest.c). Each store test runs in a fresh mkdtemp directory under /tmp,
  * removed at the end. Run from anywhere.
  */
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -767,6 +769,40 @@ static void test_buf_u64(void)
     ll_buf_free(&b);
 }
 
+/* ll_sched_batch: the calling thread under SCHED_BATCH, and a thread it starts after it too. */
+static void *policy_of_thread(void *arg)
+{
+    struct sched_param sp;
+    pthread_getschedparam(pthread_self(), (int *)arg, &sp);
+    return NULL;
+}
+
+static void *batch_then_start(void *arg)
+{
+    int *got = arg;
+    struct sched_param sp;
+    pthread_t child;
+    if (ll_sched_batch() != 0)
+        return NULL;
+    pthread_getschedparam(pthread_self(), &got[0], &sp);
+    if (pthread_create(&child, NULL, policy_of_thread, &got[1]) == 0)
+        pthread_join(child, NULL);
+    return NULL;
+}
+
+static void test_sched_batch(void)
+{
+    int got[2] = {-1, -1}, before = -1, after = -2;
+    pthread_t t;
+    policy_of_thread(&before);
+    CHECK_EQ_INT(pthread_create(&t, NULL, batch_then_start, got), 0);
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(got[0], SCHED_BATCH);
+    CHECK_EQ_INT(got[1], SCHED_BATCH);
+    policy_of_thread(&after); /* the thread that started it is left as it was */
+    CHECK_EQ_INT(after, before);
+}
+
 /* ll_utf8_valid, whose ASCII runs are read eight bytes at a time: a NUL, a bad byte or a
  * sequence anywhere in or around such a run is still found. */
 static void test_utf8(void)
@@ -1221,6 +1257,7 @@ int main(void)
     RUN(test_visitor_rows);
     RUN(test_index_append);
     RUN(test_buf_u64);
+    RUN(test_sched_batch);
     RUN(test_utf8);
     RUN(test_email);
     RUN(test_contacts);
