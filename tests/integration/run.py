@@ -1687,16 +1687,15 @@ def sched_policies(pid):
     return out
 
 
-def test_journal_thread_policy():
-    """Under ack: journal the journal thread, and only it, runs under SCHED_BATCH (writer.c: a
-    loop that wakes it keeps its CPU); under ack: commit no thread does."""
-    with Server(conf='ack: journal') as s:
-        check_gif(s.get(f'/o/{s.pixel("policy@example.com", send=5)}.gif'), 'open')
-        n = sched_policies(s.proc.pid).count(3)
-        check(n == 1, f'{n} threads under SCHED_BATCH with ack: journal, expected the journal thread alone')
-    with Server() as s:
-        n = sched_policies(s.proc.pid).count(3)
-        check(n == 0, f'{n} threads under SCHED_BATCH with ack: commit, expected none')
+def test_thread_policies():
+    """One thread runs under SCHED_BATCH, as writer.c says: the journal thread under ack:
+    journal, the writer under ack: commit (a loop that wakes either keeps its CPU); none under
+    ack: queued."""
+    for conf, want in (('ack: journal', 1), ('ack: commit', 1), ('ack: queued', 0)):
+        with Server(conf=conf) as s:
+            check_gif(s.get(f'/o/{s.pixel("policy@example.com", send=5)}.gif'), 'open')
+            pol = sched_policies(s.proc.pid)
+            check(pol.count(3) == want, f'{conf}: thread policies {pol}, expected {want} under SCHED_BATCH (3)')
 
 
 def test_ack_journal_details():
