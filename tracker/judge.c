@@ -442,11 +442,20 @@ typedef struct {
     uint64_t since_s;
 } evidence_t;
 
-/* Appends "key":"value" to an evidence object, opening it with the first key. */
-static int evidence_str(ll_buf_t *b, const char *key, const char *value)
+/* Appends "key": to an evidence object, opening it with the first key. */
+static int evidence_key(ll_buf_t *b, const char *key)
 {
     int rc = ll_buf_appends(b, b->len == 0 ? "{\"" : ",\"");
-    if (rc == 0 && (rc = ll_buf_appends(b, key)) == 0 && (rc = ll_buf_appends(b, "\":\"")) == 0)
+    if (rc == 0 && (rc = ll_buf_appends(b, key)) == 0)
+        rc = ll_buf_appends(b, "\":");
+    return rc;
+}
+
+/* Appends "key":"value" (value escaped). */
+static int evidence_str(ll_buf_t *b, const char *key, const char *value)
+{
+    int rc = evidence_key(b, key);
+    if (rc == 0 && (rc = ll_buf_appends(b, "\"")) == 0)
         rc = ll_buf_append_json_str(b, value, strlen(value));
     return rc != 0 ? rc : ll_buf_appends(b, "\"");
 }
@@ -464,8 +473,7 @@ static char *evidence_json(const evidence_t *e)
         rc = evidence_str(&b, "entry", e->entry);
     if (rc == 0 && e->list != NULL)
         rc = evidence_str(&b, "list", e->list);
-    if (rc == 0 && e->has_since &&
-        (rc = ll_buf_appends(&b, b.len == 0 ? "{\"since_delivery_s\":" : ",\"since_delivery_s\":")) == 0)
+    if (rc == 0 && e->has_since && (rc = evidence_key(&b, "since_delivery_s")) == 0)
         rc = ll_buf_append_u64(&b, e->since_s);
     if (rc == 0)
         rc = ll_buf_appends(&b, "}");
