@@ -9,7 +9,7 @@ off, and click-to-webhook latency under a steady background load.
    routing, a webhook) alternate, each round from a copy of the same seeded data directory.
    Events/s is leadloop_events_stored_total over the run; server CPU per event from /proc.
 2. Latency: scoring on, a background of one-event beacons paced at --background events/s
-   (wrk's delay() hook), and --clicks first clicks by distinct contacts, --click-rate a second;
+   (wrk's delay() hook keeping a schedule of its own, PACE_LUA), and --clicks first clicks by distinct contacts, --click-rate a second;
    a click is worth 100 points (threshold 60), so each one makes a sales-ready alert that the
    notifier posts to a webhook receiver here. Latency: click sent -> webhook request received.
 
@@ -71,6 +71,33 @@ function request()
                                    ["Origin"] = "https://www.example.com", ["User-Agent"] = "{ua}"}}, body)
 end
 {delay}
+'''
+
+# A steady rate from wrk, which has no rate option (wrk2 is not in Debian): delay() runs before
+# each request of every connection and hands it the next free slot of a schedule, one slot every
+# 1000/rate ms by the monotonic clock (LuaJIT's ffi: wrk's Lua is LuaJIT). A connection waits
+# for its slot, so the requests go out at the rate however long the answers take, as long as
+# the connections outnumber the requests under way (the slots reach conns/rate s ahead). A
+# schedule that falls behind (every connection busy) starts again from now, without a burst.
+PACE_LUA = '''local ffi = require("ffi")
+ffi.cdef[[
+typedef struct {{ long tv_sec; long tv_nsec; }} ll_timespec;
+int clock_gettime(int clk, ll_timespec *ts);
+]]
+local ts = ffi.new("ll_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local interval = 1000 / {rate}
+local next_slot = nil
+function delay()
+  local now = now_ms()
+  if next_slot == nil or next_slot < now then next_slot = now end
+  local wait = next_slot - now
+  next_slot = next_slot + interval
+  return math.floor(wait)
+end
 '''
 
 
@@ -188,9 +215,10 @@ class Writer:
         finally:
             self.stop(proc)
 
-    def lua(self, n, delay_ms=None):
-        path = os.path.join(self.dir, f'beacon-{n}-{delay_ms}.lua')
-        delay = f'function delay()\n  return {delay_ms}\nend' if delay_ms else ''
+    def lua(self, n, rate=None):
+        """A wrk script posting beacons of n pageviews; with rate, paced at rate requests/s."""
+        path = os.path.join(self.dir, f'beacon-{n}-{rate}.lua')
+        delay = PACE_LUA.format(rate=rate) if rate else ''
         with open(path, 'w') as f:
             f.write(BEACON_LUA.format(n=n, v=len(self.visitors), visitors=', '.join(f'"{v}"' for v in self.visitors),
                                       delay=delay, ua=BROWSER_UA))
@@ -228,16 +256,7 @@ class Writer:
         bg = None
         try:
             conns = 128
-            # Each connection waits delay ms before each request: conns / (delay + latency) a
-            # second. One calibration run measures the latency part and sets the delay.
-            delay = max(1, round(conns * 1000 / self.a.background))
-            for _ in range(2):
-                c0, k0 = self.stored(), time.time()
-                self.wrk(self.lua(1, delay), 3, conns).communicate()
-                rate = (self.stored() - c0) / (time.time() - k0)
-                latency_ms = max(0.0, conns * 1000 / max(rate, 1) - delay)
-                delay = max(1, round(conns * 1000 / self.a.background - latency_ms))
-            lua = self.lua(1, delay)
+            lua = self.lua(1, self.a.background)
             e0, t0 = self.stored(), time.time()
             bg = self.wrk(lua, int(self.a.clicks / self.a.click_rate) + 4, conns)
             time.sleep(2)
