@@ -132,6 +132,7 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
     t->last_seq = 0;
     t->append = NULL;
     t->visitor = NULL;
+    t->index[0] = t->index[1] = NULL;
     memset(&t->defer, 0, sizeof(t->defer));
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
@@ -228,9 +229,12 @@ static int index_put(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, ui
     uint8_t sv[8];
     ll_be64_put(sv, seq);
     MDB_val k = {keylen, (void *)key}, v = {8, sv};
-    int rc = mdb_put(t->txn, t->store->dbi[db], &k, &v, MDB_APPENDDUP);
+    MDB_cursor **c = &t->index[db == LL_DB_CONTACT_EVENTS];
+    int rc = *c != NULL ? 0 : mdb_cursor_open(t->txn, t->store->dbi[db], c);
+    if (rc == 0)
+        rc = mdb_cursor_put(*c, &k, &v, MDB_APPENDDUP);
     if (rc == MDB_KEYEXIST)
-        rc = mdb_put(t->txn, t->store->dbi[db], &k, &v, MDB_NODUPDATA);
+        rc = mdb_cursor_put(*c, &k, &v, MDB_NODUPDATA);
     return rc == MDB_KEYEXIST ? 0 : ll_store_err(rc);
 }
 
@@ -479,11 +483,16 @@ int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *vid, const ll_visitor_rec
     ll_be64_put(p + 16, rec->last_us);
     memcpy(p + 24, rec->country, strnlen(rec->country, 2));
     MDB_val k = {16, (void *)vid->b}, v = {sizeof(p), p}, ck, cv;
+    int rc = t->visitor != NULL ? 0 : mdb_cursor_open(t->txn, t->store->dbi[LL_DB_VISITORS], &t->visitor);
+    if (rc != 0)
+        return ll_store_err(rc);
     /* Where ll_visitor_get left the cursor, when it found this visitor: in place, no search. */
-    if (t->visitor != NULL && mdb_cursor_get(t->visitor, &ck, &cv, MDB_GET_CURRENT) == 0 && ck.mv_size == 16 &&
+    if (mdb_cursor_get(t->visitor, &ck, &cv, MDB_GET_CURRENT) == 0 && ck.mv_size == 16 &&
         memcmp(ck.mv_data, vid->b, 16) == 0)
         return ll_store_err(mdb_cursor_put(t->visitor, &k, &v, MDB_CURRENT));
-    return ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_VISITORS], &k, &v, 0));
+    /* A new one: from where the get left off, LMDB skips the search from the root when the key
+     * is on that leaf or past the tree's end (a minted id is time-first, so it mostly is). */
+    return ll_store_err(mdb_cursor_put(t->visitor, &k, &v, 0));
 }
 
 /* ---- iteration ---- */

@@ -61,8 +61,12 @@ typedef struct st_ll_txn_t {
                         * append's number without a search (events are never deleted) */
     MDB_cursor *append; /* on the events db, left at its end by the last append (opened by the
                          * first; LMDB closes a write transaction's cursors when it ends) */
-    MDB_cursor *visitor; /* write transactions: on the visitors db where ll_visitor_get found
-                          * one, so that ll_visitor_put of the same visitor needs no search */
+    MDB_cursor *visitor; /* write transactions: on the visitors db where ll_visitor_get left
+                          * it, so that ll_visitor_put of the same visitor needs no search */
+    MDB_cursor *index[2]; /* on the visitor_events and contact_events dbs, where the last
+                           * event's number went in: LMDB skips the search from the root when
+                           * the next key is on that leaf (a contact's next event) or past the
+                           * tree's end (a new visitor's) */
     /* Writes one module held back until the commit (ll_txn_defer), so that what many events of
      * a batch add to the same keys is put once per key: the judge's counts (judge.c). */
     struct {

@@ -715,6 +715,109 @@ static void test_index_append(void)
     ll_store_close(s);
 }
 
+/* The cursors kept in a transaction (ll_txn_t.index, .visitor) stay right while other writes
+ * move the same trees under them: 2000 contacts and 600 visitors in a shuffled order, so that leaves
+ * split and the next key is seldom on the cursor's leaf; another cursor putting into
+ * contact_events (as ingest.c binds a visitor's earlier events) and a delete, in between. Every
+ * list must read back whole and in order. */
+static void test_index_cursor(void)
+{
+    enum { CONTACTS = 2000, VISITORS = 600, EVENTS = 12000 };
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    ll_txn_t t;
+    ll_buf_t rec;
+    ll_event_t ev;
+    uint64_t seq, got[64];
+    static uint64_t want_c[CONTACTS + 1][32];
+    static size_t nwant_c[CONTACTS + 1];
+    static size_t nwant_v[VISITORS];
+    static uint64_t last_v[VISITORS];
+    uint32_t r = 12345;
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    memset(nwant_c, 0, sizeof(nwant_c));
+    memset(nwant_v, 0, sizeof(nwant_v));
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    for (uint64_t i = 1; i <= EVENTS; i++) {
+        r = r * 1103515245u + 12345u;
+        memset(&ev, 0, sizeof(ev));
+        ev.type = LL_EV_PAGEVIEW;
+        ev.contact = 1 + (r >> 8) % CONTACTS;
+        size_t vn = (r >> 4) % VISITORS;
+        memset(ev.visitor.b, 0, 16);
+        ev.visitor.b[0] = 0xbb;
+        ll_be64_put(ev.visitor.b + 8, vn * 0x9e3779b97f4a7c15ull); /* scattered over the tree */
+        ll_buf_reset(&rec);
+        CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+        CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+        CHECK(seq == i);
+        ll_visitor_rec_t vr; /* as ingest does: the visitor read, then written, new or not */
+        int vrc = ll_visitor_get(&t, &ev.visitor, &vr);
+        CHECK(vrc == 0 || vrc == LL_ENOTFOUND);
+        if (vrc == LL_ENOTFOUND)
+            vr.first_us = i;
+        vr.last_us = i;
+        vr.contact = vn;
+        CHECK_EQ_INT(ll_visitor_put(&t, &ev.visitor, &vr), 0);
+        last_v[vn] = i;
+        if (nwant_c[ev.contact] < 32)
+            want_c[ev.contact][nwant_c[ev.contact]++] = seq;
+        nwant_v[vn]++;
+        if (i % 997 == 0) { /* another cursor's put into the same tree, a number already there */
+            uint8_t ck[8], sv[8];
+            ll_be64_put(ck, ev.contact);
+            ll_be64_put(sv, seq);
+            MDB_val k = {8, ck}, v = {8, sv};
+            CHECK_EQ_INT(mdb_put(t.txn, ll_store_dbi(s, LL_DB_CONTACT_EVENTS), &k, &v, MDB_NODUPDATA), MDB_KEYEXIST);
+        }
+        if (i == EVENTS / 2) { /* a delete under the cursors: contact 1's list goes */
+            uint8_t ck[8];
+            ll_be64_put(ck, 1);
+            MDB_val k = {8, ck};
+            int rc = mdb_del(t.txn, ll_store_dbi(s, LL_DB_CONTACT_EVENTS), &k, NULL);
+            CHECK(rc == 0 || rc == MDB_NOTFOUND);
+            nwant_c[1] = 0;
+        }
+    }
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    int bad = 0;
+    for (uint64_t c = 1; c <= CONTACTS; c++) {
+        uint8_t ck[8];
+        ll_be64_put(ck, c);
+        size_t n = index_list(&t, LL_DB_CONTACT_EVENTS, ck, 8, got, 64);
+        size_t w = nwant_c[c] < 32 ? nwant_c[c] : 32;
+        if (nwant_c[c] < 32 && n != w)
+            bad++;
+        for (size_t i = 0; i < w && i < n; i++)
+            if (got[i] != want_c[c][i])
+                bad++;
+    }
+    size_t total = 0;
+    for (size_t vn = 0; vn < VISITORS; vn++) {
+        uint8_t vb[16] = {0xbb};
+        ll_be64_put(vb + 8, vn * 0x9e3779b97f4a7c15ull);
+        size_t n = index_list(&t, LL_DB_VISITOR_EVENTS, vb, 16, got, 64);
+        if (n != nwant_v[vn] || n > 64)
+            bad++;
+        for (size_t i = 1; i < n && i < 64; i++)
+            if (got[i] <= got[i - 1])
+                bad++;
+        total += n;
+        ll_visitor_id_t vid;
+        ll_visitor_rec_t vr;
+        memcpy(vid.b, vb, 16);
+        if (nwant_v[vn] > 0 && (ll_visitor_get(&t, &vid, &vr) != 0 || vr.last_us != last_v[vn] || vr.contact != vn))
+            bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(total == EVENTS);
+    ll_txn_abort(&t);
+    ll_buf_free(&rec);
+    ll_store_close(s);
+}
+
 /* A module's deferred writes (ll_txn_defer): put at the commit, dropped by an abort or by a
  * failed put (which aborts the transaction), one module per transaction. */
 typedef struct {
@@ -1256,6 +1359,7 @@ int main(void)
     RUN(test_defer);
     RUN(test_visitor_rows);
     RUN(test_index_append);
+    RUN(test_index_cursor);
     RUN(test_buf_u64);
     RUN(test_sched_batch);
     RUN(test_utf8);
