@@ -4,8 +4,10 @@
 # req/s, p99, the server's CPU µs per request per thread (/proc/PID/task/*/stat) and, with
 # SYSCALLS=1, its system calls per request (perf stat tracepoints).
 #
-#   tests/bench/pair.sh open|clicks|beacon durable|queued|journal BIN [BIN...]
+#   tests/bench/pair.sh open|clicks|beacon durable|queued|journal BIN[@YAML] [BIN[@YAML]...]
 #
+# BIN@YAML appends the file YAML to that build's configuration (a configuration A/B: the same
+# BIN twice, with and without, e.g. bin/leadloopd bin/leadloopd@/tmp/batch.yaml).
 # Needs a capture run first (`sh tests/bench/run.sh capture`: the seed, clicks.txt and the wrk
 # scripts in build/bench/capture) and bin/leadloop. Environment: SECONDS_EACH [8], ROUNDS [3],
 # PAIR_PORT [18090], SYSCALLS [0]. Same pinning as capture.py: the server on CPU 1, wrk on CPU 0.
@@ -34,13 +36,15 @@ wrk_run() { taskset -c 0 wrk -t1 -c64 --latency -H "User-Agent: $UA" -H 'Accept:
 threads() { for t in /proc/$pid/task/*; do echo "$(basename "$t") $(awk '{print $14+$15}' "$t/stat")"; done; }
 
 one() {
-    local bin=$1 label
-    label=$(basename "$(dirname "$(dirname "$bin")")")
+    local bin=${1%%@*} extra= label
+    [ "$bin" = "$1" ] || extra=${1#*@}
+    label=$(basename "$(dirname "$(dirname "$bin")")")${extra:+@$(basename "$extra")}
     rm -rf "$work/data"
     cp -a "$B/seed" "$work/data"
     printf 'listen: 127.0.0.1:%s\npublic_url: http://127.0.0.1:%s\ndata_dir: %s\nmap_size: 8G\nlog_level: warn\n' \
         "$PORT" "$PORT" "$work/data" >"$work/conf.yaml"
     [ "$mode" = durable ] || echo "ack: $mode" >>"$work/conf.yaml"
+    [ -z "$extra" ] || cat "$extra" >>"$work/conf.yaml"
     (cd "$(dirname "$(dirname "$bin")")" && exec taskset -c 1 "$bin" -c "$work/conf.yaml" 2>"$work/err") &
     pid=$!
     for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
@@ -73,5 +77,8 @@ one() {
 }
 
 for r in $(seq "${ROUNDS:-3}"); do
-    for bin in "$@"; do one "$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"; done
+    for spec in "$@"; do
+        bin=${spec%%@*}
+        one "$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")${spec#"$bin"}"
+    done
 done
