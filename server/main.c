@@ -357,6 +357,7 @@ int main(int argc, char **argv)
         ll_srv.geo = NULL;
     }
     ll__cookie_init();
+    ll__json_hooks_init();
     if (ll__snippet_load(snippet ? snippet : "build/ll.min.js") != 0)
         fatalx("%s: cannot read the snippet (run make)", snippet ? snippet : "build/ll.min.js");
 

@@ -199,6 +199,8 @@ ll_loop_t *ll__loop_new(h2o_context_t *ctx);
 int ll__on_click(h2o_req_t *req, h2o_iovec_t token);
 int ll__on_open(h2o_req_t *req, h2o_iovec_t token);
 int ll__on_beacon(h2o_req_t *req);
+/** cJSON allocates from the request's pool while ll__on_beacon runs (track.c); at start-up. */
+void ll__json_hooks_init(void);
 int ll__on_pixel(h2o_req_t *req);
 int ll__on_form(h2o_req_t *req, h2o_iovec_t form_id);
 int ll__on_unsub(h2o_req_t *req, h2o_iovec_t token, int post); /* unsub.c: GET confirms, POST unsubscribes */

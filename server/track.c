@@ -219,6 +219,32 @@ static int keys_unique(const cJSON *o)
     return ok;
 }
 
+/*
+ * cJSON's allocations while a beacon is handled come from the request's pool (a bump pointer,
+ * all of it given back with the request) instead of a malloc and a free for every node and
+ * string of the tree: ll__json_hooks_init installs these, ll__on_beacon sets the pool for the
+ * time it runs. Anywhere else (no pool set: tests, fuzzers) they are malloc and free. A pointer
+ * never crosses: everything cJSON allocates during a beacon is freed, or left, inside it.
+ */
+static __thread h2o_mem_pool_t *json_pool;
+
+static void *json_malloc(size_t n)
+{
+    return json_pool != NULL ? h2o_mem_alloc_pool(json_pool, n) : malloc(n);
+}
+
+static void json_free(void *p)
+{
+    if (json_pool == NULL)
+        free(p);
+}
+
+void ll__json_hooks_init(void)
+{
+    cJSON_Hooks hooks = {json_malloc, json_free};
+    cJSON_InitHooks(&hooks);
+}
+
 /* Unique keys in every object and finite numbers (cJSON reads 1e999 as infinity), at any depth
  * (cJSON stops at 1000 levels). */
 static int tree_ok(const cJSON *v)
@@ -322,7 +348,17 @@ static const char *beacon_event(h2o_req_t *req, ll_pending_t *p, ll_reqinfo_t *r
     return rc == 0 ? NULL : "batch too large\n";
 }
 
+static int on_beacon(h2o_req_t *req);
+
 int ll__on_beacon(h2o_req_t *req)
+{
+    json_pool = &req->pool;
+    int rc = on_beacon(req);
+    json_pool = NULL;
+    return rc;
+}
+
+static int on_beacon(h2o_req_t *req)
 {
     /* JSON from text/plain (sendBeacon, no preflight) or an urlencoded `d=` field. */
     h2o_iovec_t body = req->entity;
