@@ -8,6 +8,11 @@
  * over the whole message and is asked for more, the final "." is about to be written; the send
  * row moves to LL_SEND_COMMITTED, durably, first (program.h; marks.c keeps these marks in a
  * journal until the pass's outcomes, one synced block each, written by the sessions side by side).
+ * So never twice; but a SIGKILL during the mark's write (the kernel finishes it, then the process
+ * dies) leaves a committed send whose "." never went, counted as sent after a restart. libESMTP
+ * offers no hook between its write of the "." and the server's reply that could tell the two
+ * apart (its protocol monitor is off from DATA until the reply), so that window stays: README,
+ * "Delivery"; test_kills_at_any_moment_never_send_twice.
  */
 #include <dlfcn.h>
 #include <pthread.h>
