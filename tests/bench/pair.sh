@@ -13,7 +13,7 @@
 # PAIR_PORT [18090], SYSCALLS [0]. Same pinning as capture.py: the server on CPU 1, wrk on CPU 0.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ $# -ge 3 ] || { sed -n 2,11p "$0" >&2; exit 2; }
+[ $# -ge 3 ] || { sed -n 2,13p "$0" >&2; exit 2; }
 what=$1 mode=$2
 shift 2
 B=$PWD/build/bench/capture
