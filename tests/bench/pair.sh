@@ -4,7 +4,7 @@
 # req/s, p99, the server's CPU µs per request per thread (/proc/PID/task/*/stat) and, with
 # SYSCALLS=1, its system calls per request (perf stat tracepoints).
 #
-#   tests/bench/pair.sh open|clicks|beacon durable|queued|journal BIN[@YAML] [BIN[@YAML]...]
+#   tests/bench/pair.sh open|clicks|click1|beacon durable|queued|journal BIN[@YAML] [BIN[@YAML]...]
 #
 # BIN@YAML appends the file YAML to that build's configuration (a configuration A/B: the same
 # BIN twice, with and without, e.g. bin/leadloopd bin/leadloopd@/tmp/batch.yaml).
@@ -24,8 +24,9 @@ lua=()
 case $what in
 open) path=$(bin/leadloop -d "$B/seed" pixel --to bench@example.com --send 1 | grep -o '/o/.*') ;;
 clicks) path=$(head -1 "$B/clicks.txt"); lua=(-s "$B/clicks.lua") ;;
+click1) path=$(head -1 "$B/clicks.txt") ;; # one recipient over and over (a flood)
 beacon) path=/e; lua=(-s "$B/beacon.lua") ;;
-*) echo "pair.sh: target is open, clicks or beacon, not $what" >&2; exit 2 ;;
+*) echo "pair.sh: target is open, clicks, click1 or beacon, not $what" >&2; exit 2 ;;
 esac
 case $mode in durable | queued | journal) ;; *) echo "pair.sh: mode is durable, queued or journal, not $mode" >&2; exit 2 ;; esac
 work=$(mktemp -d)
