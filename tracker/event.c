@@ -104,10 +104,9 @@ int ll_event_add_field(const void *rec, size_t len, ll_field_t tag, const char *
     return encoded(out, start, rc != 0 || n == 0 ? rc : put_field(out, tag, s, n));
 }
 
-int ll_event_decode(const void *rec, size_t len, ll_event_t *ev)
+int ll_event_decode_header(const void *rec, size_t len, ll_event_t *ev)
 {
     const uint8_t *p = rec;
-    memset(ev, 0, sizeof(*ev));
     if (len < LL_EVENT_HEADER || p[0] != LL_EVENT_VERSION)
         return LL_EINVAL;
     ev->version = p[0];
@@ -121,6 +120,15 @@ int ll_event_decode(const void *rec, size_t len, ll_event_t *ev)
     ev->send = ll_be64_get(p + 44);
     ev->link = ll_be32_get(p + 52);
     ev->reasons = ll_be32_get(p + 56);
+    return 0;
+}
+
+int ll_event_decode(const void *rec, size_t len, ll_event_t *ev)
+{
+    const uint8_t *p = rec;
+    memset(ev, 0, sizeof(*ev));
+    if (ll_event_decode_header(rec, len, ev) != 0)
+        return LL_EINVAL;
     for (size_t off = LL_EVENT_HEADER; off < len;) {
         if (len - off < 3)
             return LL_EINVAL;

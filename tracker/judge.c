@@ -536,7 +536,7 @@ int ll_judge_before(ll_judge_t *j, ll_txn_t *t, uint8_t *rec, size_t len, const 
         found_t *f = ll_calloc(1, sizeof(*f));
         uint64_t w = (uint64_t)j->conf->provisional_s * SEC;
         f->since_us = ev.time_us > w ? ev.time_us - w : 0;
-        int rc = ll_events_of_visitor_rev(t, &ev.visitor, on_visitor_event, f);
+        int rc = ll_event_heads_of_visitor_rev(t, &ev.visitor, on_visitor_event, f);
         if (rc == 0)
             rc = add_reason(j, t, f, ev.reasons & LL_REASON_WEBDRIVER ? LL_REASON_WEBDRIVER : LL_REASON_JS_AFTER, -1);
         free(f);
@@ -560,7 +560,7 @@ int ll_judge_before(ll_judge_t *j, ll_txn_t *t, uint8_t *rec, size_t len, const 
     if (burst == 0 && ev.type == LL_EV_CLICK) { /* an open adds no link: only a known burst counts */
         b.links[b.nlinks++] = ev.link;
         b.honeypot = ev.link == LL_LINK_HONEYPOT;
-        int rc = ll_events_of_contact_rev(t, ev.contact, on_burst_event, &b);
+        int rc = ll_event_heads_of_contact_rev(t, ev.contact, on_burst_event, &b);
         if (rc != 0)
             return rc;
         burst = b.honeypot ? LL_REASON_HONEYPOT_LINK : b.nlinks >= 3 || b.in_order ? LL_REASON_SWEEP : 0;
@@ -633,7 +633,7 @@ int ll_judge_after(ll_judge_t *j, ll_txn_t *t, const uint8_t *rec, size_t len, u
         /* The whole burst is the machine's: relabel what came before this event. */
         found_t *f = ll_calloc(1, sizeof(*f));
         f->since_us = j->burst.since_us, f->send = ev.send, f->skip_seq = seq;
-        if ((rc = ll_events_of_contact_rev(t, ev.contact, on_burst_member, f)) == 0)
+        if ((rc = ll_event_heads_of_contact_rev(t, ev.contact, on_burst_member, f)) == 0)
             rc = add_reason(j, t, f, j->burst.reason, LL_CLASS_SCANNER);
         free(f);
     }

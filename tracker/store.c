@@ -501,8 +501,11 @@ int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *vid, const ll_visitor_rec
  * numbers are near one another, so the next event is mostly on the leaf the last one was on and
  * LMDB finds it there, without the search from the root an ll_event_get each would make (a
  * look-back over 64 events of a flooding recipient: 132k -> 71k instructions). */
-static int scan_index(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, int rev, ll_event_cb cb, void *ctx)
+enum { SCAN_REV = 1, SCAN_HEAD = 2 };
+
+static int scan_index(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, int how, ll_event_cb cb, void *ctx)
 {
+    int rev = how & SCAN_REV;
     MDB_cursor *c, *ec;
     MDB_val k = {keylen, (void *)key}, v;
     int rc = mdb_cursor_open(t->txn, t->store->dbi[db], &c);
@@ -512,14 +515,16 @@ static int scan_index(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, i
         mdb_cursor_close(c);
         return ll_store_err(rc);
     }
+    ll_event_t ev;
+    if (how & SCAN_HEAD)
+        memset(&ev, 0, sizeof(ev)); /* the fields stay absent: only headers are decoded */
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_KEY);
     if (rc == 0 && rev)
         rc = mdb_cursor_get(c, &k, &v, MDB_LAST_DUP);
     for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, rev ? MDB_PREV_DUP : MDB_NEXT_DUP)) {
-        ll_event_t ev;
         MDB_val ek = v, rec;
         if (v.mv_size != 8 || mdb_cursor_get(ec, &ek, &rec, MDB_SET_KEY) != 0 ||
-            ll_event_decode(rec.mv_data, rec.mv_size, &ev) != 0)
+            (how & SCAN_HEAD ? ll_event_decode_header : ll_event_decode)(rec.mv_data, rec.mv_size, &ev) != 0)
             continue;
         if (cb(&ev, ctx) != 0)
             break;
@@ -529,18 +534,26 @@ static int scan_index(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, i
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
-int ll_events_of_contact(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx)
+static int scan_contact(ll_txn_t *t, uint64_t contact, int how, ll_event_cb cb, void *ctx)
 {
     uint8_t key[8];
     ll_be64_put(key, contact);
-    return scan_index(t, LL_DB_CONTACT_EVENTS, key, 8, 0, cb, ctx);
+    return scan_index(t, LL_DB_CONTACT_EVENTS, key, 8, how, cb, ctx);
+}
+
+int ll_events_of_contact(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx)
+{
+    return scan_contact(t, contact, 0, cb, ctx);
 }
 
 int ll_events_of_contact_rev(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx)
 {
-    uint8_t key[8];
-    ll_be64_put(key, contact);
-    return scan_index(t, LL_DB_CONTACT_EVENTS, key, 8, 1, cb, ctx);
+    return scan_contact(t, contact, SCAN_REV, cb, ctx);
+}
+
+int ll_event_heads_of_contact_rev(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx)
+{
+    return scan_contact(t, contact, SCAN_REV | SCAN_HEAD, cb, ctx);
 }
 
 int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)
@@ -550,7 +563,12 @@ int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, 
 
 int ll_events_of_visitor_rev(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)
 {
-    return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, 1, cb, ctx);
+    return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, SCAN_REV, cb, ctx);
+}
+
+int ll_event_heads_of_visitor_rev(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)
+{
+    return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, SCAN_REV | SCAN_HEAD, cb, ctx);
 }
 
 int ll_events_scan(ll_txn_t *t, uint64_t from, ll_event_cb cb, void *ctx)

@@ -159,6 +159,13 @@ int ll_event_add_field(const void *rec, size_t len, ll_field_t tag, const char *
 
 /** Decodes rec; fields point into rec. LL_EINVAL on a short or corrupt record. */
 int ll_event_decode(const void *rec, size_t len, ll_event_t *ev);
+/**
+ * Decodes rec's fixed header only (version, type, class, flags, seq, time, visitor, contact,
+ * send, link, reasons) and leaves ev->f as it was: for scans that read no text field (the
+ * judge's look-backs). LL_EINVAL on a short record or another version; the fields after the
+ * header are not looked at.
+ */
+int ll_event_decode_header(const void *rec, size_t len, ll_event_t *ev);
 
 /* In-place patches of an encoded record (rec has at least LL_EVENT_HEADER bytes). */
 void ll_event_patch_seq(void *rec, uint64_t seq);

@@ -818,6 +818,71 @@ static void test_index_cursor(void)
     ll_store_close(s);
 }
 
+/* The judge's look-backs read headers only (ll_event_heads_of_contact_rev): the same events,
+ * newest first, with the same header fields as a full scan and no text field. */
+typedef struct {
+    ll_event_t ev[8];
+    size_t n;
+} heads_t;
+
+static int collect(const ll_event_t *e, void *arg)
+{
+    heads_t *h = arg;
+    if (h->n < 8)
+        h->ev[h->n++] = *e;
+    return 0;
+}
+
+static void test_event_heads(void)
+{
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    ll_txn_t t;
+    ll_buf_t rec;
+    ll_event_t ev;
+    uint64_t seq;
+    ll_buf_init(&rec, LL_EVENT_MAX);
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    for (int i = 0; i < 5; i++) {
+        memset(&ev, 0, sizeof(ev));
+        ev.type = i % 2 ? LL_EV_CLICK : LL_EV_OPEN;
+        ev.contact = i == 2 ? 8 : 7; /* one event of another contact in between */
+        ev.send = 40 + (uint64_t)i;
+        ev.link = (uint32_t)i;
+        ev.reasons = 1u << i;
+        ev.time_us = 1000 + (uint64_t)i;
+        vid_set(&ev.visitor, 9);
+        set(&ev, LL_F_URL, "https://example.com/a");
+        set(&ev, LL_F_UA, "Mozilla/5.0");
+        ll_buf_reset(&rec);
+        CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
+        CHECK_EQ_INT(ll_event_append(&t, rec.data, rec.len, &seq), 0);
+    }
+    heads_t full = {0}, heads = {0};
+    CHECK_EQ_INT(ll_events_of_contact_rev(&t, 7, collect, &full), 0);
+    CHECK_EQ_INT(ll_event_heads_of_contact_rev(&t, 7, collect, &heads), 0);
+    CHECK_EQ_INT((int)full.n, 4);
+    CHECK_EQ_INT((int)heads.n, 4);
+    for (size_t i = 0; i < heads.n && i < full.n; i++) {
+        const ll_event_t *a = &full.ev[i], *b = &heads.ev[i];
+        CHECK(a->seq == b->seq && a->type == b->type && a->time_us == b->time_us && a->send == b->send &&
+              a->link == b->link && a->reasons == b->reasons && a->contact == b->contact &&
+              memcmp(a->visitor.b, b->visitor.b, 16) == 0);
+        CHECK(a->f[LL_F_URL].len > 0);
+        for (int f = 0; f < LL_F__MAX; f++)
+            CHECK(b->f[f].len == 0);
+    }
+    CHECK(heads.ev[0].seq == 5 && heads.ev[3].seq == 1); /* newest first */
+    heads.n = 0;
+    CHECK_EQ_INT(ll_event_heads_of_visitor_rev(&t, &ev.visitor, collect, &heads), 0);
+    CHECK_EQ_INT((int)heads.n, 5);
+    CHECK_EQ_INT(ll_event_decode_header(rec.data, LL_EVENT_HEADER - 1, &ev), LL_EINVAL);
+    ll_txn_abort(&t);
+    ll_buf_free(&rec);
+    ll_store_close(s);
+}
+
 /* A module's deferred writes (ll_txn_defer): put at the commit, dropped by an abort or by a
  * failed put (which aborts the transaction), one module per transaction. */
 typedef struct {
@@ -1360,6 +1425,7 @@ int main(void)
     RUN(test_visitor_rows);
     RUN(test_index_append);
     RUN(test_index_cursor);
+    RUN(test_event_heads);
     RUN(test_buf_u64);
     RUN(test_sched_batch);
     RUN(test_utf8);
