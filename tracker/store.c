@@ -497,12 +497,12 @@ int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *vid, const ll_visitor_rec
 
 /* ---- iteration ---- */
 
+enum { SCAN_REV = 1, SCAN_HEAD = 2 }; /* newest first; the events' headers only */
+
 /* The events filed under key in an index, through a second cursor on the events db: a list's
  * numbers are near one another, so the next event is mostly on the leaf the last one was on and
  * LMDB finds it there, without the search from the root an ll_event_get each would make (a
  * look-back over 64 events of a flooding recipient: 132k -> 71k instructions). */
-enum { SCAN_REV = 1, SCAN_HEAD = 2 };
-
 static int scan_index(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, int how, ll_event_cb cb, void *ctx)
 {
     int rev = how & SCAN_REV;
@@ -559,11 +559,6 @@ int ll_event_heads_of_contact_rev(ll_txn_t *t, uint64_t contact, ll_event_cb cb,
 int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)
 {
     return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, 0, cb, ctx);
-}
-
-int ll_events_of_visitor_rev(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)
-{
-    return scan_index(t, LL_DB_VISITOR_EVENTS, v->b, 16, SCAN_REV, cb, ctx);
 }
 
 int ll_event_heads_of_visitor_rev(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx)

@@ -207,9 +207,9 @@ int ll_events_of_contact(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ct
 int ll_events_of_contact_rev(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx);
 /** Events of one visitor in seq order. */
 int ll_events_of_visitor(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx);
-int ll_events_of_visitor_rev(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx); /* newest first */
-/** As the two above, newest first, each event's fixed header only (ll_event_decode_header; its
- * text fields all absent): for look-backs that read none, as the judge's do over a flood. */
+/** A contact's or a visitor's events newest first, each event's fixed header only
+ * (ll_event_decode_header; its text fields all absent): for look-backs that read none, as the
+ * judge's do over a flood. */
 int ll_event_heads_of_contact_rev(ll_txn_t *t, uint64_t contact, ll_event_cb cb, void *ctx);
 int ll_event_heads_of_visitor_rev(ll_txn_t *t, const ll_visitor_id_t *v, ll_event_cb cb, void *ctx);
 /** All events from seq `from` on, in order. */
