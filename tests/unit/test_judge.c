@@ -99,6 +99,7 @@ typedef struct {
     uint32_t link;
     uint8_t visitor;
     const char *ip; /* dotted IPv4, truncated as the edge stores it */
+    int no_judge;   /* ingested without the judge (as no writer of leadloop does for the snippet) */
 } ev_t;
 
 /* Ingests one event in t as the writer does; returns its seq. */
@@ -129,7 +130,7 @@ static uint64_t ingest_in(ll_txn_t *t, ev_t e)
     }
     ll_buf_init(&rec, LL_EVENT_MAX);
     CHECK_EQ_INT(ll_event_encode(&ev, &rec), 0);
-    ll_ingest_t in = {.rec = (uint8_t *)rec.data, .len = rec.len, .scorer = sc, .judge = judge};
+    ll_ingest_t in = {.rec = (uint8_t *)rec.data, .len = rec.len, .scorer = sc, .judge = e.no_judge ? NULL : judge};
     CHECK_EQ_INT(ll_ingest(t, &in), 0);
     ll_buf_free(&rec);
     return in.seq;
@@ -397,6 +398,53 @@ static void test_webdriver(void)
     teardown();
 }
 
+/*
+ * A visitor's page views look back only to its previous one that added the same reason
+ * (judge.c, on_visitor_event): clicks between two page views get JS_AFTER from the second, an
+ * automated browser's page view still reaches the clicks that earlier page views marked, and a
+ * page view stops at the last one before it.
+ */
+static void test_page_views_look_back_to_the_last_one(void)
+{
+    if (setup() != 0) {
+        CHECK(0);
+        teardown();
+        return;
+    }
+    const uint32_t js = LL_REASON_JS | LL_REASON_BROWSER_UA; /* provisional_s: 5 */
+    uint64_t c1 = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 1, .send = 10, .link = 1, .visitor = 1});
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .reasons = js, .at_s = 2, .visitor = 1});
+    CHECK(event(c1)->reasons & LL_REASON_JS_AFTER);
+    uint64_t c2 = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 3, .send = 11, .link = 1, .visitor = 1});
+    for (int i = 0; i < 4; i++) /* a beacon's page views */
+        ingest((ev_t){.type = LL_EV_PAGEVIEW, .reasons = js, .at_s = 3, .visitor = 1});
+    CHECK(event(c2)->reasons & LL_REASON_JS_AFTER);
+    CHECK(!(event(c2)->reasons & LL_REASON_WEBDRIVER));
+    /* navigator.webdriver: past the page views that added JS_AFTER, to both clicks. */
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .cls = LL_CLASS_BOT, .reasons = js | LL_REASON_WEBDRIVER, .at_s = 4, .visitor = 1});
+    CHECK(event(c1)->reasons & LL_REASON_WEBDRIVER);
+    CHECK(event(c2)->reasons & LL_REASON_WEBDRIVER);
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .cls = LL_CLASS_BOT, .reasons = js | LL_REASON_WEBDRIVER, .at_s = 5, .visitor = 1});
+    ll_judge_counts_t a = counts(10), b = counts(11);
+    CHECK_EQ_INT(a.reason[16], 1); /* js_after, counted once each */
+    CHECK_EQ_INT(b.reason[16], 1);
+    CHECK_EQ_INT(a.reason[18], 1); /* webdriver */
+    CHECK_EQ_INT(b.reason[18], 1);
+    /* The stop itself: a page view written without the judge (no writer does that) is taken as
+     * having looked back, so the click before it is not reached by the page view after it. */
+    uint64_t c3 = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 10, .send = 10, .link = 2, .visitor = 2});
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .reasons = js, .at_s = 11, .visitor = 2, .no_judge = 1});
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .reasons = js, .at_s = 12, .visitor = 2});
+    CHECK(event(c3)->flags & LL_EVF_PROVISIONAL);
+    CHECK(!(event(c3)->reasons & LL_REASON_JS_AFTER));
+    /* One whose clock says it came later does not stop the look-back. */
+    uint64_t c4 = ingest((ev_t){.type = LL_EV_CLICK, .at_s = 20, .send = 10, .link = 2, .visitor = 3});
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .reasons = js, .at_s = 40, .visitor = 3, .no_judge = 1});
+    ingest((ev_t){.type = LL_EV_PAGEVIEW, .reasons = js, .at_s = 21, .visitor = 3});
+    CHECK(event(c4)->reasons & LL_REASON_JS_AFTER);
+    teardown();
+}
+
 int main(void)
 {
     RUN(test_js_after_makes_a_fast_click_human);
@@ -406,5 +454,6 @@ int main(void)
     RUN(test_pending_out_of_order);
     RUN(test_honeypot_and_lists);
     RUN(test_webdriver);
+    RUN(test_page_views_look_back_to_the_last_one);
     return TEST_DONE("judge");
 }
