@@ -16,7 +16,10 @@
  *   lists (lists.h, scanner_lists): the client's address, network (ASN) or user agent
  *     ("ip_list", "asn_list", "ua_list"; the list and entry go into the event's data);
  *   what the browser does next: the snippet running for the clicking visitor ("js_after") or
- *     not ("no_js_after"), and navigator.webdriver ("webdriver").
+ *     not ("no_js_after"), and navigator.webdriver ("webdriver"). A snippet event looks back
+ *     over its visitor's events within provisional_s, at most 50, and stops at the visitor's
+ *     previous snippet event that added the same reason (whose own look-back covered the rest),
+ *     so a browsing visitor's page views cost one step each, not 50.
  *
  * Labels: human, likely-human, prefetch, scanner, bot, unknown. A strong machine signal (a
  * list, the honeypot, a sweep, a machine user agent, HEAD, a prefetch header) decides alone.
