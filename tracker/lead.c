@@ -18,7 +18,7 @@ int ll_lead_get(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_lead_t *out)
     uint8_t kb[8];
     ll_be64_put(kb, contact);
     MDB_val k = {8, kb}, v;
-    int rc = mdb_get(t->txn, sc->leads, &k, &v);
+    int rc = ll_txn_get(t, sc->leads, &k, &v);
     memset(out, 0, sizeof(*out));
     if (rc != 0)
         return ll_store_err(rc);
@@ -50,22 +50,30 @@ static int due_index(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint64_t wh
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : ll_store_err(rc);
 }
 
-int ll_lead_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_lead_t *l)
+/* Puts l, whose stored version is due at was (0: none or never), and moves its sla_due row. */
+static int lead_write(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint64_t was, const ll_lead_t *l)
 {
     uint8_t kb[8];
     ll_be64_put(kb, contact);
-    ll_lead_t copy = *l, old;
+    ll_lead_t copy = *l;
     copy.version = LEAD_VERSION;
     copy.updated_us = ll_now_us();
-    int rc = ll_lead_get(sc, t, contact, &old);
-    uint64_t was = rc == 0 ? due_at(sc->conf, &old) : 0, now = due_at(sc->conf, &copy);
-    if (rc != 0 && rc != LL_ENOTFOUND && rc != LL_EINVAL)
-        return rc;
+    uint64_t now = due_at(sc->conf, &copy);
+    int rc;
     if (was != now && ((was != 0 && (rc = due_index(sc, t, contact, was, 0)) != 0) ||
                        (now != 0 && (rc = due_index(sc, t, contact, now, 1)) != 0)))
         return rc;
     MDB_val k = {8, kb}, v = {sizeof(copy), &copy};
-    return ll_store_err(mdb_put(t->txn, sc->leads, &k, &v, 0));
+    return ll_store_err(ll_txn_put(t, sc->leads, &k, &v, 0));
+}
+
+int ll_lead_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_lead_t *l)
+{
+    ll_lead_t old;
+    int rc = ll_lead_get(sc, t, contact, &old);
+    if (rc != 0 && rc != LL_ENOTFOUND && rc != LL_EINVAL)
+        return rc;
+    return lead_write(sc, t, contact, rc == 0 ? due_at(sc->conf, &old) : 0, l);
 }
 
 int ll_lead_each(ll_scorer_t *sc, ll_txn_t *t, ll_lead_cb cb, void *ctx)
@@ -236,9 +244,10 @@ int ll__lead_on_activity(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const l
     int rc = ll_lead_get(sc, t, contact, &l);
     if (rc != 0)
         return rc == LL_ENOTFOUND || rc == LL_EINVAL ? 0 : rc;
-    if (ev->time_us > l.last_activity_us) {
+    if (ev->time_us > l.last_activity_us) { /* every event of a lead: no second read to put it */
+        uint64_t was = due_at(sc->conf, &l);
         l.last_activity_us = ev->time_us;
-        if ((rc = ll_lead_put(sc, t, contact, &l)) != 0)
+        if ((rc = lead_write(sc, t, contact, was, &l)) != 0)
             return rc;
     }
     int owned = l.stage >= LL_STAGE_MQL && l.stage <= LL_STAGE_CUSTOMER && strcmp(l.owner, sc->conf->hopper) != 0;

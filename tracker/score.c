@@ -130,7 +130,7 @@ int ll_score_get(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_score_state_
     uint8_t kb[8];
     ll_be64_put(kb, contact);
     MDB_val k = {8, kb}, v;
-    int rc = mdb_get(t->txn, sc->scores, &k, &v);
+    int rc = ll_txn_get(t, sc->scores, &k, &v);
     memset(st, 0, sizeof(*st));
     if (rc != 0)
         return ll_store_err(rc);
@@ -145,7 +145,7 @@ int ll__score_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, const ll_score
     uint8_t kb[8];
     ll_be64_put(kb, contact);
     MDB_val k = {8, kb}, v = {sizeof(*st), (void *)st};
-    return ll_store_err(mdb_put(t->txn, sc->scores, &k, &v, 0));
+    return ll_store_err(ll_txn_put(t, sc->scores, &k, &v, 0));
 }
 
 /* The ledger is keyed by seq (then a row number), so rows are appended at the end of the tree
@@ -168,7 +168,7 @@ int ll__ledger_put(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, uint16_t n, c
     vb[32] = r->event_type, vb[33] = r->is_fit;
     memcpy(vb + LEDGER_FIXED, r->rule, nl);
     MDB_val k = {10, kb}, v = {LEDGER_FIXED + nl, vb};
-    return ll_store_err(mdb_put(t->txn, sc->ledger, &k, &v, 0));
+    return ll_store_err(ll_txn_put(t, sc->ledger, &k, &v, 0));
 }
 
 /* The rows of one seq that belong to contact. */

@@ -133,9 +133,36 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
     t->append = NULL;
     t->visitor = NULL;
     t->index[0] = t->index[1] = NULL;
+    t->nkept = 0;
     memset(&t->defer, 0, sizeof(t->defer));
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
+}
+
+/* The kept cursor on dbi, opened on first use; NULL: none (read transaction, slots full). */
+static MDB_cursor *kept_cursor(ll_txn_t *t, MDB_dbi dbi)
+{
+    if (t->rdonly)
+        return NULL;
+    for (int i = 0; i < t->nkept; i++)
+        if (t->kept[i].dbi == dbi)
+            return t->kept[i].c;
+    if (t->nkept == (int)(sizeof(t->kept) / sizeof(t->kept[0])) || mdb_cursor_open(t->txn, dbi, &t->kept[t->nkept].c) != 0)
+        return NULL;
+    t->kept[t->nkept].dbi = dbi;
+    return t->kept[t->nkept++].c;
+}
+
+int ll_txn_get(ll_txn_t *t, MDB_dbi dbi, MDB_val *k, MDB_val *v)
+{
+    MDB_cursor *c = kept_cursor(t, dbi);
+    return c != NULL ? mdb_cursor_get(c, k, v, MDB_SET_KEY) : mdb_get(t->txn, dbi, k, v);
+}
+
+int ll_txn_put(ll_txn_t *t, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags)
+{
+    MDB_cursor *c = kept_cursor(t, dbi);
+    return c != NULL ? mdb_cursor_put(c, k, v, flags) : mdb_put(t->txn, dbi, k, v, flags);
 }
 
 void ll_store_zero_ahead(ll_txn_t *t)

@@ -67,6 +67,11 @@ typedef struct st_ll_txn_t {
                            * event's number went in: LMDB skips the search from the root when
                            * the next key is on that leaf (a contact's next event) or past the
                            * tree's end (a new visitor's) */
+    struct {
+        MDB_dbi dbi;
+        MDB_cursor *c;
+    } kept[4]; /* other modules' dbs, the same way (ll_txn_get, ll_txn_put) */
+    int nkept;
     /* Writes one module held back until the commit (ll_txn_defer), so that what many events of
      * a batch add to the same keys is put once per key: the judge's counts (judge.c). */
     struct {
@@ -75,6 +80,17 @@ typedef struct st_ll_txn_t {
         void *arg;
     } defer;
 } ll_txn_t;
+
+/**
+ * mdb_get and mdb_put (their return codes) through a cursor on dbi kept for the rest of write
+ * transaction t, for the modules that keep their own dbs (the scorer's scores, ledger and
+ * leads): LMDB skips the search from the root when the key is on the leaf of the cursor's last
+ * key (the same contact's next event) or past the tree's end (the ledger's next row). A read
+ * transaction, or a fifth db, uses mdb_get and mdb_put. *v from ll_txn_get is valid until the
+ * next write in t, as with mdb_get.
+ */
+int ll_txn_get(ll_txn_t *t, MDB_dbi dbi, MDB_val *k, MDB_val *v);
+int ll_txn_put(ll_txn_t *t, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags);
 
 /**
  * Opens (creating when missing) the environment in dir (created 0700 when missing).
