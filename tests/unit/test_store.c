@@ -1410,6 +1410,79 @@ static void test_visitor_new_pool(void)
     CHECK(memcmp(parent.b + 6, child.b + 6, 10) != 0);
 }
 
+/* ll_txn_get/ll_txn_put (store.h): six dbs, four kept cursors and two that fall back, random
+ * keys and ever-larger ones, with another cursor's puts, deletes and a drop under the kept
+ * cursors; every read checked against a mirror, in the write transaction and after it. */
+static void test_kept_cursors(void)
+{
+    enum { DBS = 6, KEYS = 1500, OPS = 30000 };
+    ll_store_t *s = store_fresh();
+    if (s == NULL)
+        return;
+    MDB_dbi dbi[DBS];
+    static uint32_t want[DBS][KEYS]; /* 0: absent */
+    char name[16];
+    uint32_t r = 777;
+    memset(want, 0, sizeof(want));
+    for (int d = 0; d < DBS; d++) {
+        snprintf(name, sizeof(name), "kept%d", d);
+        CHECK_EQ_INT(ll_store_open_db(s, name, 0, &dbi[d]), 0);
+    }
+    ll_txn_t t;
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    for (uint32_t i = 1; i <= OPS; i++) {
+        r = r * 1103515245u + 12345u;
+        int d = (int)((r >> 24) % DBS);
+        /* db 1 grows at its end, as the ledger does; the others take keys anywhere */
+        uint32_t key = d == 1 ? (i * (KEYS - 1)) / OPS : (r >> 8) % KEYS;
+        uint8_t kb[8], vb[4];
+        ll_be64_put(kb, key);
+        ll_be32_put(vb, i);
+        MDB_val k = {8, kb}, v = {4, vb};
+        if (i % 97 == 0) { /* another cursor's put */
+            CHECK_EQ_INT(mdb_put(t.txn, dbi[d], &k, &v, 0), 0);
+            want[d][key] = i;
+        } else if (i % 211 == 0) { /* a delete */
+            int rc = mdb_del(t.txn, dbi[d], &k, NULL);
+            CHECK(rc == 0 || rc == MDB_NOTFOUND);
+            want[d][key] = 0;
+        } else if (i == OPS / 2) { /* db 0 emptied under its kept cursor */
+            CHECK_EQ_INT(mdb_drop(t.txn, dbi[0], 0), 0);
+            memset(want[0], 0, sizeof(want[0]));
+        } else if (i % 3 == 0) {
+            MDB_val gk = {8, kb}, gv;
+            int rc = ll_txn_get(&t, dbi[d], &gk, &gv);
+            if (want[d][key] == 0)
+                CHECK_EQ_INT(rc, MDB_NOTFOUND);
+            else
+                CHECK(rc == 0 && gv.mv_size == 4 && ll_be32_get(gv.mv_data) == want[d][key]);
+        } else {
+            CHECK_EQ_INT(ll_txn_put(&t, dbi[d], &k, &v, 0), 0);
+            want[d][key] = i;
+        }
+    }
+    CHECK_EQ_INT(t.nkept, 4);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0); /* a read transaction: mdb_get */
+    size_t bad = 0, present = 0;
+    for (int d = 0; d < DBS; d++) {
+        for (uint32_t key = 0; key < KEYS; key++) {
+            uint8_t kb[8];
+            ll_be64_put(kb, key);
+            MDB_val k = {8, kb}, v;
+            int rc = ll_txn_get(&t, dbi[d], &k, &v);
+            present += rc == 0;
+            if (want[d][key] == 0 ? rc != MDB_NOTFOUND : rc != 0 || ll_be32_get(v.mv_data) != want[d][key])
+                bad++;
+        }
+    }
+    CHECK_EQ_INT(t.nkept, 0);
+    ll_txn_abort(&t);
+    CHECK_EQ_INT((int)bad, 0);
+    CHECK(present > 3000);
+    ll_store_close(s);
+}
+
 int main(void)
 {
     RUN(test_visitor_new);
@@ -1426,6 +1499,7 @@ int main(void)
     RUN(test_index_append);
     RUN(test_index_cursor);
     RUN(test_event_heads);
+    RUN(test_kept_cursors);
     RUN(test_buf_u64);
     RUN(test_sched_batch);
     RUN(test_utf8);
