@@ -481,7 +481,7 @@ int ll_score_event(ll_scorer_t *sc, ll_txn_t *t, const void *rec, size_t len, ui
         memset(&lr, 0, sizeof(lr));
         lr.time_us = ev.time_us, lr.seq = ev.seq, lr.points = pts, lr.capped = withheld, lr.after = st.engagement;
         lr.event_type = ev.type;
-        snprintf(lr.rule, sizeof(lr.rule), "%s", r->name);
+        memcpy(lr.rule, r->name, strnlen(r->name, sizeof(lr.rule) - 1)); /* lr zeroed: no printf a row */
         if ((rc = ll__ledger_put(sc, t, ev.contact, n++, &lr)) != 0)
             return rc;
         changed = 1;
