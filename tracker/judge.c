@@ -419,12 +419,12 @@ static uint32_t js_adds(uint32_t reasons)
  * A visitor's provisional clicks of sends within the window. The look-back stops at the
  * visitor's previous snippet event that added the same reason and is no later than this one:
  * its own look-back (the judge is always on in leadloopd, the only writer of snippet events)
- * already gave that reason to every provisional click older than it within its window, which
- * began no later than this one's, and within its count, which this one's reaches past. So a
+ * already gave that reason to every provisional click older than it within its window (which
+ * began no later than this one's) and its 50 events (which reach at least as far back). So a
  * visitor's next page view looks at the events since its last one, not at 50 (a beacon of 20
  * page views from one visitor looked at 50 events each: 72% of the writer's instructions).
- * Left aside: a provisional_s made longer by a restart reaches, for the next page view only,
- * no further back than the last one's window did.
+ * Left aside: when a restart makes provisional_s longer, the clicks before the visitor's last
+ * page view keep the shorter window that page view looked back over.
  */
 static int on_visitor_event(const ll_event_t *e, void *arg)
 {
