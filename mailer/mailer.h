@@ -111,12 +111,13 @@ size_t ll__dkim_key_hits(void);
 
 #define LL_MARKS_BLOCKS 256 /* marks a pass writes before a checkpoint into LMDB */
 typedef struct st_ll_marks_t ll_marks_t;
-/** Opens data_dir/mailer.marks, creating it (zero-filled, synced) when missing; err names it. */
+/** Opens data_dir/mailer.marks.0 to .7, creating each (zero-filled, synced) when missing or
+ * of another size; err names the file that failed. */
 int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_marks_t **out, char *err,
                    size_t errlen);
 void ll__marks_close(ll_marks_t *j);
-/** 1 when open found no whole file and made it anew (marks it held, if any, are gone), until the
- * first ll__marks_begin. */
+/** 1 when open found a file not whole and made it anew (marks it held, if any, are gone), until
+ * the first ll__marks_begin. */
 int ll__marks_made(const ll_marks_t *j);
 /** Later writes belong to pass (numbered by the claim transaction, main.c); the file starts over. */
 void ll__marks_begin(ll_marks_t *j, uint64_t pass);

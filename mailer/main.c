@@ -782,7 +782,7 @@ static int alert_outcome(mailer_t *M, ll_txn_t *t, ll_outmsg_t *o, ll_send_t *ro
 }
 
 /* The pass that sends (marks.c): be64 number | 1 while open (its marks may be only in
- * mailer.marks), 0 once its outcomes are recorded. A key of its own in the enrollments db, as
+ * mailer.marks.N), 0 once its outcomes are recorded. A key of its own in the enrollments db, as
  * the rules' watermark. */
 static const uint8_t pass_key[] = "\0\0\0\0\0\0\0\0~pass";
 
@@ -807,8 +807,8 @@ static int pass_put(mailer_t *M, ll_txn_t *t, uint64_t pass, int open)
     return ll_store_err(mdb_put(t->txn, M->n.enrollments, &k, &v, 0));
 }
 
-/* A pass left open (a crash, or its outcomes not written): its marks from mailer.marks into
- * LMDB, before anything is claimed, so that its committed messages are not sent again. */
+/* A pass left open (a crash, or its outcomes not written): its marks from the mailer.marks.N
+ * files into LMDB, before anything is claimed, so that its committed messages are not sent again. */
 static int close_open_pass(mailer_t *M)
 {
     ll_txn_t t;
@@ -821,7 +821,7 @@ static int close_open_pass(mailer_t *M)
     if ((rc = pass_get(M, &t, &pass, &open)) == 0 && open && (rc = ll__marks_apply(M->marks, &t, pass, &moved)) == 0)
         rc = pass_put(M, &t, pass, 0);
     if (rc == 0 && open && ll__marks_made(M->marks))
-        log_warnx("pass %llu was interrupted and mailer.marks was missing or cut short: its messages that had "
+        log_warnx("pass %llu was interrupted and a mailer.marks file was missing or cut short: its messages that had "
                   "reached the end of DATA may be sent again", (unsigned long long)pass);
     if (rc == 0 && (rc = ll_txn_commit(&t)) == 0) {
         M->pass_open = 0;

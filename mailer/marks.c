@@ -7,20 +7,25 @@
  * (0.4-0.7 ms here); one 4 KiB write with O_DSYNC over blocks already allocated is one (0.13-0.2
  * ms). BENCHMARKS.md has the measurements.
  *
- * The file, data_dir/mailer.marks: LL_MARKS_BLOCKS blocks of 4096 bytes, written with O_DSYNC,
- * zero-filled and synced when created (so a write never allocates). A block holds one mark:
+ * The files, data_dir/mailer.marks.0 to .7: LL_MARKS_BLOCKS blocks of 4096 bytes in all, block
+ * i at (i / 8) * 4096 of file i % 8, written with O_DSYNC, zero-filled and synced when created
+ * (so a write never allocates). A block holds one mark:
  *   "LLMARKS1" | pass (be64) | send id (be64) | FNV-1a 64 of bytes 8..24 (be64) | zeros
  * Each session writes its own mark at the next block from 0 up; the sessions' writes go to the
  * disk side by side (this measured faster here than one session writing a group of marks while
- * the others wait: BENCHMARKS.md). A torn or foreign block fails its checksum and is ignored
- * (its "." was never sent: the write had not returned).
+ * the others wait: BENCHMARKS.md), and to different files: synced writes to one file wait for
+ * one another in ext4 (4 threads, 4 KiB O_DSYNC each: 12.1-12.8k writes a second to one file,
+ * 18.2-19.4k to four). A torn or foreign block fails its checksum and is ignored (its "." was
+ * never sent: the write had not returned). A file missing or of another size is made anew
+ * (ll__marks_made). Builds before 2026-12-03 kept the blocks in one file, data_dir/mailer.marks:
+ * a restart reads it too, and the next pass removes it.
  *
  * Passes: the mailer's claim transaction numbers each pass that sends (a key of its own in the
  * enrollments db, main.c) and leaves it open; the transaction that records the pass's outcomes
  * closes it. Blocks carry the pass, so a restart applies (INTENT -> COMMITTED, ll__marks_apply)
  * exactly the marks of a pass left open by a crash, and never an older pass's (a message
- * deferred with 4xx went back to INTENT and must be sent again). When a pass fills the file,
- * the marks written so far go into LMDB in one commit (a checkpoint) and the file starts over.
+ * deferred with 4xx went back to INTENT and must be sent again). When a pass fills the blocks,
+ * the marks written so far go into LMDB in one commit (a checkpoint) and the blocks start over.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,11 +37,14 @@
 #include "mailer.h"
 
 #define BLOCK 4096
+#define FILES 8
+#define FILE_BLOCKS (LL_MARKS_BLOCKS / FILES)
 static const char magic[8] = "LLMARKS1";
 
 struct st_ll_marks_t {
-    int fd;
-    char *path;
+    int fd[FILES];
+    int legacy;              /* data_dir/mailer.marks of an older build, read by ll__marks_apply */
+    char *path;              /* data_dir/mailer.marks, the files' names with ".N" */
     ll_nurture_t *n;
     ll_store_t *store;
     uint64_t pass;
@@ -58,33 +66,50 @@ static uint64_t block_sum(const uint8_t *b)
     return h;
 }
 
+/* The file that holds block at, and where. */
+static int block_fd(const ll_marks_t *j, size_t at, off_t *off)
+{
+    *off = (off_t)(at / FILES) * BLOCK;
+    return j->fd[at % FILES];
+}
+
 int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_marks_t **out, char *err,
                    size_t errlen)
 {
     ll_marks_t *j = ll_calloc(1, sizeof(*j));
     pthread_mutex_init(&j->mu, NULL);
     pthread_cond_init(&j->idle, NULL);
-    j->path = ll_malloc(strlen(data_dir) + sizeof("/mailer.marks"));
+    for (int f = 0; f < FILES; f++)
+        j->fd[f] = -1;
+    size_t plen = strlen(data_dir) + sizeof("/mailer.marks.N");
+    char *name = ll_malloc(plen);
+    j->path = ll_malloc(plen);
     sprintf(j->path, "%s/mailer.marks", data_dir);
     j->n = n;
     j->store = store;
-    j->fd = open(j->path, O_RDWR | O_DSYNC | O_CLOEXEC);
-    off_t size = j->fd >= 0 ? lseek(j->fd, 0, SEEK_END) : -1;
-    if (size != (off_t)LL_MARKS_BLOCKS * BLOCK) {
-        /* Missing, or cut short by a crash while it was made: nothing in it can be trusted to be
-         * whole, and a pass it served has its marks in no other place; make it anew. */
-        if (j->fd >= 0)
-            close(j->fd);
-        j->fd = -1;
-        if (ll_file_make_zeroed(j->path, (size_t)LL_MARKS_BLOCKS * BLOCK) == 0)
-            j->fd = open(j->path, O_RDWR | O_DSYNC | O_CLOEXEC);
-        j->made = 1;
+    j->legacy = open(j->path, O_RDONLY | O_CLOEXEC);
+    for (int f = 0; f < FILES; f++) {
+        snprintf(name, plen, "%s.%d", j->path, f);
+        j->fd[f] = open(name, O_RDWR | O_DSYNC | O_CLOEXEC);
+        off_t size = j->fd[f] >= 0 ? lseek(j->fd[f], 0, SEEK_END) : -1;
+        if (size != (off_t)FILE_BLOCKS * BLOCK) {
+            /* Missing, or cut short by a crash while it was made: nothing in it can be trusted to
+             * be whole, and a pass it served has its marks in no other place; make it anew. */
+            if (j->fd[f] >= 0)
+                close(j->fd[f]);
+            j->fd[f] = -1;
+            if (ll_file_make_zeroed(name, (size_t)FILE_BLOCKS * BLOCK) == 0)
+                j->fd[f] = open(name, O_RDWR | O_DSYNC | O_CLOEXEC);
+            j->made = j->legacy < 0; /* a first start after an upgrade: the marks are in the old file */
+        }
+        if (j->fd[f] < 0) {
+            snprintf(err, errlen, "%s: %s", name, strerror(errno ? errno : EIO));
+            free(name);
+            ll__marks_close(j);
+            return LL_EIO;
+        }
     }
-    if (j->fd < 0) {
-        snprintf(err, errlen, "%s: %s", j->path, strerror(errno ? errno : EIO));
-        ll__marks_close(j);
-        return LL_EIO;
-    }
+    free(name);
     *out = j;
     return 0;
 }
@@ -98,8 +123,11 @@ void ll__marks_close(ll_marks_t *j)
 {
     if (j == NULL)
         return;
-    if (j->fd >= 0)
-        close(j->fd);
+    for (int f = 0; f < FILES; f++)
+        if (j->fd[f] >= 0)
+            close(j->fd[f]);
+    if (j->legacy >= 0)
+        close(j->legacy);
     pthread_mutex_destroy(&j->mu);
     pthread_cond_destroy(&j->idle);
     free(j->since);
@@ -109,7 +137,12 @@ void ll__marks_close(ll_marks_t *j)
 
 void ll__marks_begin(ll_marks_t *j, uint64_t pass)
 {
-    j->made = 0; /* what the file holds from here on is this process's */
+    j->made = 0; /* what the files hold from here on is this process's */
+    if (j->legacy >= 0) { /* applied by the restart that came before this pass */
+        close(j->legacy);
+        j->legacy = -1;
+        unlink(j->path);
+    }
     j->pass = pass;
     j->next = 0;
     j->nsince = 0;
@@ -180,7 +213,9 @@ int ll__marks_write(ll_marks_t *j, uint64_t id)
     ll_be64_put(b + 24, block_sum(b));
     pthread_mutex_unlock(&j->mu);
 
-    int ok = pwrite(j->fd, b, BLOCK, (off_t)(at * BLOCK)) == BLOCK;
+    off_t off;
+    int fd = block_fd(j, at, &off);
+    int ok = pwrite(fd, b, BLOCK, off) == BLOCK;
 
     pthread_mutex_lock(&j->mu);
     if (--j->writing == 0)
@@ -196,9 +231,15 @@ int ll__marks_apply(ll_marks_t *j, ll_txn_t *t, uint64_t pass, size_t *moved)
     uint8_t *b = ll_malloc(BLOCK);
     int rc = 0;
     *moved = 0;
-    for (size_t i = 0; i < LL_MARKS_BLOCKS && rc == 0; i++) {
-        if (pread(j->fd, b, BLOCK, (off_t)(i * BLOCK)) != BLOCK) {
-            rc = LL_EIO;
+    /* The files' blocks, then an older build's file's (as many as it holds whole). */
+    for (size_t i = 0; i < 2 * LL_MARKS_BLOCKS && rc == 0; i++) {
+        off_t off = (off_t)((i - LL_MARKS_BLOCKS) * BLOCK);
+        int fd = i < LL_MARKS_BLOCKS ? block_fd(j, i, &off) : j->legacy;
+        if (fd < 0)
+            break;
+        if (pread(fd, b, BLOCK, off) != BLOCK) {
+            if (fd != j->legacy)
+                rc = LL_EIO;
             break;
         }
         if (memcmp(b, magic, 8) == 0 && ll_be64_get(b + 8) == pass && ll_be64_get(b + 24) == block_sum(b)) {

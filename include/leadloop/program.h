@@ -16,7 +16,7 @@
  * and knows the message may be under way. The send row moves to LL_SEND_COMMITTED right before
  * the final "." of DATA is written (the point after which the MTA may have the message), then
  * to LL_SEND_ACCEPTED with the SMTP acceptance time. While the mailer's batch is on the wire
- * that move is durable in its journal (mailer/marks.c, DATA_DIR/mailer.marks) and reaches this
+ * that move is durable in its journal (mailer/marks.c, DATA_DIR/mailer.marks.N) and reaches this
  * row with the batch's outcomes, or before the next claim after a crash; readers of `sends` see
  * INTENT until then. A 4xx reply, even to the final ".", puts the row back to INTENT (the MTA
  * did not take it). On restart, an INTENT row is sent again

@@ -609,8 +609,8 @@ def test_4xx_to_the_end_of_data_is_sent_again():
 
 
 def test_pass_longer_than_the_marks_file():
-    # 600 messages over 2 sessions write more groups of marks than mailer.marks holds (256): the
-    # mailer checkpoints them into LMDB and starts the file over. The first message is deferred
+    # 600 messages over 2 sessions write more groups of marks than the mailer.marks.N files hold
+    # (256): the mailer checkpoints them into LMDB and starts the files over. The first message is deferred
     # with 451 to its final ".", so its mark reached LMDB as COMMITTED before the 451 came back;
     # the retry must still send it.
     env = Env(extra_mailer='  retry: 600\n  batch: 1000')
@@ -721,17 +721,17 @@ def _kill_then_restart_sends_each_once(batch, kill_after):
 
 
 def test_lost_marks_file_is_reported():
-    # The marks of a pass killed on the wire live in mailer.marks until its outcomes: a restart
-    # that finds the file gone cannot know which messages reached the end of DATA, and says so.
+    # The marks of a pass killed on the wire live in the mailer.marks.N files until its outcomes:
+    # a restart that finds one gone cannot know which messages reached the end of DATA, and says so.
     env = Env(delay=0.2, extra_mailer='  batch: 1000')
     n = 30
     try:
         env.import_csv(T0, 'email\n' + ''.join(f'user{i}@example.com\n' for i in range(n)))
         env.mailer_killed_after(T0, 4)
-        os.remove(os.path.join(env.server.data, 'mailer.marks'))
+        os.remove(os.path.join(env.server.data, 'mailer.marks.3'))
         env.mailer(T0 + 5)
-        check('mailer.marks was missing or cut short' in env.mailer_logs[-1], env.mailer_logs[-1][-1500:])
-        check(os.path.getsize(os.path.join(env.server.data, 'mailer.marks')) > 0, 'mailer.marks not made anew')
+        check('a mailer.marks file was missing or cut short' in env.mailer_logs[-1], env.mailer_logs[-1][-1500:])
+        check(os.path.getsize(os.path.join(env.server.data, 'mailer.marks.3')) > 0, 'mailer.marks.3 not made anew')
         got = recipients(env.smtp.messages())
         check(set(got) == {f'user{i}@example.com' for i in range(n)}, f'{len(set(got))} of {n} recipients')
     finally:

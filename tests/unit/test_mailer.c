@@ -637,14 +637,14 @@ static void *write_marks_thread(void *arg)
 /* The end-of-DATA marks journal (marks.c): what a restart applies, and what it must not. */
 static void test_marks(void)
 {
-    char dir[] = "/tmp/ll-test-marks-XXXXXX", file[64];
+    char dir[] = "/tmp/ll-test-marks-XXXXXX", file[64], fpath[80];
     ll_store_t *s;
     ll_nurture_t n;
     ll_txn_t t;
     ll_marks_t *j;
     struct stat st;
     CHECK(mkdtemp(dir) != NULL);
-    snprintf(file, sizeof(file), "%s/mailer.marks", dir);
+    snprintf(file, sizeof(file), "%s/mailer.marks.0", dir);
     CHECK_EQ_INT(ll_store_open(dir, 0, LL_STORE_NOSYNC, &s, err, sizeof(err)), 0);
     CHECK_EQ_INT(ll_nurture_open(s, &n), 0);
     CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
@@ -655,7 +655,10 @@ static void test_marks(void)
     }
     CHECK_EQ_INT(ll_txn_commit(&t), 0);
     CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
-    CHECK(stat(file, &st) == 0 && st.st_size == LL_MARKS_BLOCKS * 4096);
+    for (int f = 0; f < FILES; f++) { /* the blocks over eight files */
+        snprintf(fpath, sizeof(fpath), "%s/mailer.marks.%d", dir, f);
+        CHECK(stat(fpath, &st) == 0 && st.st_size == FILE_BLOCKS * 4096);
+    }
     CHECK_EQ_INT(ll__marks_made(j), 1);
 
     /* Pass 7 marks 1 and 4: only pass 7 applies them, and only to a row still in INTENT. */
@@ -671,11 +674,12 @@ static void test_marks(void)
     CHECK_EQ_INT(send_state(s, &n, 2), LL_SEND_INTENT);
 
     /* A block that does not check out (torn, or not ours) is ignored; the next one counts. */
-    CHECK_EQ_INT(ll__marks_write(j, 2), 0); /* block 2 */
-    int fd = open(file, O_RDWR);
-    CHECK(fd >= 0 && pwrite(fd, "\3", 1, 2 * 4096 + 23) == 1); /* its one id, now 3 */
+    CHECK_EQ_INT(ll__marks_write(j, 2), 0); /* block 2: the first of the third file */
+    snprintf(fpath, sizeof(fpath), "%s/mailer.marks.2", dir);
+    int fd = open(fpath, O_RDWR);
+    CHECK(fd >= 0 && pwrite(fd, "\3", 1, 23) == 1); /* its one id, now 3 */
     CHECK_EQ_INT(apply_marks(s, j, 7, 0), 0);
-    CHECK(pwrite(fd, "\2", 1, 2 * 4096 + 23) == 1);
+    CHECK(pwrite(fd, "\2", 1, 23) == 1);
     CHECK_EQ_INT(apply_marks(s, j, 7, 0), 1);
     close(fd);
 
@@ -725,12 +729,43 @@ static void test_marks(void)
     CHECK(truncate(file, 4096) == 0);
     CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
     CHECK_EQ_INT(ll__marks_made(j), 1);
-    CHECK(stat(file, &st) == 0 && st.st_size == LL_MARKS_BLOCKS * 4096);
+    CHECK(stat(file, &st) == 0 && st.st_size == FILE_BLOCKS * 4096);
     CHECK_EQ_INT(apply_marks(s, j, 9, 0), 0);
     ll__marks_close(j);
     /* An unwritable directory: the error names the file. */
     CHECK_EQ_INT(ll__marks_open("/nonexistent-ll-dir", &n, s, &j, err, sizeof(err)), LL_EIO);
-    CHECK(strstr(err, "/nonexistent-ll-dir/mailer.marks") != NULL);
+    CHECK(strstr(err, "/nonexistent-ll-dir/mailer.marks.0") != NULL);
+
+    /* An older build's single file (block i at i * 4096): a restart applies its marks too, and
+     * the next pass removes it; a restart after an upgrade does not count as a lost file. */
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    ll_send_t row5 = {.id = 5, .state = LL_SEND_INTENT, .contact = 1};
+    strcpy(row5.program, "p");
+    CHECK_EQ_INT(ll_send_put(&n, &t, &row5), 0);
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    snprintf(fpath, sizeof(fpath), "%s/mailer.marks", dir);
+    uint8_t blk[4096];
+    memset(blk, 0, sizeof(blk));
+    memcpy(blk, magic, 8);
+    ll_be64_put(blk + 8, 11);
+    ll_be64_put(blk + 16, 5);
+    ll_be64_put(blk + 24, block_sum(blk));
+    CHECK(ll_file_make_zeroed(fpath, (size_t)LL_MARKS_BLOCKS * 4096) == 0);
+    fd = open(fpath, O_RDWR);
+    CHECK(fd >= 0 && pwrite(fd, blk, sizeof(blk), 17 * 4096) == (ssize_t)sizeof(blk));
+    close(fd);
+    for (int f = 0; f < FILES; f++) {
+        snprintf(fpath, sizeof(fpath), "%s/mailer.marks.%d", dir, f);
+        unlink(fpath);
+    }
+    CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
+    CHECK_EQ_INT(ll__marks_made(j), 0);
+    CHECK_EQ_INT(apply_marks(s, j, 11, 1), 1);
+    CHECK_EQ_INT(send_state(s, &n, 5), LL_SEND_COMMITTED);
+    ll__marks_begin(j, 12);
+    snprintf(path, sizeof(path), "%s/mailer.marks", dir);
+    CHECK(stat(path, &st) != 0);
+    ll__marks_close(j);
 
     ll_store_close(s);
     char cmd[128];
