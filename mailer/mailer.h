@@ -116,8 +116,8 @@ typedef struct st_ll_marks_t ll_marks_t;
 int ll__marks_open(const char *data_dir, ll_nurture_t *n, ll_store_t *store, ll_marks_t **out, char *err,
                    size_t errlen);
 void ll__marks_close(ll_marks_t *j);
-/** 1 when open found a file not whole and made it anew (marks it held, if any, are gone), until
- * the first ll__marks_begin. */
+/** 1 when open found a file not whole and made it anew (marks it held, if any, are gone; not
+ * when an older build's single file is there to read), until the first ll__marks_begin. */
 int ll__marks_made(const ll_marks_t *j);
 /** Later writes belong to pass (numbered by the claim transaction, main.c); the file starts over. */
 void ll__marks_begin(ll_marks_t *j, uint64_t pass);

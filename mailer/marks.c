@@ -233,8 +233,10 @@ int ll__marks_apply(ll_marks_t *j, ll_txn_t *t, uint64_t pass, size_t *moved)
     *moved = 0;
     /* The files' blocks, then an older build's file's (as many as it holds whole). */
     for (size_t i = 0; i < 2 * LL_MARKS_BLOCKS && rc == 0; i++) {
-        off_t off = (off_t)((i - LL_MARKS_BLOCKS) * BLOCK);
+        off_t off;
         int fd = i < LL_MARKS_BLOCKS ? block_fd(j, i, &off) : j->legacy;
+        if (i >= LL_MARKS_BLOCKS)
+            off = (off_t)(i - LL_MARKS_BLOCKS) * BLOCK;
         if (fd < 0)
             break;
         if (pread(fd, b, BLOCK, off) != BLOCK) {
