@@ -130,16 +130,14 @@ int ll_txn_begin(ll_store_t *s, int rdonly, ll_txn_t *t)
     t->rdonly = rdonly;
     t->journaled = 0;
     t->last_seq = 0;
-    t->append = NULL;
-    t->visitor = NULL;
-    t->index[0] = t->index[1] = NULL;
     t->nkept = 0;
     memset(&t->defer, 0, sizeof(t->defer));
     t->txn = NULL;
     return ll_store_err(mdb_txn_begin(s->env, NULL, rdonly ? MDB_RDONLY : 0, &t->txn));
 }
 
-/* The kept cursor on dbi, opened on first use; NULL: none (read transaction, slots full). */
+/* The kept cursor on dbi (ll_txn_t.kept), opened on first use; NULL: none (a read transaction,
+ * every slot taken). */
 static MDB_cursor *kept_cursor(ll_txn_t *t, MDB_dbi dbi)
 {
     if (t->rdonly)
@@ -256,12 +254,9 @@ static int index_put(ll_txn_t *t, ll_db_t db, const void *key, size_t keylen, ui
     uint8_t sv[8];
     ll_be64_put(sv, seq);
     MDB_val k = {keylen, (void *)key}, v = {8, sv};
-    MDB_cursor **c = &t->index[db == LL_DB_CONTACT_EVENTS];
-    int rc = *c != NULL ? 0 : mdb_cursor_open(t->txn, t->store->dbi[db], c);
-    if (rc == 0)
-        rc = mdb_cursor_put(*c, &k, &v, MDB_APPENDDUP);
+    int rc = ll_txn_put(t, t->store->dbi[db], &k, &v, MDB_APPENDDUP);
     if (rc == MDB_KEYEXIST)
-        rc = mdb_cursor_put(*c, &k, &v, MDB_NODUPDATA);
+        rc = ll_txn_put(t, t->store->dbi[db], &k, &v, MDB_NODUPDATA);
     return rc == MDB_KEYEXIST ? 0 : ll_store_err(rc);
 }
 
@@ -272,9 +267,7 @@ int ll_event_append(ll_txn_t *t, void *rec, size_t len, uint64_t *seq)
     ll_event_patch_seq(rec, s);
     ll_be64_put(key, s);
     MDB_val k = {8, key}, v = {len, rec};
-    int rc = t->append != NULL ? 0 : mdb_cursor_open(t->txn, t->store->dbi[LL_DB_EVENTS], &t->append);
-    if (rc == 0)
-        rc = mdb_cursor_put(t->append, &k, &v, MDB_APPEND);
+    int rc = ll_txn_put(t, t->store->dbi[LL_DB_EVENTS], &k, &v, MDB_APPEND);
     if (rc != 0)
         return ll_store_err(rc);
     t->last_seq = s;
@@ -482,13 +475,8 @@ enum { VISITOR_REC = 26 };
 int ll_visitor_get(ll_txn_t *t, const ll_visitor_id_t *vid, ll_visitor_rec_t *out)
 {
     MDB_val k = {16, (void *)vid->b}, v;
-    MDB_dbi dbi = t->store->dbi[LL_DB_VISITORS];
-    int rc = 0;
     memset(out, 0, sizeof(*out));
-    if (t->rdonly) /* a read transaction's cursor would need closing: one search */
-        rc = mdb_get(t->txn, dbi, &k, &v);
-    else if (t->visitor != NULL || (rc = mdb_cursor_open(t->txn, dbi, &t->visitor)) == 0)
-        rc = mdb_cursor_get(t->visitor, &k, &v, MDB_SET_KEY);
+    int rc = ll_txn_get(t, t->store->dbi[LL_DB_VISITORS], &k, &v);
     if (rc != 0)
         return ll_store_err(rc);
     if (v.mv_size < VISITOR_REC)
@@ -510,16 +498,14 @@ int ll_visitor_put(ll_txn_t *t, const ll_visitor_id_t *vid, const ll_visitor_rec
     ll_be64_put(p + 16, rec->last_us);
     memcpy(p + 24, rec->country, strnlen(rec->country, 2));
     MDB_val k = {16, (void *)vid->b}, v = {sizeof(p), p}, ck, cv;
-    int rc = t->visitor != NULL ? 0 : mdb_cursor_open(t->txn, t->store->dbi[LL_DB_VISITORS], &t->visitor);
-    if (rc != 0)
-        return ll_store_err(rc);
+    MDB_dbi dbi = t->store->dbi[LL_DB_VISITORS];
+    MDB_cursor *c = kept_cursor(t, dbi);
     /* Where ll_visitor_get left the cursor, when it found this visitor: in place, no search. */
-    if (mdb_cursor_get(t->visitor, &ck, &cv, MDB_GET_CURRENT) == 0 && ck.mv_size == 16 &&
+    if (c != NULL && mdb_cursor_get(c, &ck, &cv, MDB_GET_CURRENT) == 0 && ck.mv_size == 16 &&
         memcmp(ck.mv_data, vid->b, 16) == 0)
-        return ll_store_err(mdb_cursor_put(t->visitor, &k, &v, MDB_CURRENT));
-    /* A new one: from where the get left off, LMDB skips the search from the root when the key
-     * is on that leaf or past the tree's end (a minted id is time-first, so it mostly is). */
-    return ll_store_err(mdb_cursor_put(t->visitor, &k, &v, 0));
+        return ll_store_err(mdb_cursor_put(c, &k, &v, MDB_CURRENT));
+    /* A new one: from where the get left off (ll_txn_put). */
+    return ll_store_err(ll_txn_put(t, dbi, &k, &v, 0));
 }
 
 /* ---- iteration ---- */

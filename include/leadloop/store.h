@@ -59,18 +59,16 @@ typedef struct st_ll_txn_t {
     int journaled; /* set before the commit: a journal holds what it writes (LL_STORE_NOMETASYNC) */
     uint64_t last_seq; /* the last event appended in this transaction (0: none yet): the next
                         * append's number without a search (events are never deleted) */
-    MDB_cursor *append; /* on the events db, left at its end by the last append (opened by the
-                         * first; LMDB closes a write transaction's cursors when it ends) */
-    MDB_cursor *visitor; /* write transactions: on the visitors db where ll_visitor_get left
-                          * it, so that ll_visitor_put of the same visitor needs no search */
-    MDB_cursor *index[2]; /* on the visitor_events and contact_events dbs, where the last
-                           * event's number went in: LMDB skips the search from the root when
-                           * the next key is on that leaf (a contact's next event) or past the
-                           * tree's end (a new visitor's) */
+    /* Cursors kept for the rest of a write transaction, one per db, opened on first use (LMDB
+     * closes them when the transaction ends): an event's append (left at the events db's end),
+     * its numbers in visitor_events and contact_events, a visitor's get then put, the scorer's
+     * scores, ledger and leads. LMDB skips the search from the root when the next key is on the
+     * cursor's leaf (a contact's next event) or past the tree's end (the next event, a minted
+     * visitor id: time-first). ll_txn_get, ll_txn_put. */
     struct {
         MDB_dbi dbi;
         MDB_cursor *c;
-    } kept[4]; /* other modules' dbs, the same way (ll_txn_get, ll_txn_put) */
+    } kept[8];
     int nkept;
     /* Writes one module held back until the commit (ll_txn_defer), so that what many events of
      * a batch add to the same keys is put once per key: the judge's counts (judge.c). */
@@ -82,12 +80,10 @@ typedef struct st_ll_txn_t {
 } ll_txn_t;
 
 /**
- * mdb_get and mdb_put (their return codes) through a cursor on dbi kept for the rest of write
- * transaction t, for the modules that keep their own dbs (the scorer's scores, ledger and
- * leads): LMDB skips the search from the root when the key is on the leaf of the cursor's last
- * key (the same contact's next event) or past the tree's end (the ledger's next row). A read
- * transaction, or a fifth db, uses mdb_get and mdb_put. *v from ll_txn_get is valid until the
- * next write in t, as with mdb_get.
+ * mdb_get and mdb_put (their return codes) through the cursor kept on dbi for write transaction
+ * t (ll_txn_t.kept): the store's own dbs and the modules' that keep their own (the scorer's). A
+ * read transaction, or a ninth db, uses mdb_get and mdb_put. *v from ll_txn_get is valid until
+ * the next write in t, as with mdb_get.
  */
 int ll_txn_get(ll_txn_t *t, MDB_dbi dbi, MDB_val *k, MDB_val *v);
 int ll_txn_put(ll_txn_t *t, MDB_dbi dbi, MDB_val *k, MDB_val *v, unsigned flags);
