@@ -17,49 +17,69 @@ typedef struct {
     char b[1024];
 } qp_out_t;
 
-static inline void qp_put(qp_out_t *q, const char *s, size_t n)
+static inline void qp_put(qp_out_t *q, const char *s, size_t n) /* n <= QP_LINE */
 {
     if (q->n + n > sizeof(q->b)) {
         if (q->rc == 0)
             q->rc = ll_buf_append(q->out, q->b, q->n);
         q->n = 0;
     }
-    for (size_t i = 0; i < n; i++) /* n is 1 to 3 */
-        q->b[q->n++] = s[i];
+    memcpy(q->b + q->n, s, n);
+    q->n += n;
 }
+
+#define QP_LINE 75 /* characters before a soft line break's "=" (RFC 2045: 76 in all) */
+
+/* What a byte is to the encoder: printable ASCII but "=" stays itself; a blank stays itself
+ * unless a line end follows (transports strip trailing blanks); anything else is =XX. */
+enum { QP_ENC, QP_LIT, QP_BLANK };
+static const unsigned char qp_class[256] = {
+    ['\t'] = QP_BLANK, [' '] = QP_BLANK, [33 ... 60] = QP_LIT, [62 ... 126] = QP_LIT, /* 61 is "=" */
+};
 
 int ll__mime_qp(const char *s, size_t n, ll_buf_t *out)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t col = 0;
     qp_out_t q = {.out = out};
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\r' && i + 1 < n && s[i + 1] == '\n')
+    for (size_t i = 0; i < n;) {
+        /* A run that goes out as it is: up to the line's room, never a "." that starts a line
+         * (some relays mangle one), never a blank before a line end. */
+        size_t j = i, end = i + (QP_LINE - col) < n ? i + (QP_LINE - col) : n;
+        if (col > 0 || s[i] != '.')
+            while (j < end) {
+                unsigned char k = qp_class[(unsigned char)s[j]];
+                if (k == QP_LIT || (k == QP_BLANK && j + 1 < n && s[j + 1] != '\n' && s[j + 1] != '\r'))
+                    j++;
+                else
+                    break;
+            }
+        if (j > i) {
+            qp_put(&q, s + i, j - i);
+            col += j - i;
+            i = j;
+            continue;
+        }
+        /* One byte the run could not take: a line end, one to encode, or one past the room. */
+        unsigned char c = (unsigned char)s[i++];
+        if (c == '\r' && i < n && s[i] == '\n')
             continue;
         if (c == '\n') {
             qp_put(&q, "\r\n", 2);
             col = 0;
             continue;
         }
-        char enc[3];
-        size_t el;
-        int at_eol = i + 1 == n || s[i + 1] == '\n' || s[i + 1] == '\r';
-        /* Space and tab stay literal except before a line end, where transports strip them. */
-        if ((c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !at_eol)) {
-            enc[0] = (char)c;
-            el = 1;
-        } else {
-            enc[0] = '=', enc[1] = hex[c >> 4], enc[2] = hex[c & 15];
-            el = 3;
-        }
-        /* A leading "." is encoded too: some relays mangle a line that starts with one. */
-        if (col == 0 && c == '.')
-            enc[0] = '=', enc[1] = '2', enc[2] = 'E', el = 3;
-        if (col + el > 75) {
+        int at_eol = i == n || s[i] == '\n' || s[i] == '\r';
+        char enc[3] = {(char)c};
+        size_t el = 1;
+        if (qp_class[c] == QP_ENC || (qp_class[c] == QP_BLANK && at_eol))
+            enc[0] = '=', enc[1] = hex[c >> 4], enc[2] = hex[c & 15], el = 3;
+        if (col + el > QP_LINE) {
             qp_put(&q, "=\r\n", 3);
             col = 0;
         }
+        if (col == 0 && c == '.')
+            enc[0] = '=', enc[1] = '2', enc[2] = 'E', el = 3;
         qp_put(&q, enc, el);
         col += el;
     }

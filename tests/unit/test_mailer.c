@@ -385,6 +385,87 @@ static void test_qp_and_headers(void)
     ll_buf_free(&b);
 }
 
+/* Quoted-printable, checked as a reader would: decoding gives back the text (line ends as CRLF),
+ * and no line is longer than 76, starts with ".", ends with a blank or holds a byte outside
+ * printable ASCII. Random texts of the bytes that matter, and the cases at a line's room. */
+static int qp_hex(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static void check_qp(const char *in, size_t n)
+{
+    ll_buf_t b, want;
+    ll_buf_init(&b, 1 << 16);
+    ll_buf_init(&want, 1 << 16);
+    CHECK_EQ_INT(ll__mime_qp(in, n, &b), 0);
+    for (size_t i = 0; i < n; i++)
+        if (!(in[i] == '\r' && i + 1 < n && in[i + 1] == '\n'))
+            ll_buf_append(&want, in + i, 1);
+    if (want.len == 0 || want.data[want.len - 1] != '\n')
+        ll_buf_append(&want, "\n", 1);
+    char *got = malloc(b.len + 1);
+    size_t g = 0, col = 0;
+    int ok = 1;
+    for (size_t i = 0; i < b.len && ok; i++) {
+        char c = b.data[i];
+        if (c == '\r') {
+            ok = i + 1 < b.len && b.data[i + 1] == '\n' && col <= 76 &&
+                 (col == 0 || (b.data[i - 1] != ' ' && b.data[i - 1] != '\t'));
+            got[g++] = '\n', col = 0, i++;
+            continue;
+        }
+        ok = (c >= 32 && c <= 126) || c == '\t';
+        if (col == 0 && c == '.')
+            ok = 0;
+        col++;
+        if (c == '=' && ok) {
+            if (i + 2 < b.len && b.data[i + 1] == '\r' && b.data[i + 2] == '\n') {
+                ok = col <= 76;
+                i += 2, col = 0;
+            } else if (i + 2 < b.len && qp_hex(b.data[i + 1]) >= 0 && qp_hex(b.data[i + 2]) >= 0) {
+                got[g++] = (char)(qp_hex(b.data[i + 1]) << 4 | qp_hex(b.data[i + 2]));
+                i += 2, col += 2;
+            } else {
+                ok = 0;
+            }
+        } else {
+            got[g++] = c;
+        }
+    }
+    CHECK(ok);
+    CHECK(g == want.len && memcmp(got, want.data, g) == 0);
+    if (!ok || g != want.len || memcmp(got, want.data, g) != 0)
+        fprintf(stderr, "  qp of %zu bytes gave:\n%s\n", n, b.data);
+    free(got);
+    ll_buf_free(&b);
+    ll_buf_free(&want);
+}
+
+static void test_qp_round_trip(void)
+{
+    static const char alphabet[] = "ab .=\t\n\r\xc3\xa9-";
+    char text[400];
+    unsigned x = 12345;
+    for (int t = 0; t < 3000; t++) {
+        size_t n = (size_t)t % sizeof(text);
+        for (size_t i = 0; i < n; i++) {
+            x = x * 1103515245u + 12345u;
+            /* mostly letters, so lines reach their room */
+            text[i] = (x >> 16) % 3 ? 'x' : alphabet[(x >> 8) % (sizeof(alphabet) - 1)];
+        }
+        check_qp(text, n);
+    }
+    /* At the room: a "." that a soft break puts first, blanks and "=" around the 75th column. */
+    char line[200];
+    for (size_t k = 70; k < 80; k++)
+        for (const char *tail = ".y\0 \n\0 y\0=y\0\t\0.\0"; *tail != '\0'; tail += strlen(tail) + 1) {
+            memset(line, 'x', k);
+            snprintf(line + k, sizeof(line) - k, "%s", tail);
+            check_qp(line, strlen(line));
+        }
+}
+
 /* Makes a 2048-bit key at dir/name.pem and appends its record for sel._domainkey.example.com to
  * the key records file (libopendkim's test query method reads it). */
 static void make_dkim_key(const char *dir, const char *name, const char *sel, const char *records, char *key,
@@ -782,6 +863,7 @@ int main(void)
     RUN(test_profile_urls_are_not_signed);
     RUN(test_plan);
     RUN(test_qp_and_headers);
+    RUN(test_qp_round_trip);
     RUN(test_dkim);
     RUN(test_dkim_kept_key);
     RUN(test_nurture_state);
