@@ -53,7 +53,7 @@ typedef struct st_ll_render_t {
     const char *public_url;
     uint64_t send, contact;
     const char *email;
-    const char *fields_json; /* the profile's fields */
+    struct json_t *fields; /* the profile's fields (an object; NULL: none) */
     char unsub_url[LL_TOKEN_B64_MAX + 256];
     char pixel_url[LL_TOKEN_B64_MAX + 256];
 } ll_render_t;

@@ -336,6 +336,7 @@ typedef struct {
      * out[i] (the alerts, claimed after the rendering, follow them) */
     struct render_job {
         ll_contact_t c;
+        json_t *fields; /* the job's reference */
         ll_send_t row;
         ll_enrollment_t e;
         const ll_program_t *p;
@@ -399,8 +400,8 @@ static int record_sent(mailer_t *M, ll_txn_t *t, const ll_program_t *p, ll_send_
     return rc;
 }
 
-static int render(mailer_t *M, const ll_program_t *p, size_t step, const ll_contact_t *c, uint64_t send,
-                  ll_outmsg_t *o)
+static int render(mailer_t *M, const ll_program_t *p, size_t step, const ll_contact_t *c, json_t *fields,
+                  uint64_t send, ll_outmsg_t *o)
 {
     ll_render_t r;
     ll_token_t tok;
@@ -412,7 +413,7 @@ static int render(mailer_t *M, const ll_program_t *p, size_t step, const ll_cont
     r.send = send;
     r.contact = c->id;
     r.email = c->email;
-    r.fields_json = c->fields_json;
+    r.fields = fields;
     memset(&tok, 0, sizeof(tok));
     tok.kind = LL_TOK_UNSUB, tok.send = send, tok.contact = c->id;
     if (ll_token_sign(M->keys, &tok, b64, sizeof(b64)) != 0)
@@ -457,10 +458,9 @@ static int claim_one(pass_t *ps, struct due_item *it)
     const ll_program_t *p = ll_mail_program(M->m, it->program);
     if (p == NULL || e.step >= p->num_steps)
         return ll_nurture_exit(&M->n, t, it->contact, it->program, LL_EXIT_NO_PROGRAM);
-    if ((rc = ll_contact_get(t, it->contact, &c)) != 0)
+    json_t *fields;
+    if ((rc = ll_contact_get_fields(t, it->contact, &c, &fields)) != 0)
         return rc == LL_ENOTFOUND ? ll_nurture_exit(&M->n, t, it->contact, it->program, LL_EXIT_NO_PROGRAM) : rc;
-    json_error_t jerr;
-    json_t *fields = json_loads(c.fields_json ? c.fields_json : "{}", 0, &jerr);
     ll_send_t row;
     int have_row = 0;
 
@@ -528,9 +528,8 @@ static int claim_one(pass_t *ps, struct due_item *it)
     o->step = row.step;
     snprintf(o->program, sizeof(o->program), "%s", p->id);
     snprintf(o->to, sizeof(o->to), "%s", c.email);
-    ps->jobs[ps->njobs++] = (struct render_job){.c = c, .row = row, .e = e, .p = p};
+    ps->jobs[ps->njobs++] = (struct render_job){.c = c, .fields = json_incref(fields), .row = row, .e = e, .p = p};
     ps->nout++;
-    c.fields_json = NULL; /* the job's now */
 out:
     json_decref(fields);
     ll_contact_clear(&c);
@@ -542,7 +541,7 @@ static void *render_worker(void *arg)
     pass_t *ps = arg;
     for (size_t i; (i = atomic_fetch_add(&ps->next_job, 1)) < ps->njobs;) {
         struct render_job *j = &ps->jobs[i];
-        j->rc = render(ps->M, j->p, j->row.step, &j->c, j->row.id, &ps->out[i]);
+        j->rc = render(ps->M, j->p, j->row.step, &j->c, j->fields, j->row.id, &ps->out[i]);
     }
     return NULL;
 }
@@ -586,6 +585,7 @@ static int render_all(pass_t *ps)
                 rc = advance(ps->M, ps->t, j->p, j->c.id, &j->e, ps->now);
         }
         ll_contact_clear(&j->c);
+        json_decref(j->fields);
     }
     ps->nout = kept;
     ps->njobs = 0;
@@ -937,10 +937,8 @@ static int on_rule_event(const ll_event_t *ev, void *arg)
                     memcmp(ev->f[LL_F_FORM].base, rule->form, ev->f[LL_F_FORM].len) == 0;
         } else {
             if (fields == NULL) {
-                json_error_t jerr;
-                if (ll_contact_get(r->t, ev->contact, &c) != 0)
+                if (ll_contact_get_fields(r->t, ev->contact, &c, &fields) != 0)
                     continue;
-                fields = json_loads(c.fields_json ? c.fields_json : "{}", 0, &jerr);
                 ll_contact_clear(&c);
             }
             char num[64];

@@ -792,8 +792,7 @@ static int rewrite_text(ll_render_t *r, const char *src, const spans_t *sp, uint
 
 int ll__tpl_render(const ll_tpl_t *t, ll_render_t *r, char **subject, char **html, char **text)
 {
-    json_error_t jerr;
-    json_t *fields = json_loads(r->fields_json ? r->fields_json : "{}", 0, &jerr);
+    json_t *fields = r->fields;
     ll_buf_t b[5];
     int rc;
     uint32_t link = 1;
@@ -823,6 +822,5 @@ out:
     for (size_t i = 0; i < tags->n; i++)
         free(tags->v[i].url);
     free(tags);
-    json_decref(fields);
     return rc;
 }

@@ -350,10 +350,10 @@ static int update_fit(ll_scorer_t *sc, ll_txn_t *t, uint64_t contact, ll_score_s
 {
     const ll_score_conf_t *conf = sc->conf;
     ll_contact_t c;
-    int rc = ll_contact_get(t, contact, &c);
+    json_t *fields;
+    int rc = ll_contact_get_fields(t, contact, &c, &fields);
     if (rc != 0)
         return rc == LL_ENOTFOUND ? 0 : rc;
-    json_t *fields = json_loads(c.fields_json ? c.fields_json : "{}", 0, NULL);
     ll_contact_clear(&c);
     for (size_t i = 0; i < conf->num_fit && rc == 0; i++) {
         const ll_fit_rule_t *f = &conf->fit[i];

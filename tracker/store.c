@@ -347,7 +347,9 @@ int ll_contact_find(ll_txn_t *t, const char *email, uint64_t *id)
     return 0;
 }
 
-int ll_contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c)
+/* The record decoded into c; with fields NULL, the fields as text in c->fields_json, else as an
+ * object in *fields. */
+static int contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c, json_t **fields_out)
 {
     uint8_t key[8];
     ll_be64_put(key, id);
@@ -369,11 +371,26 @@ int ll_contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c)
     c->updated_us = (uint64_t)json_integer_value(json_object_get(root, "updated"));
     c->flags = (uint32_t)json_integer_value(json_object_get(root, "flags"));
     json_t *fields = json_object_get(root, "fields");
-    c->fields_json = fields ? json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    if (c->fields_json == NULL)
-        c->fields_json = ll_strdup("{}");
+    if (fields_out != NULL) {
+        *fields_out = json_is_object(fields) ? json_incref(fields) : json_object();
+    } else {
+        c->fields_json = fields ? json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        if (c->fields_json == NULL)
+            c->fields_json = ll_strdup("{}");
+    }
     json_decref(root);
     return 0;
+}
+
+int ll_contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c)
+{
+    return contact_get(t, id, c, NULL);
+}
+
+int ll_contact_get_fields(ll_txn_t *t, uint64_t id, ll_contact_t *c, json_t **fields)
+{
+    *fields = NULL;
+    return contact_get(t, id, c, fields);
 }
 
 int ll_contact_put(ll_txn_t *t, ll_contact_t *c)

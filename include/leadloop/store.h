@@ -190,6 +190,14 @@ void ll_contact_clear(ll_contact_t *c);
 int ll_email_normalize(const char *in, size_t n, char out[256]);
 int ll_contact_find(ll_txn_t *t, const char *email, uint64_t *id);
 int ll_contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c);
+struct json_t;
+/**
+ * ll_contact_get for a caller that reads the profile's fields: *fields is the parsed object (a
+ * new reference, an empty object when the profile has none; json_decref it) and c->fields_json
+ * stays NULL, so the record is parsed once and its fields are not printed to text and parsed
+ * again (the mailer's claim and rendering, the scorer's fit).
+ */
+int ll_contact_get_fields(ll_txn_t *t, uint64_t id, ll_contact_t *c, struct json_t **fields);
 /**
  * Creates the contact for email when missing, then merges fields_json (a JSON object of
  * string/number values; NULL for none) into its profile. *created tells which happened.

@@ -185,8 +185,10 @@ static int render_file(const char *tpl, const char *fields_json, rendered_t *out
     ll_config_defaults(&c);
     CHECK_EQ_INT(ll__tpl_load(p, &c, &t, err, sizeof(err)), 0);
     CHECK_EQ_INT(ll_keyring_open(kp, &out->keys, err, sizeof(err)), 0);
+    json_t *fields = json_loads(fields_json, 0, NULL);
+    CHECK(fields != NULL);
     ll_render_t r = {.keys = out->keys, .public_url = "https://e.example", .send = 7, .contact = 9,
-                     .email = "ann@example.com", .fields_json = fields_json};
+                     .email = "ann@example.com", .fields = fields};
     snprintf(r.unsub_url, sizeof(r.unsub_url), "https://e.example/u/TOKEN");
     snprintf(r.pixel_url, sizeof(r.pixel_url), "https://e.example/o/PIX.gif");
     if (t != NULL && out->keys != NULL)
@@ -212,6 +214,7 @@ static int render_file(const char *tpl, const char *fields_json, rendered_t *out
     }
     ll__tpl_free(t);
     ll_config_free(&c);
+    json_decref(fields);
     unlink(p);
     unlink(kp);
     return rc;
