@@ -551,6 +551,13 @@ static void *render_worker(void *arg)
  * the key for every message: about 1 ms a message here, BENCHMARKS.md) would otherwise take
  * one CPU while the sessions wait. A message that cannot be rendered skips its step, as when
  * rendering was done claim by claim; the others keep their order in ps->out. */
+/* A renderer's own thread, named (the main thread renders too, under its own name). */
+static void *render_thread(void *arg)
+{
+    ll_thread_name("ll-render");
+    return render_worker(arg);
+}
+
 #define RENDER_THREADS 8
 #define RENDER_PER_THREAD 16 /* fewer messages than this a thread: not worth a thread */
 static int render_all(pass_t *ps)
@@ -563,7 +570,7 @@ static int render_all(pass_t *ps)
         n = (ps->njobs + RENDER_PER_THREAD - 1) / RENDER_PER_THREAD;
     pthread_t tids[RENDER_THREADS];
     for (size_t i = 1; i < n; i++)
-        started += pthread_create(&tids[started], NULL, render_worker, ps) == 0;
+        started += pthread_create(&tids[started], NULL, render_thread, ps) == 0;
     render_worker(ps);
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);

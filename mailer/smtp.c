@@ -31,7 +31,7 @@
 typedef struct {
     ll_smtp_t *s;
     ll_outmsg_t *msgs;
-    size_t n;
+    size_t n, no;
     pthread_t tid;
 } worker_t;
 
@@ -218,6 +218,14 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* A session's own thread, named for it (not the main thread, which runs a session itself when
+ * no thread can be started: renaming it would rename the process). */
+static void *worker_thread(void *arg)
+{
+    ll_thread_name("ll-smtp-%zu", ((worker_t *)arg)->no);
+    return worker_main(arg);
+}
+
 void ll__smtp_send(ll_smtp_t *s, ll_outmsg_t *msgs, size_t n)
 {
     size_t nw = (size_t)s->m->connections;
@@ -231,8 +239,9 @@ void ll__smtp_send(ll_smtp_t *s, ll_outmsg_t *msgs, size_t n)
         w[i].s = s;
         w[i].msgs = msgs + off;
         w[i].n = per + (i < extra);
+        w[i].no = i + 1;
         off += w[i].n;
-        if (pthread_create(&w[i].tid, NULL, worker_main, &w[i]) != 0) {
+        if (pthread_create(&w[i].tid, NULL, worker_thread, &w[i]) != 0) {
             log_warnx("smtp: cannot start a worker thread; sending on this one");
             worker_main(&w[i]);
             w[i].tid = 0;

@@ -111,6 +111,7 @@ static void on_request(client_t *c)
 
 static void *admin_main(void *arg)
 {
+    ll_thread_name("ll-admin");
     struct pollfd pfd[MAX_CLIENTS + 2];
     for (;;) {
         size_t np = 0;

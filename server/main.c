@@ -259,6 +259,7 @@ static void on_stop(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messag
 static void *thread_main(void *arg)
 {
     thread_t *th = arg;
+    ll_thread_name("ll-loop-%d", (int)(th - threads) + 1);
     h2o_context_init(&th->ctx, h2o_evloop_create(), &globalconf);
     h2o_multithread_register_receiver(th->ctx.queue, &th->stop_receiver, on_stop);
     ll__loop_new(&th->ctx);

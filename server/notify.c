@@ -263,6 +263,7 @@ static void sla_pass(void)
 
 static void *notify_main(void *arg)
 {
+    ll_thread_name("ll-notify");
     CURLM *multi = curl_multi_init();
     uint64_t last_sla = 0;
     for (;;) {

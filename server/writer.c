@@ -806,6 +806,7 @@ static void journal_batches(jbatch_t *batches)
  */
 static void *journal_main(void *arg)
 {
+    ll_thread_name("ll-journal");
     int err = ll_sched_batch();
     if (err != 0)
         log_warnx("journal: cannot run under SCHED_BATCH: %s; left as it was", strerror(err));
@@ -970,6 +971,7 @@ static void sync_store(uint64_t last)
  */
 static void *writer_main(void *arg)
 {
+    ll_thread_name("ll-writer");
     int err = ll_srv.conf.ack == LL_ACK_AFTER_COMMIT ? ll_sched_batch() : 0;
     if (err != 0)
         log_warnx("writer: cannot run under SCHED_BATCH: %s; left as it was", strerror(err));

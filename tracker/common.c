@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,6 +288,16 @@ int ll_sched_batch(void)
 {
     struct sched_param sp = {0};
     return pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+}
+
+void ll_thread_name(const char *fmt, ...)
+{
+    char name[16]; /* the kernel's TASK_COMM_LEN */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof(name), fmt, ap);
+    va_end(ap);
+    pthread_setname_np(pthread_self(), name);
 }
 
 uint64_t ll_now_us(void)

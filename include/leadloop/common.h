@@ -92,6 +92,13 @@ int ll_file_make_zeroed(const char *path, size_t size);
  */
 int ll_sched_batch(void);
 
+/**
+ * Names the calling thread (printf-style, cut to the kernel's 15 characters), as `top -H`,
+ * `ps -L`, `perf` and /proc/PID/task/TID/comm show it: leadloopd's "ll-loop-N", "ll-writer",
+ * "ll-journal", "ll-notify", "ll-admin"; the mailer's "ll-smtp-N", "ll-render".
+ */
+void ll_thread_name(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /** Wall clock in microseconds since the epoch. Tests may pin it with LEADLOOP_FAKE_TIME (seconds). */
 uint64_t ll_now_us(void);
 

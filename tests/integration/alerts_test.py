@@ -350,6 +350,8 @@ def test_sse_stream_on_admin_listener():
             check(line, f'no SSE event: {buf[:300]!r}')
             a = json.loads(line[0][6:])
             check(a['alert'] == 'sales_ready' and a['contact']['email'] == 'uma@example.com', f'SSE alert {a}')
+            names = it.threads_of(s.proc.pid)
+            check('ll-admin' in names, f'no thread named ll-admin: {sorted(names)}')
     finally:
         rcv.stop()
 

@@ -720,6 +720,27 @@ def _kill_then_restart_sends_each_once(batch, kill_after):
         env.close()
 
 
+def test_threads_are_named():
+    """While a pass is on the wire, its SMTP sessions show as ll-smtp-1 and ll-smtp-2 (the
+    configured connections) and the process keeps its own name (ps, pgrep)."""
+    env = Env(delay=0.3)
+    env.smtp_tls = True
+    try:
+        env.import_csv(T0, 'email\n' + ''.join(f'named{i}@example.com\n' for i in range(6)))
+        proc = env.mailer(T0, wait=False)
+        deadline = time.time() + 30
+        while env.smtp.count() < 1 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        names = set(it.threads_of(proc.pid))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        check({'leadloop-mailer', 'll-smtp-1', 'll-smtp-2'} <= names, f'threads while sending: {sorted(names)}')
+        check(proc.returncode == 0 and env.smtp.count() == 6,
+              f'after SIGTERM: exit {proc.returncode}, {env.smtp.count()} of 6 sent: {err.decode(errors="replace")[-800:]}')
+    finally:
+        env.close()
+
+
 def test_lost_marks_file_is_reported():
     # The marks of a pass killed on the wire live in the mailer.marks.N files until its outcomes:
     # a restart that finds one gone cannot know which messages reached the end of DATA, and says so.

@@ -1677,25 +1677,35 @@ def test_ack_journal():
     _full_store_answers('ack: journal')
 
 
-def sched_policies(pid):
-    """The scheduling policy of each of the process's threads (field 41 of /proc/PID/task/TID/stat,
-    counted after the command name's closing parenthesis): 0 SCHED_OTHER, 3 SCHED_BATCH."""
-    out = []
+def threads_of(pid):
+    """{name: scheduling policy} of the process's threads: /proc/PID/task/TID/comm, and field 41
+    of its stat (counted after the command name's closing parenthesis): 0 SCHED_OTHER, 3
+    SCHED_BATCH. A name two threads share is listed once; a thread that ends meanwhile is left out."""
+    out = {}
     for tid in os.listdir(f'/proc/{pid}/task'):
-        with open(f'/proc/{pid}/task/{tid}/stat') as f:
-            out.append(int(f.read().rsplit(')', 1)[1].split()[38]))
+        try:
+            with open(f'/proc/{pid}/task/{tid}/comm') as f:
+                name = f.read().strip()
+            with open(f'/proc/{pid}/task/{tid}/stat') as f:
+                out[name] = int(f.read().rsplit(')', 1)[1].split()[38])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
     return out
 
 
-def test_thread_policies():
-    """One thread runs under SCHED_BATCH, as writer.c says: the journal thread under ack:
-    journal, the writer under ack: commit (a loop that wakes either keeps its CPU); none under
-    ack: queued."""
-    for conf, want in (('ack: journal', 1), ('ack: commit', 1), ('ack: queued', 0)):
-        with Server(conf=conf) as s:
+def test_thread_names_and_policies():
+    """Every thread is named for its work (top -H, perf), and one runs under SCHED_BATCH, as
+    writer.c says: the journal thread under ack: journal, the writer under ack: commit (a loop
+    that wakes either keeps its CPU); none under ack: queued."""
+    for conf, batch in (('ack: journal', ['ll-journal']), ('ack: commit', ['ll-writer']), ('ack: queued', [])):
+        with Server(conf=conf + '\nthreads: 2') as s:
             check_gif(s.get(f'/o/{s.pixel("policy@example.com", send=5)}.gif'), 'open')
-            pol = sched_policies(s.proc.pid)
-            check(pol.count(3) == want, f'{conf}: thread policies {pol}, expected {want} under SCHED_BATCH (3)')
+            th = threads_of(s.proc.pid)
+            want = {'leadloopd', 'll-loop-1', 'll-loop-2', 'll-writer', 'll-notify'} | set(batch)
+            check(want <= set(th) and ('ll-journal' in th) == (conf == 'ack: journal'),
+                  f'{conf}: threads {sorted(th)}, expected {sorted(want)}')
+            got = sorted(n for n, pol in th.items() if pol == 3)
+            check(got == batch, f'{conf}: under SCHED_BATCH (3): {got}, expected {batch}')
 
 
 def test_ack_journal_details():
