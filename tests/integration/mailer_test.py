@@ -830,8 +830,8 @@ def test_auth_rate_limit_auto_enrolment_and_lock():
         try:
             time.sleep(0.5)
             # The mailer is batch work: every thread under SCHED_BATCH (mailer/main.c).
-            pol = it.sched_policies(daemon.pid)
-            check(pol and all(x == 3 for x in pol), f'the mailer daemon\'s threads run under policies {pol}, expected 3')
+            pol = it.threads_of(daemon.pid)
+            check(pol and all(x == 3 for x in pol.values()), f'the mailer daemon\'s threads run under policies {pol}, expected 3')
             p = env.mailer(T0 + 601, ok=False)
             check(p.returncode == 1 and b'another leadloop-mailer' in p.stderr, f'second mailer: {p.returncode} {p.stderr!r}')
         finally:
