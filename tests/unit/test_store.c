@@ -1196,6 +1196,23 @@ static void test_contacts(void)
     CHECK_EQ_INT(ll_contact_get(&t, b, &c), 0);
     CHECK_EQ_STR(c.fields_json, "{}");
     ll_contact_clear(&c);
+    /* The same record with its fields as the parsed object: equal to what the text says, an
+     * empty object for none, the text left NULL. */
+    json_t *g = NULL;
+    CHECK_EQ_INT(ll_contact_get_fields(&t, a, &c, &g), 0);
+    CHECK_EQ_STR(c.email, "ann@example.com");
+    CHECK(c.fields_json == NULL);
+    CHECK_EQ_INT(ll_contact_get(&t, a, &c), 0);
+    f = json_loads(c.fields_json, 0, &jerr);
+    CHECK(g != NULL && json_equal(g, f));
+    json_decref(f);
+    json_decref(g);
+    ll_contact_clear(&c);
+    CHECK_EQ_INT(ll_contact_get_fields(&t, b, &c, &g), 0);
+    CHECK(json_is_object(g) && json_object_size(g) == 0);
+    json_decref(g);
+    CHECK_EQ_INT(ll_contact_get_fields(&t, 99, &c, &g), LL_ENOTFOUND);
+    CHECK(g == NULL);
     ll_txn_abort(&t);
 
     /* Flags survive a put. */
