@@ -347,10 +347,9 @@ int ll_contact_find(ll_txn_t *t, const char *email, uint64_t *id)
     return 0;
 }
 
-/* The record decoded into c; with fields NULL, the fields as text in c->fields_json, else as an
- * object in *fields. */
-static int contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c, json_t **fields_out)
+int ll_contact_get_fields(ll_txn_t *t, uint64_t id, ll_contact_t *c, json_t **fields_out)
 {
+    *fields_out = NULL;
     uint8_t key[8];
     ll_be64_put(key, id);
     MDB_val k = {8, key}, v;
@@ -371,26 +370,22 @@ static int contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c, json_t **field
     c->updated_us = (uint64_t)json_integer_value(json_object_get(root, "updated"));
     c->flags = (uint32_t)json_integer_value(json_object_get(root, "flags"));
     json_t *fields = json_object_get(root, "fields");
-    if (fields_out != NULL) {
-        *fields_out = json_is_object(fields) ? json_incref(fields) : json_object();
-    } else {
-        c->fields_json = fields ? json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-        if (c->fields_json == NULL)
-            c->fields_json = ll_strdup("{}");
-    }
+    *fields_out = json_is_object(fields) ? json_incref(fields) : json_object();
     json_decref(root);
     return 0;
 }
 
 int ll_contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c)
 {
-    return contact_get(t, id, c, NULL);
-}
-
-int ll_contact_get_fields(ll_txn_t *t, uint64_t id, ll_contact_t *c, json_t **fields)
-{
-    *fields = NULL;
-    return contact_get(t, id, c, fields);
+    json_t *fields;
+    int rc = ll_contact_get_fields(t, id, c, &fields);
+    if (rc != 0)
+        return rc;
+    c->fields_json = json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(fields);
+    if (c->fields_json == NULL)
+        c->fields_json = ll_strdup("{}");
+    return 0;
 }
 
 int ll_contact_put(ll_txn_t *t, ll_contact_t *c)
