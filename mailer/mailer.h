@@ -121,10 +121,21 @@ void ll__marks_close(ll_marks_t *j);
 int ll__marks_made(const ll_marks_t *j);
 /** Later writes belong to pass (numbered by the claim transaction, main.c); the file starts over. */
 void ll__marks_begin(ll_marks_t *j, uint64_t pass);
-/** Makes send id durable as LL_SEND_COMMITTED: one synced block, or an LMDB commit when the file
- * is full (a checkpoint) or the write fails. 0, or the LMDB error (the mark is then not durable).
- * Thread-safe: each SMTP session calls it for its own message. */
-int ll__marks_write(ll_marks_t *j, uint64_t id);
+/** A session's end-of-DATA marks. Each makes its send durable as LL_SEND_COMMITTED: in a block
+ * of the files, or by an LMDB commit when they are full (a checkpoint) or a write fails. Started
+ * early, while the message is still on its way, and waited for just before its final "."
+ * (smtp.c); the marks thread writes the marks queued by all the sessions as one block. One
+ * ll_mark_t per session thread. */
+typedef struct st_ll_mark_t ll_mark_t;
+ll_mark_t *ll__mark_new(ll_marks_t *j);
+/** Queues send id's mark (the marks thread starts with the first). A mark queued before and not
+ * waited for (its message never reached the ".") is still written, in this pass. */
+void ll__mark_start(ll_mark_t *mk, uint64_t id);
+/** Returns once id's mark is durable, queueing it first if it was not: 0, or the LMDB error
+ * (the mark is then not durable). Without the marks thread the session writes it itself. */
+int ll__mark_finish(ll_mark_t *mk, uint64_t id);
+/** Waits for the mark last queued, if not waited for yet, and frees. */
+void ll__mark_free(ll_mark_t *mk);
 /** In t: sends of pass still in LL_SEND_INTENT whose mark is in the file become COMMITTED. */
 int ll__marks_apply(ll_marks_t *j, ll_txn_t *t, uint64_t pass, size_t *moved);
 

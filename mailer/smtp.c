@@ -7,12 +7,15 @@
  * Exactly once: the message callback is what libESMTP reads DATA from. When it has handed
  * over the whole message and is asked for more, the final "." is about to be written; the send
  * row moves to LL_SEND_COMMITTED, durably, first (program.h; marks.c keeps these marks in a
- * journal until the pass's outcomes, one synced block each, written by the sessions side by side).
- * So never twice; but a SIGKILL during the mark's write (the kernel finishes it, then the process
- * dies) leaves a committed send whose "." never went, counted as sent after a restart. libESMTP
- * offers no hook between its write of the "." and the server's reply that could tell the two
- * apart (its protocol monitor is off from DATA until the reply), so that window stays: README,
- * "Delivery"; test_kills_at_any_moment_never_send_twice.
+ * journal until the pass's outcomes). The mark's write starts earlier, when the server has
+ * answered the session's message before (on_event), so that it overlaps this message's round
+ * trips and the marks thread writes the sessions' marks together; the callback only waits for
+ * it. So never twice; but a SIGKILL from the start of a mark until its "." has gone (about the
+ * time of a message's MAIL, RCPT and DATA round trips, or of the write if longer) leaves a
+ * committed send whose "." never went, counted as sent after a restart: one message a session
+ * at most. libESMTP offers no hook between its write of the "." and the server's reply that
+ * could tell the two apart (its protocol monitor is off from DATA until the reply), so that
+ * window stays: README, "Delivery"; test_kills_at_any_moment_never_send_twice.
  */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -33,11 +36,12 @@ typedef struct {
     ll_outmsg_t *msgs;
     size_t n, no;
     pthread_t tid;
+    ll_mark_t *mark; /* the end-of-DATA mark under way (marks.c) */
 } worker_t;
 
 typedef struct {
-    ll_smtp_t *s;
-    ll_outmsg_t *m;
+    worker_t *w;
+    size_t i;
 } cbarg_t;
 
 /*
@@ -76,9 +80,9 @@ int ll__smtp_init(void)
 }
 
 /* The end of DATA: the mark, durable before the final "." (marks.c). */
-static void mark_committed(ll_smtp_t *s, ll_outmsg_t *m)
+static void mark_committed(worker_t *w, ll_outmsg_t *m)
 {
-    int rc = ll__marks_write(s->marks, m->send);
+    int rc = ll__mark_finish(w->mark, m->send);
     if (rc != 0)
         log_warnx("send %llu: cannot record the end of DATA: %s", (unsigned long long)m->send, ll_strerror(rc));
     m->committed = 1;
@@ -87,7 +91,7 @@ static void mark_committed(ll_smtp_t *s, ll_outmsg_t *m)
 static const char *on_message(void **ctx, int *len, void *arg)
 {
     cbarg_t *a = arg;
-    ll_outmsg_t *m = a->m;
+    ll_outmsg_t *m = &a->w->msgs[a->i];
     if (len == NULL) { /* rewind */
         m->off = 0;
         return NULL;
@@ -100,21 +104,34 @@ static const char *on_message(void **ctx, int *len, void *arg)
     }
     /* All of it was handed over: the terminating "." goes out after this returns. */
     if (!m->committed)
-        mark_committed(a->s, m);
+        mark_committed(a->w, m);
     *len = 0;
     return NULL;
 }
 
+/*
+ * The session's next mark starts as soon as the server has answered the message before it (or
+ * the connection is made, for the first): its write overlaps that message's MAIL, RCPT and DATA
+ * round trips, and the marks thread (marks.c) writes the marks queued by all the sessions as one
+ * block. on_message waits for it before the final ".". A message refused on the way, or a session
+ * that ends before its ".", leaves a durable mark that its outcome overrides (main.c: only
+ * `committed`, set in on_message, counts a message with no reply as sent).
+ */
 static void on_event(smtp_session_t session, int event, void *arg, ...)
 {
+    worker_t *w = arg;
     va_list ap;
     va_start(ap, arg);
+    if (event == SMTP_EV_CONNECT && w->n > 0)
+        ll__mark_start(w->mark, w->msgs[0].send);
     if (event == SMTP_EV_MESSAGESENT) {
         smtp_message_t msg = va_arg(ap, smtp_message_t);
         cbarg_t *a = smtp_message_get_application_data(msg);
         const smtp_status_t *st = smtp_message_transfer_status(msg);
         if (a != NULL && st != NULL && st->code >= 200 && st->code < 300)
-            a->m->accepted_us = ll_now_us();
+            w->msgs[a->i].accepted_us = ll_now_us();
+        if (a != NULL && a->i + 1 < w->n)
+            ll__mark_start(w->mark, w->msgs[a->i + 1].send);
     }
     /* Certificate events: *ok is left as libESMTP set it (refused), so a bad certificate ends
      * the session; the messages are retried later. */
@@ -159,6 +176,7 @@ static void *worker_main(void *arg)
     smtp_message_t *msgs = ll_calloc(w->n, sizeof(*msgs));
     smtp_recipient_t *rcpts = ll_calloc(w->n, sizeof(*rcpts));
 
+    w->mark = ll__mark_new(w->s->marks);
     smtp_session_t session = smtp_create_session();
     snprintf(server, sizeof(server), "%s:%d", mc->smtp_host, mc->smtp_port);
     smtp_set_server(session, server);
@@ -185,8 +203,8 @@ static void *worker_main(void *arg)
         smtp_auth_set_context(session, auth);
     }
     for (size_t i = 0; i < w->n; i++) {
-        args[i].s = w->s;
-        args[i].m = &w->msgs[i];
+        args[i].w = w;
+        args[i].i = i;
         msgs[i] = smtp_add_message(session);
         smtp_set_reverse_path(msgs[i], mc->from);
         smtp_message_set_application_data_release(msgs[i], &args[i], NULL);
@@ -208,6 +226,7 @@ static void *worker_main(void *arg)
             m->accepted_us = ll_now_us();
     }
     smtp_destroy_session(session);
+    ll__mark_free(w->mark);
     if (auth != NULL)
         auth_destroy_context(auth);
     if (ctx != NULL)

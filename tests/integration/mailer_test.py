@@ -608,9 +608,37 @@ def test_4xx_to_the_end_of_data_is_sent_again():
         env.close()
 
 
+def test_connection_lost_on_the_way_is_not_sent():
+    # A message's end-of-DATA mark is written while the message is still on its way (from the
+    # server's answer to the message before it). The server drops the connection at drop.me's
+    # first RCPT: its "." never went, so neither it nor the messages after it in that session may
+    # count as sent, although drop.me's mark is on disk; the retry sends them.
+    env = Env(extra_mailer='  retry: 600')
+    users = [f'user{i}@example.com' for i in range(9)]
+    try:
+        env.import_csv(T0, 'email\n' + ''.join(u + '\n' for u in users[:2]) + 'drop.me@example.com\n' +
+                       ''.join(u + '\n' for u in users[2:]))
+        env.mailer(T0)
+        got = recipients(env.smtp.messages())
+        check('drop.me@example.com' not in got and len(set(got)) == len(got) < len(users),
+              f'delivered after the drop: {got}')
+        sends = env.server.events('--type', 'sent')
+        check(len(sends) == len(got), f'{len(sends)} sent events for {len(got)} messages delivered')
+        for a in ['drop.me@example.com'] + [u for u in users if u not in got]:
+            out = env.cli(T0, 'enrollments', a).stdout.decode()
+            check(re.search(r'nurture +active +1/3', out) and re.search(r'\bintent\b', out), f'{a}:\n{out}')
+        env.mailer(T0 + 700)  # the retries (600 s) are due, step 2 (1 hour) not yet
+        got = recipients(env.smtp.messages())
+        check(sorted(got) == ['drop.me@example.com'] + users, f'after the retry: {got}')
+        check(len(env.server.events('--type', 'sent')) == len(users) + 1, 'sent events after the retry')
+    finally:
+        env.close()
+
+
 def test_pass_longer_than_the_marks_file():
-    # 600 messages over 2 sessions write more groups of marks than the mailer.marks.N files hold
-    # (256): the mailer checkpoints them into LMDB and starts the files over. The first message is deferred
+    # 600 messages over 2 sessions write more blocks of marks than the mailer.marks.N files hold
+    # (256; a block holds at most one mark of each session): the mailer checkpoints them into
+    # LMDB and starts the files over. The first message is deferred
     # with 451 to its final ".", so its mark reached LMDB as COMMITTED before the 451 came back;
     # the retry must still send it.
     env = Env(extra_mailer='  retry: 600\n  batch: 1000')
@@ -666,11 +694,13 @@ def test_kill_in_a_later_pass_sends_each_exactly_once():
 
 def test_kills_at_any_moment_never_send_twice():
     # Kills wherever they land in a message's life (no delay at the server). None may make a
-    # message go twice. A kill during a session's mark (the synced write before the final ".",
-    # which the kernel finishes before the process dies) leaves that message counted as sent
-    # without its "." having gone: SMTP cannot tell that case from a kill just after the ".",
-    # and the mark errs on the side of never twice. So at most one message per session per kill
-    # may be missing, and every missing one must be a send the store holds as committed.
+    # message go twice. A kill after a session's mark was made (from the server's answer to the
+    # message before until the final ".": the mark is written while the message is on its way)
+    # leaves that message counted as sent without its "." having gone: SMTP cannot tell that
+    # case from a kill just after the ".", and the mark errs on the side of never twice. A
+    # session's next mark starts only once the one before has its answer, so at most one
+    # message per session per kill may be missing, and every missing one must be a send the
+    # store holds as committed.
     env = Env()
     n, kills, sessions = 400, 6, 2  # program_conf: connections: 2
     try:
@@ -722,7 +752,8 @@ def _kill_then_restart_sends_each_once(batch, kill_after):
 
 def test_threads_are_named():
     """While a pass is on the wire, its SMTP sessions show as ll-smtp-1 and ll-smtp-2 (the
-    configured connections) and the process keeps its own name (ps, pgrep)."""
+    configured connections), the thread that writes their end-of-DATA marks as ll-marks, and the
+    process keeps its own name (ps, pgrep)."""
     env = Env(delay=0.3)
     env.smtp_tls = True
     try:
@@ -734,7 +765,7 @@ def test_threads_are_named():
         names = set(it.threads_of(proc.pid))
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-        check({'leadloop-mailer', 'll-smtp-1', 'll-smtp-2'} <= names, f'threads while sending: {sorted(names)}')
+        check({'leadloop-mailer', 'll-smtp-1', 'll-smtp-2', 'll-marks'} <= names, f'threads while sending: {sorted(names)}')
         check(proc.returncode == 0 and env.smtp.count() == 6,
               f'after SIGTERM: exit {proc.returncode}, {env.smtp.count()} of 6 sent: {err.decode(errors="replace")[-800:]}')
     finally:

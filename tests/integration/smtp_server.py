@@ -6,7 +6,9 @@ A real SMTP server for the mailer tests: aiosmtpd (Debian's python3-aiosmtpd, so
   smtp_server.py MAILDIR PORT [--cert C --key K] [--delay SECONDS]
 
 Recipients whose local part starts with "bounce" are refused with 550 at RCPT (a hard
-bounce); "defer" with 451 (a temporary failure). A recipient whose local part starts with
+bounce); "defer" with 451 (a temporary failure); at the first RCPT to a "drop" address the
+connection is closed with no reply (a server or network that goes away mid-message); later
+ones are taken. A recipient whose local part starts with
 "later" is accepted at RCPT, but the first message to it gets 451 to its final "." (not stored:
 a content check that defers); later ones are taken. With --cert, STARTTLS is offered (and
 required before MAIL). --delay waits before answering each DATA, after storing the message (to kill a client
@@ -30,6 +32,7 @@ class MaildirHandler:
         self.box = mailbox.Maildir(path, create=True)
         self.delay = delay
         self.deferred_data = set()
+        self.dropped = set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split('@')[0].lower()
@@ -37,6 +40,10 @@ class MaildirHandler:
             return '550 5.1.1 No such user here'
         if local.startswith('defer'):
             return '451 4.3.0 Try again later'
+        if local.startswith('drop') and address not in self.dropped:
+            self.dropped.add(address)
+            server.transport.close()
+            return '421 4.4.2 Connection dropped'
         envelope.rcpt_tos.append(address)
         return '250 OK'
 
