@@ -18,10 +18,12 @@
  * answered the message before it: smtp.c) and waits for it just before the "." (ll__mark_finish).
  * The marks thread ("ll-marks") writes whatever is queued when its last write returns as the
  * next block, so the sessions' marks share device writes, and the writes overlap the sessions'
- * round trips instead of holding up their "." (2026-12-03, BENCHMARKS.md: +18% messages a
- * second and 15% less CPU a message, where one synced block per mark at the "." had measured
+ * round trips instead of holding up their "." (2026-12-03, BENCHMARKS.md: +15% messages a
+ * second and 12% less CPU a message, where one synced block per mark at the "." had measured
  * faster than a group formed there). Where the thread cannot be started, each session writes its
- * own mark at the "." (write_marks), side by side. A torn or foreign block fails its checksum
+ * own mark at the "." (write_marks), side by side; that is why there are eight files: synced
+ * writes to one file wait for one another in ext4 (4 threads, 4 KiB O_DSYNC each: 12.1-12.8k
+ * writes a second to one file, 18.2-19.4k to four). A torn or foreign block fails its checksum
  * and is ignored (none of its "."s was sent: the write had not returned). A file missing or of
  * another size is made anew (ll__marks_made). Builds before 2026-12-03 kept the blocks in one
  * file, data_dir/mailer.marks: a restart reads it too, and the next pass removes it.
@@ -64,7 +66,7 @@ struct st_ll_marks_t {
     uint64_t *since;         /* ids written since the pass began or the last checkpoint */
     size_t nsince, capsince;
     int made;                /* the file was made anew at open (until a pass begins) */
-    /* The writer thread: the sessions queue their marks, it writes what is queued as a block. */
+    /* The marks thread: the sessions queue their marks, it writes what is queued as a block. */
     pthread_t tid;
     int thread;              /* 1 running, -1 could not be started (the sessions write) */
     int quit;
