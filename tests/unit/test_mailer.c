@@ -863,6 +863,28 @@ static void test_marks(void)
     CHECK_EQ_INT(ll__marks_open(dir, &n, s, &j, err, sizeof(err)), 0);
     j->thread = -1;
     sessions_side_by_side(s, &n, j, 14, 10000, 0);
+
+    /* Files that refuse the write: the mark goes into LMDB at once instead, from the marks
+     * thread and from a session writing its own. */
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    for (uint64_t id = 30; id <= 31; id++) {
+        ll_send_t row = {.id = id, .state = LL_SEND_INTENT, .contact = 1};
+        strcpy(row.program, "p");
+        CHECK_EQ_INT(ll_send_put(&n, &t, &row), 0);
+    }
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    for (int f = 0; f < FILES; f++) {
+        snprintf(fpath, sizeof(fpath), "%s/mailer.marks.%d", dir, f);
+        close(j->fd[f]);
+        CHECK((j->fd[f] = open(fpath, O_RDONLY)) >= 0);
+    }
+    ll__marks_begin(j, 15);
+    CHECK_EQ_INT(mark1(j, 30), 0);
+    CHECK_EQ_INT(send_state(s, &n, 30), LL_SEND_COMMITTED);
+    j->thread = 0;
+    CHECK_EQ_INT(mark1(j, 31), 0);
+    CHECK_EQ_INT(j->thread, 1);
+    CHECK_EQ_INT(send_state(s, &n, 31), LL_SEND_COMMITTED);
     ll__marks_close(j);
 
     /* Reopened, the file keeps its marks; cut short, it is made anew, empty. */
