@@ -704,6 +704,19 @@ static size_t apply_marks(ll_store_t *s, ll_marks_t *j, uint64_t pass, int keep)
     return moved;
 }
 
+/* Sends first .. first + count - 1 in INTENT, as a claim leaves them. */
+static void put_intents(ll_store_t *s, ll_nurture_t *n, uint64_t first, uint64_t count)
+{
+    ll_txn_t t;
+    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
+    for (uint64_t id = first; id < first + count; id++) {
+        ll_send_t row = {.id = id, .state = LL_SEND_INTENT, .contact = 1};
+        strcpy(row.program, "p");
+        CHECK_EQ_INT(ll_send_put(n, &t, &row), 0);
+    }
+    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+}
+
 /* One mark made durable, as a session does at its "." without having queued it. */
 static int mark1(ll_marks_t *j, uint64_t id)
 {
@@ -742,14 +755,7 @@ static void sessions_side_by_side(ll_store_t *s, ll_nurture_t *n, ll_marks_t *j,
                                   int early)
 {
     enum { THREADS = 6, EACH = 300 };
-    ll_txn_t t;
-    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
-    for (uint64_t id = first; id < first + THREADS * EACH; id++) {
-        ll_send_t row = {.id = id, .state = LL_SEND_INTENT, .contact = 1};
-        strcpy(row.program, "p");
-        CHECK_EQ_INT(ll_send_put(n, &t, &row), 0);
-    }
-    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    put_intents(s, n, first, THREADS * EACH);
     ll__marks_begin(j, pass);
     marks_arg_t args[THREADS];
     pthread_t tids[THREADS];
@@ -835,13 +841,7 @@ static void test_marks(void)
 
     /* A block holds the marks of several sessions; one whose count is past what a block holds,
      * or whose sum fails, is ignored. */
-    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
-    for (uint64_t id = 20; id <= 22; id++) {
-        ll_send_t row = {.id = id, .state = LL_SEND_INTENT, .contact = 1};
-        strcpy(row.program, "p");
-        CHECK_EQ_INT(ll_send_put(&n, &t, &row), 0);
-    }
-    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    put_intents(s, &n, 20, 3);
     ll__marks_begin(j, 13);
     uint64_t three[] = {20, 21, 22};
     pthread_mutex_lock(&j->mu);
@@ -866,13 +866,7 @@ static void test_marks(void)
 
     /* Files that refuse the write: the mark goes into LMDB at once instead, from the marks
      * thread and from a session writing its own. */
-    CHECK_EQ_INT(ll_txn_begin(s, 0, &t), 0);
-    for (uint64_t id = 30; id <= 31; id++) {
-        ll_send_t row = {.id = id, .state = LL_SEND_INTENT, .contact = 1};
-        strcpy(row.program, "p");
-        CHECK_EQ_INT(ll_send_put(&n, &t, &row), 0);
-    }
-    CHECK_EQ_INT(ll_txn_commit(&t), 0);
+    put_intents(s, &n, 30, 2);
     for (int f = 0; f < FILES; f++) {
         snprintf(fpath, sizeof(fpath), "%s/mailer.marks.%d", dir, f);
         close(j->fd[f]);
