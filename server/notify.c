@@ -3,8 +3,13 @@
  *
  * Rows are written by the writer in the transaction of the event that raised them; this
  * thread reads the due ones, posts them concurrently with libcurl's multi interface (its own
- * thread, so no event loop ever waits on a receiver), then in one write transaction removes
- * those a receiver answered 2xx and pushes the others back with a backoff. A crash between a
+ * thread, so no event loop ever waits on a receiver), and as posts end it removes, in one write
+ * transaction a pass, those a receiver answered 2xx and pushes the others back with a backoff.
+ * Posts do not wait for one another: a pass runs whenever the writer queues an alert or a post
+ * ends (at most every 5 ms; every 200 ms when idle, for retries that came due), publishes the
+ * due SSE rows at once and starts the due posts beside those under way. Up to 64 are under way,
+ * at most 16 to one receiver, so a receiver that hangs until the 10 s timeout holds up neither
+ * the others nor the live feed. A crash between a
  * 2xx and that commit sends the row again after the restart, with the same Idempotency-Key
  * (the alert id and the hook name), so a receiver can drop the repeat; a row is never sent
  * again after its removal is committed.
@@ -27,15 +32,20 @@
 #include "leadloop/score.h"
 #include "server.h"
 
-#define BATCH 32
+#define FLIGHT_MAX 64       /* posts under way at once, every receiver together */
+#define PER_RECEIVER_MAX 16 /* of them to one receiver: a hung one cannot take every slot */
+#define DROP_MAX 64         /* SSE (and undeliverable) rows removed by one pass */
+#define IDLE_US 200000ULL   /* a pass at least this often: rows whose retry came due */
+#define GAP_US 5000ULL      /* and at most this often: each pass reads the outbox from its start */
 #define SLA_EVERY_US 1000000ULL
 #define RECEIVER_BACKOFF_MAX_US (600ULL * 1000000)
 
-/* Per receiver (hook index), this thread's only: failures in a row and when to try again. */
+/* Per receiver (hook index), this thread's only: failures in a row, when to try again, and
+ * its posts under way. */
 static struct {
     uint32_t failures;
     uint64_t next_us;
-    int in_batch; /* rows of it in the batch being collected */
+    int flying;
 } receivers[LL_ALERT_MAX_HOOKS];
 
 typedef struct {
@@ -53,9 +63,19 @@ typedef struct {
 static struct {
     pthread_t thread;
     pthread_mutex_t mutex;
-    pthread_cond_t cond;
+    CURLM *multi;
     int stopping, kicked, started;
-} n = {.mutex = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} n = {.mutex = PTHREAD_MUTEX_INITIALIZER};
+
+/* The notifier thread's own: posts under way or ended and not yet recorded (a row in here is
+ * never collected again), and the rows the current pass removes. */
+static struct {
+    job_t *jobs[FLIGHT_MAX];
+    size_t njobs;
+    uint64_t drop[DROP_MAX];
+    size_t ndrop;
+    uint64_t now;
+} f;
 
 void ll__notify_kick(void)
 {
@@ -63,8 +83,8 @@ void ll__notify_kick(void)
         return;
     pthread_mutex_lock(&n.mutex);
     n.kicked = 1;
-    pthread_cond_signal(&n.cond);
     pthread_mutex_unlock(&n.mutex);
+    curl_multi_wakeup(n.multi);
 }
 
 static const ll_hook_t *hook_named(const char *name)
@@ -75,14 +95,6 @@ static const ll_hook_t *hook_named(const char *name)
             return &c->hooks[i];
     return NULL;
 }
-
-typedef struct {
-    job_t jobs[BATCH];
-    size_t njobs;
-    uint64_t now;
-    uint64_t drop[BATCH];
-    size_t ndrop;
-} collect_t;
 
 static char *slack_text(json_t *a)
 {
@@ -100,36 +112,46 @@ static char *slack_text(json_t *a)
     return s;
 }
 
+static int in_flight(uint64_t id)
+{
+    for (size_t i = 0; i < f.njobs; i++)
+        if (f.jobs[i]->id == id)
+            return 1;
+    return 0;
+}
+
+static void job_start(job_t *j);
+
+/* One due row of the pass: SSE rows are published and removed; a webhook's row starts its post
+ * unless the receiver is backed off, probing, or has its share of the slots, or every slot is
+ * taken. Stops the walk when the removals are full (the next pass goes on at once). */
 static int on_row(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_t len, void *p)
 {
-    collect_t *x = p;
-    if (h->kind == LL_OUT_EMAIL || h->next_us > x->now)
+    (void)p;
+    if (h->kind == LL_OUT_EMAIL || h->next_us > f.now || in_flight(id))
         return 0; /* email rows belong to the mailer */
     if (h->kind == LL_OUT_SSE) {
         ll__admin_publish(body, len);
-        if (x->ndrop < BATCH)
-            x->drop[x->ndrop++] = id;
-        return x->ndrop == BATCH;
+        f.drop[f.ndrop++] = id;
+        return f.ndrop == DROP_MAX;
     }
+    if (f.njobs == FLIGHT_MAX)
+        return 0; /* the walk goes on for the SSE rows */
     const ll_hook_t *hook = hook_named(h->target);
-    if (hook != NULL) {
-        /* A failing receiver waits out its backoff, then gets one probe per pass. */
-        size_t r = (size_t)(hook - ll_srv.conf.score->hooks);
-        if (receivers[r].next_us > x->now || (receivers[r].failures > 0 && receivers[r].in_batch > 0))
-            return 0;
-        receivers[r].in_batch++;
-    }
+    size_t r = hook != NULL ? (size_t)(hook - ll_srv.conf.score->hooks) : 0;
+    /* A failing receiver waits out its backoff, then gets one probe at a time. */
+    if (hook != NULL && (receivers[r].next_us > f.now || (receivers[r].failures > 0 && receivers[r].flying > 0) ||
+                         receivers[r].flying >= PER_RECEIVER_MAX))
+        return 0;
     json_t *a = json_loadb(body, len, 0, NULL);
     if (hook == NULL || a == NULL) {
         log_warnx("notify: outbox row %llu: %s; dropped", (unsigned long long)id,
                   hook == NULL ? "its webhook is no longer configured" : "not JSON");
         json_decref(a);
-        if (x->ndrop < BATCH)
-            x->drop[x->ndrop++] = id;
-        return x->ndrop == BATCH;
+        f.drop[f.ndrop++] = id;
+        return f.ndrop == DROP_MAX;
     }
-    job_t *j = &x->jobs[x->njobs++];
-    memset(j, 0, sizeof(*j));
+    job_t *j = ll_calloc(1, sizeof(*j));
     j->id = id;
     j->kind = h->kind;
     j->hook = hook;
@@ -137,10 +159,13 @@ static int on_row(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_
     snprintf(j->idem, sizeof(j->idem), "%s:%s", aid ? aid : "row", hook->name);
     j->body = h->kind == LL_OUT_SLACK ? slack_text(a) : ll_strndup(body, len);
     json_decref(a);
-    return x->njobs == BATCH;
+    job_start(j);
+    f.jobs[f.njobs++] = j;
+    receivers[r].flying++;
+    return 0;
 }
 
-static void job_prepare(job_t *j)
+static void job_start(job_t *j)
 {
     char hdr[256];
     j->headers = curl_slist_append(j->headers, "Content-Type: application/json");
@@ -168,64 +193,69 @@ static void job_prepare(job_t *j)
     curl_easy_setopt(j->easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(j->easy, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(j->easy, CURLOPT_PRIVATE, j);
+    curl_multi_add_handle(n.multi, j->easy);
 }
 
-static int stopping(void)
+static void job_free(job_t *j)
 {
-    pthread_mutex_lock(&n.mutex);
-    int s = n.stopping;
-    pthread_mutex_unlock(&n.mutex);
-    return s;
+    curl_multi_remove_handle(n.multi, j->easy);
+    curl_easy_cleanup(j->easy);
+    curl_slist_free_all(j->headers);
+    free(j->body);
+    free(j);
 }
 
-/* Posts the batch concurrently; returns when every transfer ended (or the server stops). */
-static void deliver(CURLM *multi, collect_t *x)
+/* Runs the transfers; marks the ended ones done. Returns how many ended. */
+static int harvest(void)
 {
-    for (size_t i = 0; i < x->njobs; i++) {
-        job_prepare(&x->jobs[i]);
-        curl_multi_add_handle(multi, x->jobs[i].easy);
+    int running, ended = 0;
+    curl_multi_perform(n.multi, &running);
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(n.multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        job_t *j;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
+        j->done = 1;
+        ended++;
+        if (m->data.result == CURLE_OK)
+            curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &j->status);
+        else
+            log_info("notify: %s: %s", j->hook->name, curl_easy_strerror(m->data.result));
     }
-    int running = (int)x->njobs;
-    while (running > 0 && !stopping()) {
-        curl_multi_perform(multi, &running);
-        CURLMsg *m;
-        int left;
-        while ((m = curl_multi_info_read(multi, &left)) != NULL) {
-            if (m->msg != CURLMSG_DONE)
-                continue;
-            job_t *j;
-            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&j);
-            j->done = 1;
-            if (m->data.result == CURLE_OK)
-                curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &j->status);
-            else
-                log_info("notify: %s: %s", j->hook->name, curl_easy_strerror(m->data.result));
-        }
-        if (running > 0)
-            curl_multi_poll(multi, NULL, 0, 100, NULL);
-    }
+    return ended;
 }
 
-static void record(collect_t *x)
+/* In one write transaction: removes the pass's drops and the rows whose post a receiver
+ * answered 2xx, pushes the failed ones back; frees the ended jobs. */
+static void record(void)
 {
+    size_t ended = 0;
+    for (size_t i = 0; i < f.njobs; i++)
+        ended += f.jobs[i]->done;
+    if (ended == 0 && f.ndrop == 0)
+        return;
     ll_txn_t t;
     int rc = ll_txn_begin(ll_srv.store, 0, &t);
     uint64_t now = ll_now_us();
-    for (size_t i = 0; rc == 0 && i < x->ndrop; i++)
-        rc = ll_outbox_done(ll_srv.scorer, &t, x->drop[i]);
-    for (size_t i = 0; rc == 0 && i < x->njobs; i++) {
-        job_t *j = &x->jobs[i];
+    for (size_t i = 0; rc == 0 && i < f.ndrop; i++)
+        rc = ll_outbox_done(ll_srv.scorer, &t, f.drop[i]);
+    for (size_t i = 0; rc == 0 && i < f.njobs; i++) {
+        job_t *j = f.jobs[i];
         size_t r = (size_t)(j->hook - ll_srv.conf.score->hooks);
-        if (j->done && j->status >= 200 && j->status < 300) {
+        if (!j->done)
+            continue;
+        if (j->status >= 200 && j->status < 300) {
             rc = ll_outbox_done(ll_srv.scorer, &t, j->id);
             receivers[r].failures = 0, receivers[r].next_us = 0;
         } else {
-            if (j->done && j->status != 0)
+            if (j->status != 0)
                 log_info("notify: %s answered %ld; will retry", j->hook->name, j->status);
             rc = ll_outbox_retry(ll_srv.scorer, &t, j->id, now);
-            if (receivers[r].next_us <= now) { /* once per pass, however many of its rows failed */
-                uint32_t f = ++receivers[r].failures;
-                uint64_t backoff = 1000000ULL << (f < 10 ? f - 1 : 9);
+            if (receivers[r].next_us <= now) { /* once per backoff step, however many of its rows failed */
+                uint32_t fl = ++receivers[r].failures;
+                uint64_t backoff = 1000000ULL << (fl < 10 ? fl - 1 : 9);
                 receivers[r].next_us = now + (backoff < RECEIVER_BACKOFF_MAX_US ? backoff : RECEIVER_BACKOFF_MAX_US);
             }
         }
@@ -236,6 +266,33 @@ static void record(collect_t *x)
         ll_txn_abort(&t);
     if (rc != 0)
         log_warnx("notify: cannot record deliveries: %s", ll_strerror(rc));
+    /* Recorded or not, the ended jobs leave: a row whose record failed is still in the outbox
+     * and goes again (with its Idempotency-Key), as after a crash. */
+    size_t k = 0;
+    for (size_t i = 0; i < f.njobs; i++) {
+        job_t *j = f.jobs[i];
+        if (j->done) {
+            receivers[j->hook - ll_srv.conf.score->hooks].flying--;
+            job_free(j);
+        } else {
+            f.jobs[k++] = j;
+        }
+    }
+    f.njobs = k;
+    f.ndrop = 0;
+}
+
+/* A pass: publishes the due SSE rows and starts the due posts, in id order. Returns whether
+ * it stopped with more SSE rows due; rows waiting for a slot get the pass after a post ends. */
+static int collect(uint64_t now)
+{
+    ll_txn_t t;
+    f.now = now;
+    if (ll_txn_begin(ll_srv.store, 1, &t) != 0)
+        return 0;
+    ll_outbox_each(ll_srv.scorer, &t, on_row, NULL);
+    ll_txn_abort(&t);
+    return f.ndrop == DROP_MAX;
 }
 
 static void sla_pass(void)
@@ -261,68 +318,70 @@ static void sla_pass(void)
         log_warnx("sla: %s", ll_strerror(rc));
 }
 
+/* The loop's own clock: its timing follows the machine's, not LEADLOOP_FAKE_TIME (which
+ * ll_now_us() follows, and with it the rows' due times). */
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static void *notify_main(void *arg)
 {
     ll_thread_name("ll-notify");
-    CURLM *multi = curl_multi_init();
-    uint64_t last_sla = 0;
+    uint64_t last_sla = 0, last_pass = 0;
+    int want = 1; /* a pass is wanted: kicked, a post ended, or a full table */
     for (;;) {
+        uint64_t now = mono_us(), due = last_pass + (want ? GAP_US : IDLE_US);
+        if (last_sla + SLA_EVERY_US < due)
+            due = last_sla + SLA_EVERY_US;
+        if (due > now)
+            curl_multi_poll(n.multi, NULL, 0, (int)((due - now + 999) / 1000), NULL);
         pthread_mutex_lock(&n.mutex);
-        if (!n.kicked && !n.stopping) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 200 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L)
-                ts.tv_sec++, ts.tv_nsec -= 1000000000L;
-            pthread_cond_timedwait(&n.cond, &n.mutex, &ts);
-        }
+        want |= n.kicked;
         n.kicked = 0;
         int stop = n.stopping;
         pthread_mutex_unlock(&n.mutex);
         if (stop)
             break;
-        uint64_t now = ll_now_us();
-        if (now - last_sla >= SLA_EVERY_US || now < last_sla) {
+        if (harvest() > 0)
+            want = 1;
+        now = mono_us();
+        if (now - last_sla >= SLA_EVERY_US) {
             last_sla = now;
             sla_pass();
         }
-        collect_t *x = ll_calloc(1, sizeof(*x));
-        x->now = now;
-        for (size_t r = 0; r < LL_ALERT_MAX_HOOKS; r++)
-            receivers[r].in_batch = 0;
-        ll_txn_t t;
-        if (ll_txn_begin(ll_srv.store, 1, &t) == 0) {
-            ll_outbox_each(ll_srv.scorer, &t, on_row, x);
-            ll_txn_abort(&t);
+        if (now - last_pass >= IDLE_US)
+            want = 1;
+        if (want && now - last_pass >= GAP_US) {
+            last_pass = now;
+            want = collect(ll_now_us());
+            if (harvest() > 0) /* starts the new posts */
+                want = 1;
+            record();
         }
-        if (x->njobs > 0)
-            deliver(multi, x);
-        if (x->njobs > 0 || x->ndrop > 0)
-            record(x);
-        for (size_t i = 0; i < x->njobs; i++) {
-            job_t *j = &x->jobs[i];
-            if (j->easy != NULL) {
-                curl_multi_remove_handle(multi, j->easy);
-                curl_easy_cleanup(j->easy);
-            }
-            curl_slist_free_all(j->headers);
-            free(j->body);
-        }
-        /* A full batch means more may be due: go again at once. */
-        if (x->njobs == BATCH || x->ndrop == BATCH)
-            ll__notify_kick();
-        free(x);
     }
-    curl_multi_cleanup(multi);
+    /* Stopping: what a receiver answered is recorded; a post still under way is left as it is
+     * in the outbox (not counted as a failure) and goes again after the restart. */
+    harvest();
+    record();
+    for (size_t i = 0; i < f.njobs; i++) {
+        receivers[f.jobs[i]->hook - ll_srv.conf.score->hooks].flying--;
+        job_free(f.jobs[i]);
+    }
+    f.njobs = 0;
     return NULL;
 }
 
 int ll__notify_start(void)
 {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0 || (n.multi = curl_multi_init()) == NULL)
         return LL_EIO;
-    if (pthread_create(&n.thread, NULL, notify_main, NULL) != 0)
+    if (pthread_create(&n.thread, NULL, notify_main, NULL) != 0) {
+        curl_multi_cleanup(n.multi);
         return LL_EIO;
+    }
     n.started = 1;
     return 0;
 }
@@ -333,9 +392,11 @@ void ll__notify_stop(void)
         return;
     pthread_mutex_lock(&n.mutex);
     n.stopping = 1;
-    pthread_cond_signal(&n.cond);
     pthread_mutex_unlock(&n.mutex);
+    curl_multi_wakeup(n.multi);
     pthread_join(n.thread, NULL);
     n.started = 0;
+    curl_multi_cleanup(n.multi);
+    n.multi = NULL;
     curl_global_cleanup();
 }

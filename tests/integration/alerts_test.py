@@ -69,7 +69,7 @@ class Receiver:
         return [a for a in self.alerts(path) if 200 <= a[3] < 300]
 
 
-def conf_yaml(hook_port, extra=''):
+def conf_yaml(hook_port, extra='', chat_port=None):
     return f'''
 scoring:
   threshold: 60
@@ -91,7 +91,7 @@ routing:
 alerts:
   webhooks:
     - {{name: crm, url: "http://127.0.0.1:{hook_port}/hook", secret: "{SECRET}"}}
-    - {{name: chat, url: "http://127.0.0.1:{hook_port}/slack", kind: slack}}
+    - {{name: chat, url: "http://127.0.0.1:{chat_port or hook_port}/slack", kind: slack}}
 {extra}
 '''
 
@@ -305,6 +305,48 @@ def test_failing_receiver_is_backed_off_as_a_whole():
             check(ok[0] == 'bo0@example.com', f'the oldest alert did not go first: {ok}')
     finally:
         rcv.stop()
+
+
+def test_hung_receiver_does_not_hold_up_the_others():
+    """The crm receiver takes the connection and never answers (each post waits for its 10 s
+    timeout): the chat receiver and the live feed still get every alert at once, including
+    those raised while crm's posts hang, and crm's rows stay queued for a later retry."""
+    hung = socket.socket()
+    hung.bind(('127.0.0.1', 0))
+    hung.listen(64)  # the kernel completes the handshakes; nobody ever reads or answers
+    rcv = Receiver()
+    aport = free_port()
+    extra = f'  admin_listen: "127.0.0.1:{aport}"\n  admin_token: "{TOKEN}"\n'
+    try:
+        with Server(conf=conf_yaml(hung.getsockname()[1], extra, chat_port=rcv.port)) as s:
+            feed = socket.create_connection(('127.0.0.1', aport), timeout=5)
+            feed.sendall(f'GET /alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n'.encode())
+            check(feed.recv(4096).startswith(b'HTTP/1.1 200'), 'no SSE stream')
+            got = [b'']
+
+            def fed(email):
+                while email.encode() not in got[0]:
+                    try:
+                        got[0] += feed.recv(65536)
+                    except socket.timeout:
+                        return False
+                return True
+
+            for i, email in enumerate(('hal@example.com', 'ivy@example.com', 'joe@example.com')):
+                t0, _ = drive_to_threshold(s, email, company='Globex')
+                check(wait_until(lambda: any(email in a[2]['text'] for a in rcv.ok_alerts('/slack')), timeout=1.0),
+                      f'alert {i + 1} not at the chat receiver within a second while crm hangs: '
+                      f'{[a[2] for a in rcv.alerts("/slack")]}')
+                feed.settimeout(max(0.05, t0 + 1.0 - time.time()))
+                check(fed(email), f'alert {i + 1} not on the live feed within a second while crm hangs')
+                time.sleep(1.0)
+            feed.close()
+            check(len(rcv.alerts('/slack')) == 3, f'{len(rcv.alerts("/slack"))} posts to chat for 3 alerts')
+        rows = s.cli('outbox').stdout.decode()
+        check(rows.count(' crm ') == 3, f'crm rows after the stop (3 expected):\n{rows}')
+    finally:
+        rcv.stop()
+        hung.close()
 
 
 def test_kill9_before_delivery_delivers_after_restart():
