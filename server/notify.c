@@ -351,6 +351,7 @@ static void *notify_main(void *arg)
         if (now - last_sla >= SLA_EVERY_US) {
             last_sla = now;
             sla_pass();
+            want = 1; /* its alerts go in this pass */
         }
         if (now - last_pass >= IDLE_US)
             want = 1;
