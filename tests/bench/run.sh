@@ -1,7 +1,8 @@
 #!/bin/bash
 # make bench: the benchmarks of issue #6, from the repository root, after `make all`.
 #
-#   tests/bench/run.sh [capture] [mailer] [writer] [growth]     (default: all of them)
+#   tests/bench/run.sh [capture] [mailer] [writer] [growth] [soak]
+#       (default: the first four; soak, ten minutes of memory samples under alerts, only when named)
 #
 # Installs what it needs (nginx-light, wrk, postfix for smtp-sink/smtp-source) with apt-get,
 # builds the references (bare_h2o.c, nosync.c) into BENCH_DIR and tokens.c with the Makefile,
@@ -13,6 +14,7 @@
 #   BENCH_RECIPIENTS [100000] (capture: the click targets spread over this many contacts)
 #   BENCH_MESSAGES [5000] (mailer)   BENCH_SESSIONS [4] (parallel SMTP sessions)
 #   BENCH_GROWTH_SIZES [1000000,10000000] (log sizes)   BENCH_GROWTH_CONTACTS [100000,1000000]
+#   BENCH_SOAK_SECONDS [600]   BENCH_SOAK_INTERVAL [30] (soak: run length, seconds between samples)
 #   LEADLOOPD, LEADLOOP, LEADLOOP_MAILER [bin/...]
 #   BENCH_EXTRA_LEADLOOPD ["LABEL=PATH ..."]: other leadloopd builds (candidate fixes) whose
 #       pixel and click join the capture alternation
@@ -132,7 +134,16 @@ for part in $PARTS; do
             --sizes "${BENCH_GROWTH_SIZES:-1000000,10000000}" --contacts "${BENCH_GROWTH_CONTACTS:-100000,1000000}" \
             --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" --json "$BENCH_DIR/growth.json" >> "$RESULTS"
         ;;
-    *) say "unknown part '$part' (capture, mailer, writer, growth)"; exit 2 ;;
+    soak)
+        say "soak: ${BENCH_SOAK_SECONDS:-600} s with alerts, memory every ${BENCH_SOAK_INTERVAL:-30} s"
+        echo "## Soak: memory under a long run with alerts" >> "$RESULTS"
+        echo >> "$RESULTS"
+        $PY tests/bench/soak.py --dir "$BENCH_DIR/soak" --leadloopd "$LEADLOOPD" --leadloop "$LEADLOOP" \
+            --tokens build/bench/tokens --port "${BENCH_PORT:-18080}" \
+            --seconds "${BENCH_SOAK_SECONDS:-600}" --interval "${BENCH_SOAK_INTERVAL:-30}" \
+            --server-cpu "$SERVER_CPU" --client-cpu "$CLIENT_CPU" --json "$BENCH_DIR/soak.json" >> "$RESULTS"
+        ;;
+    *) say "unknown part '$part' (capture, mailer, writer, growth, soak)"; exit 2 ;;
     esac
     echo >> "$RESULTS"
 done

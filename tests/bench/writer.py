@@ -103,10 +103,13 @@ end
 
 class Hooks(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # socketserver's default of 5 drops the notifier's concurrent connects
 
 
 def receiver(port):
-    got, lock = {}, threading.Lock()
+    """A webhook receiver on port: got maps each contact's email to its first alert's arrival;
+    srv.kinds counts every alert received by its kind (sales_ready, sla_breach, ...)."""
+    got, lock, kinds = {}, threading.Lock(), {}
 
     class H(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
@@ -122,11 +125,13 @@ def receiver(port):
                 return
             with lock:
                 got.setdefault(email, t)
+                kinds[a.get('alert')] = kinds.get(a.get('alert'), 0) + 1
 
         def log_message(self, *args):
             pass
 
     srv = Hooks(('127.0.0.1', port), H)
+    srv.kinds = kinds
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, got, lock
 
