@@ -5,14 +5,18 @@
  * thread reads the due ones, posts them concurrently with libcurl's multi interface (its own
  * thread, so no event loop ever waits on a receiver), and as posts end it removes, in one write
  * transaction a pass, those a receiver answered 2xx and pushes the others back with a backoff.
- * Posts do not wait for one another: a pass runs whenever the writer queues an alert or a post
- * ends (at most every 5 ms; every 200 ms when idle, for retries that came due), publishes the
- * due SSE rows at once and starts the due posts beside those under way. Up to 64 are under way,
- * at most 16 to one receiver, so a receiver that hangs until the 10 s timeout holds up neither
- * the others nor the live feed. A crash between a
- * 2xx and that commit sends the row again after the restart, with the same Idempotency-Key
- * (the alert id and the hook name), so a receiver can drop the repeat; a row is never sent
- * again after its removal is committed.
+ *
+ * Posts do not wait for one another. A pass runs whenever the writer queues an alert or a post
+ * ends, at most every 5 ms, and every 200 ms when idle, for retries that came due. It publishes
+ * the due SSE rows at once and starts the due posts beside those under way: up to 64, at most
+ * 16 to one receiver, so a receiver that hangs until the 10 s timeout holds up neither the
+ * others nor the live feed. A pass reads the outbox from the lowest row that the live feed or a
+ * receiver able to take rows has not had yet: the rows a receiver that is down has queued are
+ * read again only when its backoff ends (one probe), not on every pass.
+ *
+ * A crash between a 2xx and its commit sends the row again after the restart, with the same
+ * Idempotency-Key (the alert id and the hook name), so a receiver can drop the repeat; a row
+ * is never sent again after its removal is committed.
  *
  * A receiver that fails (no answer, or not 2xx) is backed off as a whole: until its own
  * backoff (1 s doubling to 10 min) passes, none of its rows is tried, and then one row probes
@@ -36,16 +40,20 @@
 #define PER_RECEIVER_MAX 16 /* of them to one receiver: a hung one cannot take every slot */
 #define DROP_MAX 64         /* SSE (and undeliverable) rows removed by one pass */
 #define IDLE_US 200000ULL   /* a pass at least this often: rows whose retry came due */
-#define GAP_US 5000ULL      /* and at most this often: each pass reads the outbox from its start */
+#define GAP_US 5000ULL      /* and at most this often */
 #define SLA_EVERY_US 1000000ULL
 #define RECEIVER_BACKOFF_MAX_US (600ULL * 1000000)
 
-/* Per receiver (hook index), this thread's only: failures in a row, when to try again, and
- * its posts under way. */
+/* Per receiver (hook index), this thread's only: failures in a row, when to try again, its
+ * posts under way, and where a pass must start reading for it (every row of it below `from` is
+ * under way or was sent), so that a pass skips what a receiver that is down has queued. */
 static struct {
     uint32_t failures;
     uint64_t next_us;
     int flying;
+    int open;      /* it could take a row when the pass began */
+    uint64_t from;
+    uint64_t left; /* the pass's first row of it not taken */
 } receivers[LL_ALERT_MAX_HOOKS];
 
 typedef struct {
@@ -75,6 +83,8 @@ static struct {
     uint64_t drop[DROP_MAX];
     size_t ndrop;
     uint64_t now;
+    uint64_t seen;               /* the pass read every row below this */
+    uint64_t sse_from, sse_left; /* `from` and `left` of the live feed's rows */
 } f;
 
 void ll__notify_kick(void)
@@ -110,59 +120,6 @@ static char *slack_text(json_t *a)
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return s;
-}
-
-static int in_flight(uint64_t id)
-{
-    for (size_t i = 0; i < f.njobs; i++)
-        if (f.jobs[i]->id == id)
-            return 1;
-    return 0;
-}
-
-static void job_start(job_t *j);
-
-/* One due row of the pass: SSE rows are published and removed; a webhook's row starts its post
- * unless the receiver is backed off, probing, or has its share of the slots, or every slot is
- * taken. Stops the walk when the removals are full (the next pass goes on at once). */
-static int on_row(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_t len, void *p)
-{
-    (void)p;
-    if (h->kind == LL_OUT_EMAIL || h->next_us > f.now || in_flight(id))
-        return 0; /* email rows belong to the mailer */
-    if (h->kind == LL_OUT_SSE) {
-        ll__admin_publish(body, len);
-        f.drop[f.ndrop++] = id;
-        return f.ndrop == DROP_MAX;
-    }
-    if (f.njobs == FLIGHT_MAX)
-        return 0; /* the walk goes on for the SSE rows */
-    const ll_hook_t *hook = hook_named(h->target);
-    size_t r = hook != NULL ? (size_t)(hook - ll_srv.conf.score->hooks) : 0;
-    /* A failing receiver waits out its backoff, then gets one probe at a time. */
-    if (hook != NULL && (receivers[r].next_us > f.now || (receivers[r].failures > 0 && receivers[r].flying > 0) ||
-                         receivers[r].flying >= PER_RECEIVER_MAX))
-        return 0;
-    json_t *a = json_loadb(body, len, 0, NULL);
-    if (hook == NULL || a == NULL) {
-        log_warnx("notify: outbox row %llu: %s; dropped", (unsigned long long)id,
-                  hook == NULL ? "its webhook is no longer configured" : "not JSON");
-        json_decref(a);
-        f.drop[f.ndrop++] = id;
-        return f.ndrop == DROP_MAX;
-    }
-    job_t *j = ll_calloc(1, sizeof(*j));
-    j->id = id;
-    j->kind = h->kind;
-    j->hook = hook;
-    const char *aid = json_string_value(json_object_get(a, "id"));
-    snprintf(j->idem, sizeof(j->idem), "%s:%s", aid ? aid : "row", hook->name);
-    j->body = h->kind == LL_OUT_SLACK ? slack_text(a) : ll_strndup(body, len);
-    json_decref(a);
-    job_start(j);
-    f.jobs[f.njobs++] = j;
-    receivers[r].flying++;
-    return 0;
 }
 
 static void job_start(job_t *j)
@@ -203,6 +160,74 @@ static void job_free(job_t *j)
     curl_slist_free_all(j->headers);
     free(j->body);
     free(j);
+}
+
+static int in_flight(uint64_t id)
+{
+    for (size_t i = 0; i < f.njobs; i++)
+        if (f.jobs[i]->id == id)
+            return 1;
+    return 0;
+}
+
+/* Whether receiver r can take a row now: a failing receiver waits out its backoff, then gets
+ * one probe at a time; a receiver has at most its share of the slots. */
+static int can_take(size_t r)
+{
+    return receivers[r].next_us <= f.now && !(receivers[r].failures > 0 && receivers[r].flying > 0) &&
+           receivers[r].flying < PER_RECEIVER_MAX && f.njobs < FLIGHT_MAX;
+}
+
+static void lower(uint64_t *at, uint64_t id)
+{
+    if (id < *at)
+        *at = id;
+}
+
+/* One row of the pass: a due SSE row is published and removed; a webhook's due row starts its
+ * post if its receiver can take it. Stops the walk when the removals are full (the next pass
+ * goes on at once). */
+static int on_row(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_t len, void *p)
+{
+    (void)p;
+    f.seen = id + 1;
+    if (h->kind == LL_OUT_EMAIL || in_flight(id))
+        return 0; /* email rows belong to the mailer; a post's end decides about its row */
+    if (h->kind == LL_OUT_SSE) {
+        if (h->next_us > f.now) {
+            lower(&f.sse_left, id);
+            return 0;
+        }
+        ll__admin_publish(body, len);
+        f.drop[f.ndrop++] = id;
+        return f.ndrop == DROP_MAX;
+    }
+    const ll_hook_t *hook = hook_named(h->target);
+    size_t r = hook != NULL ? (size_t)(hook - ll_srv.conf.score->hooks) : 0;
+    if (hook != NULL && (h->next_us > f.now || !can_take(r))) {
+        lower(&receivers[r].left, id);
+        return 0;
+    }
+    json_t *a = json_loadb(body, len, 0, NULL);
+    if (hook == NULL || a == NULL) {
+        log_warnx("notify: outbox row %llu: %s; dropped", (unsigned long long)id,
+                  hook == NULL ? "its webhook is no longer configured" : "not JSON");
+        json_decref(a);
+        f.drop[f.ndrop++] = id;
+        return f.ndrop == DROP_MAX;
+    }
+    job_t *j = ll_calloc(1, sizeof(*j));
+    j->id = id;
+    j->kind = h->kind;
+    j->hook = hook;
+    const char *aid = json_string_value(json_object_get(a, "id"));
+    snprintf(j->idem, sizeof(j->idem), "%s:%s", aid ? aid : "row", hook->name);
+    j->body = h->kind == LL_OUT_SLACK ? slack_text(a) : ll_strndup(body, len);
+    json_decref(a);
+    job_start(j);
+    f.jobs[f.njobs++] = j;
+    receivers[r].flying++;
+    return 0;
 }
 
 /* Runs the transfers; marks the ended ones done. Returns how many ended. */
@@ -253,6 +278,7 @@ static void record(void)
             if (j->status != 0)
                 log_info("notify: %s answered %ld; will retry", j->hook->name, j->status);
             rc = ll_outbox_retry(ll_srv.scorer, &t, j->id, now);
+            lower(&receivers[r].from, j->id);
             if (receivers[r].next_us <= now) { /* once per backoff step, however many of its rows failed */
                 uint32_t fl = ++receivers[r].failures;
                 uint64_t backoff = 1000000ULL << (fl < 10 ? fl - 1 : 9);
@@ -264,15 +290,21 @@ static void record(void)
         rc = ll_txn_commit(&t);
     else
         ll_txn_abort(&t);
-    if (rc != 0)
+    if (rc != 0) {
         log_warnx("notify: cannot record deliveries: %s", ll_strerror(rc));
+        for (size_t i = 0; i < f.ndrop; i++)
+            lower(&f.sse_from, f.drop[i]);
+    }
     /* Recorded or not, the ended jobs leave: a row whose record failed is still in the outbox
      * and goes again (with its Idempotency-Key), as after a crash. */
     size_t k = 0;
     for (size_t i = 0; i < f.njobs; i++) {
         job_t *j = f.jobs[i];
         if (j->done) {
-            receivers[j->hook - ll_srv.conf.score->hooks].flying--;
+            size_t r = (size_t)(j->hook - ll_srv.conf.score->hooks);
+            if (rc != 0)
+                lower(&receivers[r].from, j->id);
+            receivers[r].flying--;
             job_free(j);
         } else {
             f.jobs[k++] = j;
@@ -287,11 +319,26 @@ static void record(void)
 static int collect(uint64_t now)
 {
     ll_txn_t t;
+    size_t nr = ll_srv.conf.score->num_hooks;
+    uint64_t from = f.sse_from;
     f.now = now;
+    for (size_t r = 0; r < nr; r++) {
+        receivers[r].left = UINT64_MAX;
+        if ((receivers[r].open = can_take(r)) != 0)
+            lower(&from, receivers[r].from);
+    }
+    f.sse_left = UINT64_MAX;
+    f.seen = from;
     if (ll_txn_begin(ll_srv.store, 1, &t) != 0)
         return 0;
-    ll_outbox_each(ll_srv.scorer, &t, on_row, NULL);
+    ll_outbox_each_from(ll_srv.scorer, &t, from, on_row, NULL);
     ll_txn_abort(&t);
+    /* What the pass read and did not take is where the next one starts, for the live feed and
+     * for each receiver that could take rows; the others keep their place. */
+    f.sse_from = f.sse_left < f.seen ? f.sse_left : f.seen;
+    for (size_t r = 0; r < nr; r++)
+        if (receivers[r].open)
+            receivers[r].from = receivers[r].left < f.seen ? receivers[r].left : f.seen;
     return f.ndrop == DROP_MAX;
 }
 
@@ -331,7 +378,7 @@ static void *notify_main(void *arg)
 {
     ll_thread_name("ll-notify");
     uint64_t last_sla = 0, last_pass = 0;
-    int want = 1; /* a pass is wanted: kicked, a post ended, or a full table */
+    int want = 1; /* a pass is wanted: kicked, a post ended, an SLA pass, or more SSE rows due */
     for (;;) {
         uint64_t now = mono_us(), due = last_pass + (want ? GAP_US : IDLE_US);
         if (last_sla + SLA_EVERY_US < due)

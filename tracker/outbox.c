@@ -61,14 +61,16 @@ int ll_outbox_alert(ll_scorer_t *sc, ll_txn_t *t, const char *to, const char *js
     return rc;
 }
 
-static int each(MDB_dbi dbi, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
+static int each(MDB_dbi dbi, ll_txn_t *t, uint64_t from, ll_outbox_cb cb, void *ctx)
 {
     MDB_cursor *cur;
-    MDB_val k, v;
+    uint8_t fb[8];
+    ll_be64_put(fb, from);
+    MDB_val k = {8, fb}, v;
     int rc = mdb_cursor_open(t->txn, dbi, &cur);
     if (rc != 0)
         return ll_store_err(rc);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         ll_outbox_hdr_t h;
         if (k.mv_size != 8 || v.mv_size < sizeof(h))
             continue;
@@ -82,12 +84,17 @@ static int each(MDB_dbi dbi, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
 
 int ll_outbox_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
 {
-    return each(sc->outbox, t, cb, ctx);
+    return each(sc->outbox, t, 0, cb, ctx);
+}
+
+int ll_outbox_each_from(ll_scorer_t *sc, ll_txn_t *t, uint64_t from, ll_outbox_cb cb, void *ctx)
+{
+    return each(sc->outbox, t, from, cb, ctx);
 }
 
 int ll_outbox_mail_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx)
 {
-    return each(sc->outbox_mail, t, cb, ctx);
+    return each(sc->outbox_mail, t, 0, cb, ctx);
 }
 
 int ll_outbox_mail_done(ll_scorer_t *sc, ll_txn_t *t, uint64_t id)

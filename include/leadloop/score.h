@@ -285,6 +285,9 @@ int ll_outbox_alert(ll_scorer_t *sc, ll_txn_t *t, const char *to, const char *js
 typedef int (*ll_outbox_cb)(uint64_t id, const ll_outbox_hdr_t *h, const char *body, size_t len, void *ctx);
 /** Rows for the notifier (webhooks, Slack, SSE) in id order. */
 int ll_outbox_each(ll_scorer_t *sc, ll_txn_t *t, ll_outbox_cb cb, void *ctx);
+/** The same from the first row whose id is at least from (ids never repeat: a caller that has
+ * seen every row below from need not read them again). */
+int ll_outbox_each_from(ll_scorer_t *sc, ll_txn_t *t, uint64_t from, ll_outbox_cb cb, void *ctx);
 /**
  * Email rows (kind LL_OUT_EMAIL, target the owner's address, body the alert JSON) in id order:
  * the mailer's to send; it removes each with ll_outbox_mail_done() in the transaction that

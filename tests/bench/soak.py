@@ -50,6 +50,21 @@ def status(pid):
     return r
 
 
+def thread_cpu_s(pid, name):
+    """CPU seconds of the thread of pid named name (ll-notify: the outbox's walks and posts)."""
+    for tid in os.listdir(f'/proc/{pid}/task'):
+        try:
+            with open(f'/proc/{pid}/task/{tid}/comm') as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f'/proc/{pid}/task/{tid}/stat') as f:
+                v = f.read().rsplit(')', 1)[1].split()
+            return (int(v[11]) + int(v[12])) / CLK_TCK
+        except OSError:
+            pass
+    return 0.0
+
+
 def feed(port, counter, stop):
     """The live feed's one client: counts the `data:` lines of the event stream."""
     while not stop.is_set():
@@ -94,6 +109,8 @@ class Soak:
             f.write(f'listen: 127.0.0.1:{self.a.port}\npublic_url: http://127.0.0.1:{self.a.port}\n'
                     f'data_dir: {self.data}\nmap_size: 8G\nlog_level: {self.a.log_level}\n')
             f.write(SCORING.format(hook_port=self.a.hook_port))
+            if self.a.down_hook:
+                f.write(f'    - {{name: down, url: "http://127.0.0.1:{self.a.down_port}/hook"}}\n')
             f.write(f'  admin_listen: 127.0.0.1:{self.a.admin_port}\n  admin_token: {TOKEN}\n')
             f.write(f'sla:\n  accept_seconds: {self.a.sla}\n  escalate_to: manager@example.com\n')
         subprocess.run([self.a.leadloop, '-c', self.conf, 'keys', 'list'], check=True, capture_output=True)  # makes the keys
@@ -152,11 +169,13 @@ class Soak:
                     hooks = sum(srv.kinds.values())
                     kinds = dict(srv.kinds)
                 s.update(t=time.time() - t0, events=sum(ev.values()), clicks=ev.get('click', 0), hooks=hooks,
-                         feed=fed[0], kinds=kinds, cpu_s=(cpu_ticks([proc.pid]) - c0) / CLK_TCK)
+                         feed=fed[0], kinds=kinds, cpu_s=(cpu_ticks([proc.pid]) - c0) / CLK_TCK,
+                         notify_cpu_s=thread_cpu_s(proc.pid, 'll-notify'))
                 samples.append(s)
                 log(f'soak {s["t"]:6.0f} s  events {s["events"]:9.0f}  clicks {s["clicks"]:7.0f}  alerts: webhook '
                     f'{hooks:7d} feed {fed[0]:7d}  RssAnon {s["RssAnon"] / 1024:6.1f} MB  VmRSS '
-                    f'{s["VmRSS"] / 1024:6.1f} MB  threads {s["Threads"]}  fds {s["fds"]}')
+                    f'{s["VmRSS"] / 1024:6.1f} MB  threads {s["Threads"]}  fds {s["fds"]}  CPU {s["cpu_s"]:.1f} s '
+                    f'(ll-notify {s["notify_cpu_s"]:.1f})')
                 if all(w.poll() is not None for w in loads) or s['t'] >= self.a.seconds + 2 * self.a.interval:
                     break
             outs = [parse_wrk(w.communicate()[0]) for w in loads]
@@ -192,6 +211,10 @@ def main():
     ap.add_argument('--sla', type=int, default=5, help='sla.accept_seconds')
     ap.add_argument('--server-cpu', default='1')
     ap.add_argument('--client-cpu', default='0')
+    ap.add_argument('--down-hook', action='store_true',
+                    help='a second webhook whose receiver is down (nothing listens on --down-port): its alerts '
+                         'pile up in the outbox, backed off, while the first receiver\'s go out')
+    ap.add_argument('--down-port', type=int, default=18091)
     ap.add_argument('--log-level', default='warn')
     ap.add_argument('--json')
     a = ap.parse_args()
@@ -207,6 +230,11 @@ def main():
         samples, outs, feed_conns = s.run(srv, lock)
     finally:
         srv.shutdown()
+    left = {}
+    for line in subprocess.run([a.leadloop, '-c', s.conf, 'outbox'], check=True, capture_output=True,
+                               text=True).stdout.splitlines():
+        if len(line.split()) > 2:
+            left[line.split()[2]] = left.get(line.split()[2], 0) + 1
 
     print(f'Soak: {a.seconds} s of beacons paced at {a.background}/s and first clicks at {a.click_rate}/s (each a '
           f'sales-ready lead: routed, a webhook alert and a live-feed event, then an SLA breach {a.sla} s later that '
@@ -215,12 +243,12 @@ def main():
           f'clicks {outs[1]["rps"]:.0f}/s (p99 {outs[1]["p99_us"] / 1000:.1f} ms, {outs[1]["bad"]} non-3xx); the live '
           f'feed\'s client connected {feed_conns or 1} time(s).\n')
     print('| s | events | clicks | webhook alerts | feed alerts | RssAnon MB | RssFile MB | VmHWM MB | threads | '
-          'open fds | CPU s |')
-    print('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+          'open fds | CPU s | ll-notify CPU s |')
+    print('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for x in samples:
         print(f'| {x["t"]:.0f} | {x["events"]:.0f} | {x["clicks"]:.0f} | {x["hooks"]} | {x["feed"]} | '
               f'{x["RssAnon"] / 1024:.1f} | {x["RssFile"] / 1024:.1f} | {x["VmHWM"] / 1024:.1f} | {x["Threads"]} | '
-              f'{x["fds"]} | {x["cpu_s"]:.1f} |')
+              f'{x["fds"]} | {x["cpu_s"]:.1f} | {x["notify_cpu_s"]:.1f} |')
     q = samples[max(0, len(samples) // 4 - 1)]
     e = samples[-1]
     grown = (e['RssAnon'] - q['RssAnon']) / 1024
@@ -228,7 +256,8 @@ def main():
     print(f'\nFrom {q["t"]:.0f} s to {e["t"]:.0f} s ({e["events"] - q["events"]:.0f} events, '
           f'{e["hooks"] - q["hooks"]} webhook alerts): anonymous memory {q["RssAnon"] / 1024:.1f} → '
           f'{e["RssAnon"] / 1024:.1f} MB ({grown:+.1f} MB, {per_m:+.2f} MB a million events), open descriptors '
-          f'{q["fds"]} → {e["fds"]}, threads {q["Threads"]} → {e["Threads"]}.')
+          f'{q["fds"]} → {e["fds"]}, threads {q["Threads"]} → {e["Threads"]}. Left in the outbox after the stop: '
+          + (', '.join(f'{v} for {k}' for k, v in sorted(left.items())) or 'nothing') + '.')
     if a.json:
         with open(a.json, 'w') as f:
             json.dump({'args': vars(a), 'samples': samples, 'wrk': outs}, f, indent=1)

@@ -349,6 +349,35 @@ def test_hung_receiver_does_not_hold_up_the_others():
         hung.close()
 
 
+def test_receiver_back_after_a_backlog_gets_every_alert():
+    """crm is down (nothing listens) while five alerts are raised and chat takes each at once;
+    passes then read the outbox from past crm's queued rows. When crm comes back, its probe
+    still finds the first of them and every one arrives, once and in order."""
+    crm_port = free_port()
+    rcv = Receiver()
+    try:
+        with Server(conf=conf_yaml(crm_port, chat_port=rcv.port)) as s:
+            for i in range(5):
+                drive_to_threshold(s, f'bk{i}@example.com', company='Globex')
+                email = f'bk{i}@example.com'
+                check(wait_until(lambda: any(email in a[2]['text'] for a in rcv.ok_alerts('/slack')), timeout=1.0),
+                      f'alert {i + 1} not at chat within a second while crm is down')
+            time.sleep(1.0)
+            rows = s.cli('outbox').stdout.decode()
+            check(rows.count(' crm ') == 5 and ' chat ' not in rows, f'outbox while crm is down:\n{rows}')
+            crm = Receiver(crm_port)
+            try:
+                check(wait_until(lambda: len(crm.ok_alerts()) == 5, timeout=20.0),
+                      f'crm got {len(crm.ok_alerts())} of 5 after coming back')
+                time.sleep(1.0)
+                got = [a[2]['contact']['email'] for a in crm.ok_alerts()]
+                check(got == [f'bk{i}@example.com' for i in range(5)], f'crm got {got}')
+            finally:
+                crm.stop()
+    finally:
+        rcv.stop()
+
+
 def test_kill9_before_delivery_delivers_after_restart():
     port = free_port()
     s = Server(conf=conf_yaml(port))
