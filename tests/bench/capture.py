@@ -94,6 +94,16 @@ def wait_port(port, proc, timeout=10):
     raise RuntimeError(f'nothing listens on {port} after {timeout}s')
 
 
+def stop_server(proc, timeout=30):
+    """SIGTERM, so the server drains and closes its files; SIGKILL after timeout seconds."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def descendants(pid):
     """pid and every process below it (nginx's workers)."""
     out, todo = [], [pid]
@@ -279,12 +289,7 @@ class Bench:
                 r['metrics'] = self.metrics()
             return r, out
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
 
     def metrics(self):
         with socket.create_connection(('127.0.0.1', self.port), timeout=5) as s:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from capture import BROWSER_UA, CLICKS_LUA, HERE, cpu_ticks, CLK_TCK, log, parse_wrk, wait_port  # noqa: E402
+from capture import BROWSER_UA, CLICKS_LUA, HERE, cpu_ticks, CLK_TCK, log, parse_wrk, stop_server, wait_port  # noqa: E402
 from writer import PACE_LUA, SCORING, receiver  # noqa: E402
 
 TOKEN = 'soak-admin-token-0123456789abcdef'
@@ -186,12 +185,7 @@ class Soak:
                 if w.poll() is None:
                     w.kill()
                     w.communicate()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
 
 
 def main():

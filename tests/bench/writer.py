@@ -21,7 +21,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from capture import BROWSER_UA, CLK_TCK, cpu_ticks, descendants, log, parse_wrk, wait_port  # noqa: E402
+from capture import BROWSER_UA, CLK_TCK, cpu_ticks, descendants, log, parse_wrk, stop_server, wait_port  # noqa: E402
 
 SCORING = '''scoring:
   threshold: 60
@@ -167,14 +166,6 @@ class Writer:
         wait_port(self.a.port, proc)
         return proc
 
-    def stop(self, proc):
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
     def get(self, path, headers=None):
         c = http.client.HTTPConnection('127.0.0.1', self.a.port, timeout=10)
         c.request('GET', path, headers=dict({'User-Agent': BROWSER_UA}, **(headers or {})))
@@ -218,7 +209,7 @@ class Writer:
                     raise RuntimeError(f'binding click: {st}')
             time.sleep(1)  # the sales-ready alerts these make go out before the seed is kept
         finally:
-            self.stop(proc)
+            stop_server(proc)
 
     def lua(self, n, rate=None):
         """A wrk script posting beacons of n pageviews; with rate, paced at rate requests/s."""
@@ -254,7 +245,7 @@ class Writer:
             return {'events_per_s': ev / (t1 - t0), 'cpu_us_per_event': (c1 - c0) / CLK_TCK * 1e6 / max(ev, 1),
                     'posts_per_s': w['rps'], 'p99_us': w['p99_us'], 'bad': w['bad']}
         finally:
-            self.stop(proc)
+            stop_server(proc)
 
     def latency(self, got, lock):
         proc = self.fresh(True)
@@ -289,7 +280,7 @@ class Writer:
             if bg is not None:
                 bg.kill()
                 bg.communicate()
-            self.stop(proc)
+            stop_server(proc)
 
 
 def main():
