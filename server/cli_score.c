@@ -178,9 +178,10 @@ static int on_lead(uint64_t contact, const ll_lead_t *l, void *p)
         ll__cli_put_text(stdout, c.email, strlen(c.email), 256);
         printf("\",\"stage\":\"%s\",\"owner\":\"", ll_stage_name(l->stage));
         ll__cli_put_text(stdout, l->owner, strnlen(l->owner, sizeof(l->owner)), sizeof(l->owner));
-        printf("\",\"rule\":\"%s\",\"mql\":\"%s\",\"accept_by\":\"%s\",\"escalated\":%s,\"score_at_mql\":%d,"
-               "\"grade_at_mql\":\"%c\"}\n",
-               l->rule, mql, l->accept_by_us ? by : "", l->escalated ? "true" : "false", l->score_at_mql,
+        printf("\",\"rule\":\"%s\",\"mql\":\"%s\",\"accept_by\":\"%s\",\"escalated\":%s,\"reassigned\":%u,"
+               "\"score_at_mql\":%d,\"grade_at_mql\":\"%c\"}\n",
+               l->rule, mql, l->accept_by_us ? by : "", l->escalated ? "true" : "false", (unsigned)l->reassigned,
+               l->score_at_mql,
                l->grade_at_mql ? l->grade_at_mql : '-');
     } else {
         if (x->n == 0)

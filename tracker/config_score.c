@@ -16,6 +16,7 @@ void ll__cfg_score_init(ll_config_t *c)
     s->threshold = 60;
     strcpy(s->hopper, "hopper");
     s->accept_seconds = 3600;
+    s->reassign_max = 3;
     s->recycle_days = 30;
     s->retry_max = 20;
     s->admin_listen = ll_strdup("127.0.0.1:8081");
@@ -442,10 +443,12 @@ int ll__cfg_sla(ll_cfg_t *x, const yaml_node_t *n)
             rc = get_buf(x, vn, k, s->escalate_to, sizeof(s->escalate_to));
         else if (strcmp(k, "reassign") == 0)
             rc = get_bool(x, vn, k, &s->reassign);
+        else if (strcmp(k, "reassign_max") == 0)
+            rc = get_int(x, vn, k, 1, 1000, &s->reassign_max);
         else if (strcmp(k, "recycle_days") == 0)
             rc = get_int(x, vn, k, 0, 3650, &s->recycle_days);
         else
-            rc = ll__cfg_fail(x, kn, k, "unknown key in sla (accept_seconds, escalate_to, reassign, recycle_days)");
+            rc = ll__cfg_fail(x, kn, k, "unknown key in sla (accept_seconds, escalate_to, reassign, reassign_max, recycle_days)");
         if (rc != 0)
             return rc;
     }

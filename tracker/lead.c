@@ -387,15 +387,24 @@ int ll_lead_sla_pass(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us, int *changed
             uint64_t missed_us = l->accept_by_us;
             snprintf(was, sizeof(was), "%s", l->owner);
             l->escalated = 1;
-            if (sc->conf->reassign) {
+            /* Reassigned at most reassign_max times: the breach after that stays with its owner
+             * and stops the clock (escalated), as without reassign. */
+            int again = sc->conf->reassign && l->reassigned < sc->conf->reassign_max;
+            if (again) {
                 if ((rc = assign(sc, t, contact, l, was)) != 0)
                     break;
                 l->reassigned++;
             }
             if ((rc = ll_lead_put(sc, t, contact, l)) != 0)
                 break;
-            snprintf(why, sizeof(why), "SLA breach: %s did not accept within %d s%s%s", was, sc->conf->accept_seconds,
-                     sc->conf->reassign ? "; reassigned to " : "", sc->conf->reassign ? l->owner : "");
+            if (again)
+                snprintf(why, sizeof(why), "SLA breach: %s did not accept within %d s; reassigned to %s", was,
+                         sc->conf->accept_seconds, l->owner);
+            else if (sc->conf->reassign)
+                snprintf(why, sizeof(why), "SLA breach: %s did not accept within %d s; reassigned %u time%s, not again",
+                         was, sc->conf->accept_seconds, (unsigned)l->reassigned, l->reassigned == 1 ? "" : "s");
+            else
+                snprintf(why, sizeof(why), "SLA breach: %s did not accept within %d s", was, sc->conf->accept_seconds);
             const char *to = sc->conf->escalate_to[0] ? sc->conf->escalate_to : was;
             /* The id's middle number is the missed deadline: a second breach (after a
              * reassignment) is a new alert, a retry of this one is not. */

@@ -120,6 +120,9 @@ typedef struct st_ll_score_conf_t {
     int accept_seconds;           /* 3600; 0: no deadline */
     char escalate_to[LL_OWNER_MAX]; /* the manager alerted on a breach ("" none) */
     int reassign;                 /* a breach also routes the lead to the next rep */
+    int reassign_max;             /* at most this many times a lead (3); the breach after that
+                                   * escalates without reassigning and stops the clock, so a
+                                   * lead nobody accepts does not go round the reps for ever */
     int recycle_days;             /* accepted and idle this long: recycled; 30; 0: never */
     /* alerts */
     ll_hook_t hooks[LL_ALERT_MAX_HOOKS];
@@ -256,7 +259,8 @@ int ll_lead_sla_due(ll_scorer_t *sc, ll_txn_t *t, uint64_t now_us);
 
 /**
  * The SLA pass: leads past their accept deadline are escalated (an alert to escalate_to and,
- * with reassign, a new owner by routing); accepted leads idle for recycle_days are recycled.
+ * with reassign, a new owner by routing and a new deadline, at most reassign_max times a lead;
+ * the breach after that stops the clock); accepted leads idle for recycle_days are recycled.
  * Reads only the leads due (the sla_due index that ll_lead_put() keeps), at most 1000 a pass.
  * *changed counts leads touched.
  */

@@ -215,6 +215,31 @@ def test_sla_breach_escalates_and_reassigns():
         rcv.stop()
 
 
+def test_reassigned_at_most_reassign_max_times():
+    """Nobody accepts: the lead is reassigned once (reassign_max: 1), the next breach alerts the
+    manager once more and keeps its owner, and then the alerts stop."""
+    rcv = Receiver()
+    extra = ('sla:\n  accept_seconds: 1\n  escalate_to: "boss@corp.example"\n  reassign: true\n'
+             '  reassign_max: 1\n')
+    try:
+        with Server(conf=conf_yaml(rcv.port, extra)) as s:
+            drive_to_threshold(s, 'rory@example.com', company='Globex')
+            check(wait_until(lambda: len(rcv.alerts()) >= 3, timeout=6.0), f'two breaches: {rcv.alerts()}')
+            ready, moved, kept = (a[2] for a in rcv.alerts()[:3])
+            check(ready['alert'] == 'sales_ready' and moved['alert'] == kept['alert'] == 'sla_breach',
+                  f'alerts {[ready, moved, kept]}')
+            check(moved['owner'] != ready['owner'] and 'reassigned to' in moved['why'], f'reassigned {moved}')
+            check(kept['owner'] == moved['owner'] and 'reassigned 1 time, not again' in kept['why'],
+                  f'kept {kept}')
+            time.sleep(2.5)  # more than two deadlines
+            check(len(rcv.alerts()) == 3, f'alerts after the last breach: {[a[2]["why"] for a in rcv.alerts()]}')
+            leads = [json.loads(x) for x in s.cli('lead', 'list', '--json').stdout.decode().splitlines()]
+            check(leads[0]['owner'] == moved['owner'] and leads[0]['stage'] == 'mql' and leads[0]['escalated']
+                  and leads[0]['reassigned'] == 1, f'lead list {leads}')
+    finally:
+        rcv.stop()
+
+
 def test_decay_is_lazy_with_fake_time():
     """Events at a pinned time; the CLI a half-life later shows half the engagement."""
     rcv = Receiver()

@@ -263,6 +263,7 @@ static void test_config_errors(void)
         "alerts:\n  webhooks:\n    - {url: \"ftp://x\"}\n",
         "alerts:\n  admin_token: short\n",
         "sla:\n  accept_seconds: -1\n",
+        "sla:\n  reassign_max: 0\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char path[] = "/tmp/test_score_conf.XXXXXX", err[512] = "";
@@ -601,6 +602,51 @@ static void test_accept_reject_sla(void)
     teardown();
 }
 
+/* With reassign, a lead nobody accepts goes to reassign_max reps in turn; the breach after that
+ * alerts once more, keeps its owner and stops the clock: no alert every accept_seconds for ever. */
+static void test_sla_reassign_max(void)
+{
+    char yaml[4096];
+    const char *at = strstr(base_yaml, "  reassign: true\n");
+    snprintf(yaml, sizeof(yaml), "%.*s  reassign_max: 2\n%s", (int)(at - base_yaml), base_yaml, at);
+    if (setup(yaml) != 0)
+        { CHECK(0); teardown(); return; }
+    CHECK_EQ_INT(conf.score->reassign_max, 2);
+    int rc, changed = 0;
+    uint64_t c = mql("r1@example.com", 60, "{\"country\":\"NL\"}");
+    int before = outbox().n;
+    ll_lead_t l = lead(c, &rc), was;
+    for (int i = 1; i <= 3; i++) {
+        was = l;
+        ll_txn_t t;
+        CHECK_EQ_INT(ll_txn_begin(store, 0, &t), 0);
+        CHECK_EQ_INT(ll_lead_sla_pass(sc, &t, ll_now_us() + (uint64_t)i * 3601 * 1000000, &changed), 0);
+        CHECK_EQ_INT(ll_txn_commit(&t), 0);
+        CHECK_EQ_INT(changed, 1);
+        outbox_ctx_t o = outbox();
+        CHECK_EQ_INT(o.n, before + 3 * i); /* each breach: crm, chat and the manager's email */
+        CHECK(strstr(o.last, "\"alert\":\"sla_breach\"") != NULL);
+        l = lead(c, &rc);
+        if (i <= 2) { /* a new owner (anna and bert take turns), a new deadline */
+            CHECK_EQ_INT(l.reassigned, i);
+            CHECK_EQ_INT(l.escalated, 0);
+            CHECK(strcmp(l.owner, was.owner) != 0);
+            CHECK(strstr(o.last, "; reassigned to ") != NULL);
+        } else { /* the third breach: kept, escalated, the clock stopped */
+            CHECK_EQ_INT(l.reassigned, 2);
+            CHECK_EQ_INT(l.escalated, 1);
+            CHECK_EQ_STR(l.owner, was.owner);
+            CHECK(strstr(o.last, "reassigned 2 times, not again") != NULL);
+        }
+    }
+    ll_txn_t t;
+    CHECK_EQ_INT(ll_txn_begin(store, 1, &t), 0);
+    CHECK_EQ_INT(ll_lead_sla_due(sc, &t, ll_now_us() + 400ULL * 86400 * 1000000), 0);
+    ll_txn_abort(&t);
+    CHECK_EQ_INT(lead(c, &rc).stage, LL_STAGE_MQL);
+    teardown();
+}
+
 static void test_outbox_retry_and_sign(void)
 {
     if (setup(base_yaml) != 0)
@@ -711,6 +757,7 @@ int main(void)
     RUN(test_threshold_handoff_and_alert);
     RUN(test_routing_round_robin);
     RUN(test_accept_reject_sla);
+    RUN(test_sla_reassign_max);
     RUN(test_outbox_retry_and_sign);
     RUN(test_rescore_rebuilds);
     return TEST_DONE("test_score");
