@@ -12,8 +12,8 @@ feed on `alerts.admin_listen` with one client reading it), under two paced wrk l
   each click is worth 100 points (threshold 60), so each makes a lead sales-ready, which routes
   it, posts an alert to the webhook receiver here and to the live feed, and --sla seconds later
   (nobody accepts it) an SLA breach that alerts again (escalate_to, without `reassign`: with it,
-  a lead nobody accepts is reassigned and breaches again every --sla seconds, and the alerts
-  would grow with the leads instead of with the clicks).
+  each lead would breach up to reassign_max + 1 times, and the alerts a second would depend on
+  how many leads are still being passed round rather than on the clicks alone).
 
 A leak or a table that only grows shows as anonymous memory (RssAnon: the heap and the threads'
 stacks; the store is a file mapping and counts as RssFile) or open descriptors rising with the
