@@ -19,6 +19,7 @@ The empty log is measured in a directory of its own, so that what its measuremen
 not count towards the first mark. Contacts: a second data directory gets --contacts contacts by
 `leadloop contact import`, then the same measurement (the pixel's and the click's contact is
 one of them).
+The contacts' marks are measured side by side in the same way (a snapshot after each import).
 Memory: VmHWM (peak resident, which counts the touched pages of the LMDB map) and the anonymous
 part of it (RssAnon at the end), from /proc/PID/status; the size of data.mdb.
 
@@ -196,6 +197,22 @@ class Growth:
 KINDS = ('open pixel', 'click', 'beacon', 'form')
 
 
+def side_by_side(g, marks):
+    """Rows for marks [(label, directory)] measured in --reps rounds, a fresh copy of every mark in
+    turn each round (A B A B), so the host's drift falls on all of them and what one
+    measurement stores never reaches the next."""
+    runs = {label: [] for label, _ in marks}
+    work = os.path.join(g.dir, 'measured')
+    for _ in range(g.a.reps):
+        for label, snap in marks:
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(snap, work)
+            os.sync()  # the copy's writes reach the disk before the measurement, not during it
+            runs[label].append(g.measure(work, label, reps=1))
+    shutil.rmtree(work, ignore_errors=True)
+    return [merge(runs[label]) for label, _ in marks]
+
+
 def merge(runs):
     """One row from the rounds of one mark: the medians, the highest memory."""
     r = dict(runs[0])
@@ -244,32 +261,20 @@ def main():
         g.cli('contact', 'add', 'bench@example.com')
         g.cli('contact', 'import', people)
     rows.append(g.measure(empty_data, 'empty log'))
-    # The log's marks side by side: each mark's directory is kept as the fill left it, and each
-    # of --reps rounds measures a fresh copy of every mark in turn (A B A B), so the host's drift
-    # falls on all of them and what one measurement stores never counts towards the next.
+    # The log's marks side by side: each mark's directory is kept as the fill left it.
     marks = []
     for n in [int(x) for x in a.sizes.split(',') if x]:
         g.write_conf(log_data)
         g.fill(log_data, n)
         snap = os.path.join(g.dir, f'log-{n}')
         shutil.copytree(log_data, snap)
-        marks.append((n, snap))
+        marks.append((f'log of {n:,} events', snap))
     shutil.rmtree(log_data)
-    runs = {n: [] for n, _ in marks}
-    work = os.path.join(g.dir, 'measured')
-    for _ in range(a.reps):
-        for n, snap in marks:
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.copytree(snap, work)
-            os.sync()  # the copy's writes reach the disk before the measurement, not during it
-            runs[n].append(g.measure(work, f'log of {n:,} events', reps=1))
-    shutil.rmtree(work, ignore_errors=True)
-    for n, _ in marks:
-        rows.append(merge(runs[n]))
+    rows += side_by_side(g, marks)
 
     contact_data = os.path.join(g.dir, 'contacts')
     g.write_conf(contact_data)
-    have = 0
+    have, marks = 0, []
     for n in [int(x) for x in a.contacts.split(',') if x]:
         csv = os.path.join(g.dir, f'contacts-{n}.csv')
         with open(csv, 'w') as f:
@@ -283,12 +288,16 @@ def main():
         log(f'growth: imported {n - have} contacts in {time.time() - t0:.0f} s')
         os.unlink(csv)
         have = n
-        rows.append(g.measure(contact_data, f'{n:,} contacts'))
+        snap = os.path.join(g.dir, f'contacts-{n}')
+        shutil.copytree(contact_data, snap)
+        marks.append((f'{n:,} contacts', snap))
+    shutil.rmtree(contact_data)
+    rows += side_by_side(g, marks)
 
     kinds = KINDS
     print(f'Growth: open pixel, click, beacon and form (durable), wrk -t1 -c64, {a.reps} runs of {a.seconds} s each, '
           f'medians; the log filled by beacons through leadloopd (sync removed while filling only); the log\'s '
-          f'marks in {a.reps} alternating rounds, each on a fresh copy of the mark.\n')
+          f'marks, and the contacts\' marks, each in {a.reps} alternating rounds on a fresh copy of the mark.\n')
     print('| data | events at start | contacts | ' +
           ' | '.join(f'{k} req/s | {k} CPU µs/req' for k in kinds) + ' | VmHWM MB | RssAnon MB | data.mdb MB |')
     print('|---|---:|---:|' + '---:|' * (2 * len(kinds) + 3))
@@ -296,15 +305,16 @@ def main():
         print(f'| {r["label"]} | {r["events"]:,} | {r["contacts"]:,} | ' +
               ' | '.join(f'{r[k]["rps"]:.0f} | {r[k]["cpu_us_per_req"]:.1f}' for k in kinds) +
               f' | {r["vmhwm_kb"] / 1024:.0f} | {r["rssanon_kb"] / 1024:.0f} | {r["data_mb"]:.0f} |')
-    logs = [r for r in rows if r['label'].startswith('log of')]
-    if len(logs) >= 2:
-        first, last = logs[0], logs[-1]
-        print(f'\nCost per event, {last["label"]} ÷ {first["label"]}: ' +
-              ', '.join(f'{k} CPU {last[k]["cpu_us_per_req"] / first[k]["cpu_us_per_req"]:.2f}' for k in kinds) +
-              ' (target: within 1.20); the median of each round\'s ratio: ' +
-              ', '.join(f'{k} ' + format(statistics.median(b[k]['cpu_us_per_req'] / a_[k]['cpu_us_per_req']
-                                                           for a_, b in zip(first['rounds'], last['rounds'])), '.2f')
-                        for k in kinds) + '.')
+    for unit, target in (('events', ' (target: within 1.20)'), ('contacts', '')):
+        group = [r for r in rows if 'rounds' in r and r['label'].endswith(unit)]
+        if len(group) >= 2:
+            first, last = group[0], group[-1]
+            print(f'\nCost per event, {last["label"]} ÷ {first["label"]}: ' +
+                  ', '.join(f'{k} CPU {last[k]["cpu_us_per_req"] / first[k]["cpu_us_per_req"]:.2f}' for k in kinds) +
+                  f'{target}; the median of each round\'s ratio: ' +
+                  ', '.join(f'{k} ' + format(statistics.median(b[k]['cpu_us_per_req'] / a_[k]['cpu_us_per_req']
+                                                               for a_, b in zip(first['rounds'], last['rounds'])),
+                                             '.2f') for k in kinds) + '.')
     if a.json:
         with open(a.json, 'w') as f:
             json.dump({'args': vars(a), 'rows': rows}, f, indent=1)
