@@ -10,7 +10,7 @@ beacon (one pageview a post from 100,000 returning visitors, beacon.lua) and a f
 `contact` form posted urlencoded by 100,000 people in turn, FORM_LUA, who are contacts in every
 data directory: each submission finds its contact by email, merges the fields and stores the
 form event; answered after its commit) are measured as in
-capture.py (wrk keep-alive, --reps runs each, median): requests/s and server CPU per request.
+capture.py (wrk keep-alive, a median of --reps runs): requests/s and server CPU per request.
 The log's marks are measured side by side: each mark's directory is kept as the fill left it,
 and each of --reps rounds measures a fresh copy of every mark in turn (one run of each kind),
 so the host's drift falls on every mark and what one measurement stores never reaches the
@@ -197,6 +197,16 @@ class Growth:
 KINDS = ('open pixel', 'click', 'beacon', 'form')
 
 
+def keep(data, snap, last):
+    """The data directory as it is now, at snap: a copy while later marks still grow data, the
+    directory itself (renamed) for the last mark."""
+    if last:
+        os.rename(data, snap)
+    else:
+        shutil.copytree(data, snap)
+    return snap
+
+
 def side_by_side(g, marks):
     """Rows for marks [(label, directory)] measured in --reps rounds, a fresh copy of every mark in
     turn each round (A B A B), so the host's drift falls on all of them and what one
@@ -263,19 +273,18 @@ def main():
     rows.append(g.measure(empty_data, 'empty log'))
     # The log's marks side by side: each mark's directory is kept as the fill left it.
     marks = []
-    for n in [int(x) for x in a.sizes.split(',') if x]:
+    sizes = [int(x) for x in a.sizes.split(',') if x]
+    for n in sizes:
         g.write_conf(log_data)
         g.fill(log_data, n)
-        snap = os.path.join(g.dir, f'log-{n}')
-        shutil.copytree(log_data, snap)
-        marks.append((f'log of {n:,} events', snap))
-    shutil.rmtree(log_data)
+        marks.append((f'log of {n:,} events', keep(log_data, os.path.join(g.dir, f'log-{n}'), n == sizes[-1])))
     rows += side_by_side(g, marks)
 
     contact_data = os.path.join(g.dir, 'contacts')
     g.write_conf(contact_data)
     have, marks = 0, []
-    for n in [int(x) for x in a.contacts.split(',') if x]:
+    counts = [int(x) for x in a.contacts.split(',') if x]
+    for n in counts:
         csv = os.path.join(g.dir, f'contacts-{n}.csv')
         with open(csv, 'w') as f:
             f.write('email,first_name,company\n')
@@ -288,33 +297,29 @@ def main():
         log(f'growth: imported {n - have} contacts in {time.time() - t0:.0f} s')
         os.unlink(csv)
         have = n
-        snap = os.path.join(g.dir, f'contacts-{n}')
-        shutil.copytree(contact_data, snap)
-        marks.append((f'{n:,} contacts', snap))
-    shutil.rmtree(contact_data)
+        marks.append((f'{n:,} contacts', keep(contact_data, os.path.join(g.dir, f'contacts-{n}'), n == counts[-1])))
     rows += side_by_side(g, marks)
 
-    kinds = KINDS
     print(f'Growth: open pixel, click, beacon and form (durable), wrk -t1 -c64, {a.reps} runs of {a.seconds} s each, '
           f'medians; the log filled by beacons through leadloopd (sync removed while filling only); the log\'s '
           f'marks, and the contacts\' marks, each in {a.reps} alternating rounds on a fresh copy of the mark.\n')
     print('| data | events at start | contacts | ' +
-          ' | '.join(f'{k} req/s | {k} CPU µs/req' for k in kinds) + ' | VmHWM MB | RssAnon MB | data.mdb MB |')
-    print('|---|---:|---:|' + '---:|' * (2 * len(kinds) + 3))
+          ' | '.join(f'{k} req/s | {k} CPU µs/req' for k in KINDS) + ' | VmHWM MB | RssAnon MB | data.mdb MB |')
+    print('|---|---:|---:|' + '---:|' * (2 * len(KINDS) + 3))
     for r in rows:
         print(f'| {r["label"]} | {r["events"]:,} | {r["contacts"]:,} | ' +
-              ' | '.join(f'{r[k]["rps"]:.0f} | {r[k]["cpu_us_per_req"]:.1f}' for k in kinds) +
+              ' | '.join(f'{r[k]["rps"]:.0f} | {r[k]["cpu_us_per_req"]:.1f}' for k in KINDS) +
               f' | {r["vmhwm_kb"] / 1024:.0f} | {r["rssanon_kb"] / 1024:.0f} | {r["data_mb"]:.0f} |')
     for unit, target in (('events', ' (target: within 1.20)'), ('contacts', '')):
         group = [r for r in rows if 'rounds' in r and r['label'].endswith(unit)]
         if len(group) >= 2:
             first, last = group[0], group[-1]
             print(f'\nCost per event, {last["label"]} ÷ {first["label"]}: ' +
-                  ', '.join(f'{k} CPU {last[k]["cpu_us_per_req"] / first[k]["cpu_us_per_req"]:.2f}' for k in kinds) +
+                  ', '.join(f'{k} CPU {last[k]["cpu_us_per_req"] / first[k]["cpu_us_per_req"]:.2f}' for k in KINDS) +
                   f'{target}; the median of each round\'s ratio: ' +
                   ', '.join(f'{k} ' + format(statistics.median(b[k]['cpu_us_per_req'] / a_[k]['cpu_us_per_req']
                                                                for a_, b in zip(first['rounds'], last['rounds'])),
-                                             '.2f') for k in kinds) + '.')
+                                             '.2f') for k in KINDS) + '.')
     if a.json:
         with open(a.json, 'w') as f:
             json.dump({'args': vars(a), 'rows': rows}, f, indent=1)
