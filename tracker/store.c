@@ -388,16 +388,11 @@ int ll_contact_get(ll_txn_t *t, uint64_t id, ll_contact_t *c)
     return 0;
 }
 
-int ll_contact_put(ll_txn_t *t, ll_contact_t *c)
+/* Writes c's record with fields (a JSON object, borrowed) as its profile; updates `updated`. */
+static int contact_write(ll_txn_t *t, ll_contact_t *c, json_t *fields)
 {
-    json_error_t jerr;
-    json_t *fields = json_loads(c->fields_json ? c->fields_json : "{}", 0, &jerr);
-    if (fields == NULL || !json_is_object(fields)) {
-        json_decref(fields);
-        return LL_EINVAL;
-    }
     c->updated_us = ll_now_us();
-    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:o}", "email", c->email, "created", (json_int_t)c->created_us,
+    json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:O}", "email", c->email, "created", (json_int_t)c->created_us,
                              "updated", (json_int_t)c->updated_us, "flags", (json_int_t)c->flags, "fields", fields);
     char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
@@ -408,6 +403,15 @@ int ll_contact_put(ll_txn_t *t, ll_contact_t *c)
     MDB_val k = {8, key}, v = {strlen(text), text};
     int rc = ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_CONTACTS], &k, &v, 0));
     free(text);
+    return rc;
+}
+
+int ll_contact_put(ll_txn_t *t, ll_contact_t *c)
+{
+    json_error_t jerr;
+    json_t *fields = json_loads(c->fields_json ? c->fields_json : "{}", 0, &jerr);
+    int rc = fields != NULL && json_is_object(fields) ? contact_write(t, c, fields) : LL_EINVAL;
+    json_decref(fields);
     return rc;
 }
 
@@ -438,6 +442,7 @@ static void merge_fields(json_t *fields, json_t *add)
 int ll_contact_upsert(ll_txn_t *t, const char *email, const char *fields_json, uint64_t *id, int *created)
 {
     ll_contact_t c;
+    json_t *fields = NULL;
     int rc = ll_contact_find(t, email, id);
     *created = 0;
     if (rc == LL_ENOTFOUND) {
@@ -447,36 +452,31 @@ int ll_contact_upsert(ll_txn_t *t, const char *email, const char *fields_json, u
             return LL_ESTORE;
         snprintf(c.email, sizeof(c.email), "%s", email);
         c.created_us = ll_now_us();
-        c.fields_json = ll_strdup("{}");
         uint8_t key[8];
         ll_be64_put(key, c.id);
         MDB_val k = {strlen(email), (void *)email}, v = {8, key};
-        if ((rc = ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_EMAILS], &k, &v, MDB_NOOVERWRITE))) != 0) {
-            ll_contact_clear(&c);
+        if ((rc = ll_store_err(mdb_put(t->txn, t->store->dbi[LL_DB_EMAILS], &k, &v, MDB_NOOVERWRITE))) != 0)
             return rc;
-        }
         *created = 1;
-    } else if (rc != 0) {
-        return rc;
-    } else if ((rc = ll_contact_get(t, *id, &c)) != 0) {
+        if ((fields = json_object()) == NULL)
+            return LL_ENOMEM;
+    } else if (rc != 0 || (rc = ll_contact_get_fields(t, *id, &c, &fields)) != 0) {
         return rc;
     }
+    /* The profile is merged as parsed and printed once, with the record (a form's whole cost
+     * in the writer was mostly these parses and prints: BENCHMARKS.md, Results 2026-12-04 18:00). */
     if (fields_json != NULL) {
         json_error_t jerr;
-        json_t *fields = json_loads(c.fields_json, 0, &jerr), *add = json_loads(fields_json, 0, &jerr);
-        if (fields != NULL && add != NULL && json_is_object(add)) {
+        json_t *add = json_loads(fields_json, 0, &jerr);
+        if (add != NULL && json_is_object(add))
             merge_fields(fields, add);
-            free(c.fields_json);
-            c.fields_json = json_dumps(fields, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        } else {
+        else
             rc = LL_EINVAL;
-        }
-        json_decref(fields);
         json_decref(add);
     }
     if (rc == 0)
-        rc = ll_contact_put(t, &c);
-    ll_contact_clear(&c);
+        rc = contact_write(t, &c, fields);
+    json_decref(fields);
     return rc;
 }
 

@@ -4,8 +4,11 @@
 # req/s, p99, the server's CPU µs per request per thread (/proc/PID/task/*/stat) and, with
 # SYSCALLS=1, its system calls per request (perf stat tracepoints).
 #
-#   tests/bench/pair.sh open|clicks|click1|beacon durable|queued|journal BIN[@YAML] [BIN[@YAML]...]
+#   tests/bench/pair.sh open|clicks|click1|beacon|form durable|queued|journal BIN[@YAML] [BIN[@YAML]...]
 #
+# form: the default contact form posted urlencoded by 100,000 people in turn, as growth.py posts
+# it (each round's first pass creates them, later passes update them); forms are answered after
+# their commit whatever the mode.
 # BIN@YAML appends the file YAML to that build's configuration (a configuration A/B: the same
 # BIN twice, with and without, e.g. bin/leadloopd bin/leadloopd@/tmp/batch.yaml).
 # Needs a capture run first (`sh tests/bench/run.sh capture`: the seed, clicks.txt and the wrk
@@ -26,10 +29,24 @@ open) path=$(bin/leadloop -d "$B/seed" pixel --to bench@example.com --send 1 | g
 clicks) path=$(head -1 "$B/clicks.txt"); lua=(-s "$B/clicks.lua") ;;
 click1) path=$(head -1 "$B/clicks.txt") ;; # one recipient over and over (a flood)
 beacon) path=/e; lua=(-s "$B/beacon.lua") ;;
-*) echo "pair.sh: target is open, clicks, click1 or beacon, not $what" >&2; exit 2 ;;
+form) path=/f/contact ;;
+*) echo "pair.sh: target is open, clicks, click1, beacon or form, not $what" >&2; exit 2 ;;
 esac
 case $mode in durable | queued | journal) ;; *) echo "pair.sh: mode is durable, queued or journal, not $mode" >&2; exit 2 ;; esac
 work=$(mktemp -d)
+if [ "$what" = form ]; then
+    lua=(-s "$work/form.lua")
+    cat >"$work/form.lua" <<'EOF'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+local i = 0
+function request()
+  i = i % 100000 + 1
+  return wrk.format(nil, nil, nil, "email=u" .. i .. "%40example.com&first_name=U" .. i ..
+                    "&company=Company+" .. (i % 5000) .. "&message=Please+call+me")
+end
+EOF
+fi
 pid=
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 wrk_run() { taskset -c 0 wrk -t1 -c64 --latency -H "User-Agent: $UA" -H 'Accept: image/avif,image/webp,*/*' \
@@ -45,6 +62,7 @@ one() {
     printf 'listen: 127.0.0.1:%s\npublic_url: http://127.0.0.1:%s\ndata_dir: %s\nmap_size: 8G\nlog_level: warn\n' \
         "$PORT" "$PORT" "$work/data" >"$work/conf.yaml"
     [ "$mode" = durable ] || echo "ack: $mode" >>"$work/conf.yaml"
+    [ "$what" != form ] || echo 'form_rate_per_min: 1000000' >>"$work/conf.yaml" # every form comes from one address
     [ -z "$extra" ] || cat "$extra" >>"$work/conf.yaml"
     (cd "$(dirname "$(dirname "$bin")")" && exec taskset -c 1 "$bin" -c "$work/conf.yaml" 2>"$work/err") &
     pid=$!

@@ -1225,6 +1225,20 @@ static void test_contacts(void)
     CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
     CHECK_EQ_INT(ll_contact_get(&t, b, &c), 0);
     CHECK_EQ_INT(c.flags, LL_CF_UNSUBSCRIBED | LL_CF_BOUNCED);
+    uint64_t created_us = c.created_us;
+    ll_contact_clear(&c);
+    ll_txn_abort(&t);
+
+    /* ... and an upsert (a form from someone who opted out): the flags and the creation time
+     * stay, the fields merge in their order, a changed value in its place. */
+    upsert(s, "bob@example.com", "{\"company\":\"Acme\",\"role\":\"cto\"}", &created);
+    upsert(s, "bob@example.com", "{\"phone\":\"1\",\"company\":\"Acme Ltd\"}", &created);
+    CHECK_EQ_INT(created, 0);
+    CHECK_EQ_INT(ll_txn_begin(s, 1, &t), 0);
+    CHECK_EQ_INT(ll_contact_get(&t, b, &c), 0);
+    CHECK_EQ_INT(c.flags, LL_CF_UNSUBSCRIBED | LL_CF_BOUNCED);
+    CHECK(c.created_us == created_us && c.updated_us >= created_us);
+    CHECK_EQ_STR(c.fields_json, "{\"company\":\"Acme Ltd\",\"role\":\"cto\",\"phone\":\"1\"}");
     ll_contact_clear(&c);
     ll_txn_abort(&t);
 
