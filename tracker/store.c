@@ -464,7 +464,7 @@ int ll_contact_upsert(ll_txn_t *t, const char *email, const char *fields_json, u
         return rc;
     }
     /* The profile is merged as parsed and printed once, with the record (a form's whole cost
-     * in the writer was mostly these parses and prints: BENCHMARKS.md, Results 2026-12-04 18:00). */
+     * in the writer was mostly these parses and prints: BENCHMARKS.md, Results 2026-12-04 17:55). */
     if (fields_json != NULL) {
         json_error_t jerr;
         json_t *add = json_loads(fields_json, 0, &jerr);

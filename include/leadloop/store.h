@@ -195,7 +195,7 @@ struct json_t;
  * ll_contact_get for a caller that reads the profile's fields: *fields is the parsed object (a
  * new reference, an empty object when the profile has none; json_decref it) and c->fields_json
  * stays NULL, so the record is parsed once and its fields are not printed to text and parsed
- * again (the mailer's claim and rendering, the scorer's fit).
+ * again (the mailer's claim and rendering, the scorer's fit, a form's upsert).
  */
 int ll_contact_get_fields(ll_txn_t *t, uint64_t id, ll_contact_t *c, struct json_t **fields);
 /**
