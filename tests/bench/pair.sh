@@ -29,24 +29,11 @@ open) path=$(bin/leadloop -d "$B/seed" pixel --to bench@example.com --send 1 | g
 clicks) path=$(head -1 "$B/clicks.txt"); lua=(-s "$B/clicks.lua") ;;
 click1) path=$(head -1 "$B/clicks.txt") ;; # one recipient over and over (a flood)
 beacon) path=/e; lua=(-s "$B/beacon.lua") ;;
-form) path=/f/contact ;;
+form) path=/f/contact; lua=(-s "$PWD/tests/bench/form.lua") ;;
 *) echo "pair.sh: target is open, clicks, click1, beacon or form, not $what" >&2; exit 2 ;;
 esac
 case $mode in durable | queued | journal) ;; *) echo "pair.sh: mode is durable, queued or journal, not $mode" >&2; exit 2 ;; esac
 work=$(mktemp -d)
-if [ "$what" = form ]; then
-    lua=(-s "$work/form.lua")
-    cat >"$work/form.lua" <<'EOF'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-local i = 0
-function request()
-  i = i % 100000 + 1
-  return wrk.format(nil, nil, nil, "email=u" .. i .. "%40example.com&first_name=U" .. i ..
-                    "&company=Company+" .. (i % 5000) .. "&message=Please+call+me")
-end
-EOF
-fi
 pid=
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 wrk_run() { taskset -c 0 wrk -t1 -c64 --latency -H "User-Agent: $UA" -H 'Accept: image/avif,image/webp,*/*' \
